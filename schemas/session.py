@@ -1,0 +1,58 @@
+"""The session snapshot on the `sessions` topic (keyed by session_id; the topic is compacted).
+
+Each change of a session is published as a whole snapshot with a `version` that only grows,
+so a consumer can keep the newest one and ignore stale or replayed ones (the sink's upsert
+moves only to a higher version).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from schemas import SCHEMA_VERSION
+
+EndReason = Literal["inactivity", "max_length", "campaign_change", "midnight", "storage_cleared"]
+
+
+class SessionSnapshot(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    v: Literal[1] = SCHEMA_VERSION
+    session_id: str
+    guid: str
+    session_index: int
+    site: str
+    status: Literal["open", "closed"]
+    started_at: datetime
+    last_seen_at: datetime
+    ended_at: datetime | None = None
+    end_reason: EndReason | None = None
+    duration_s: float
+    landing_url: str
+    landing_path: str
+    exit_url: str | None = None
+    referrer: str = ""
+    referrer_host: str | None = None
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    utm_campaign: str | None = None
+    utm_term: str | None = None
+    utm_content: str | None = None
+    utm_id: str | None = None
+    click_id: str | None = None
+    click_id_type: str | None = None
+    channel: str
+    ip: str | None = None
+    user_agent: str = ""
+    browser: str | None = None
+    os: str | None = None
+    device_type: str | None = None
+    is_bot: bool = False
+    pageviews: int
+    events: int
+    hits: int
+    is_bounce: bool
+    version: int

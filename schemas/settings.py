@@ -1,0 +1,30 @@
+"""Settings every component shares. Each component's own settings class extends these.
+
+All settings come from `TOUCHSTREAM_*` environment variables (pydantic-settings) and are
+built once in a component's `__main__`, then passed down: library code never reads
+`os.environ` itself.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "TOUCHSTREAM_"
+
+
+class KafkaSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    kafka_bootstrap: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers, comma separated")
+    topic_prefix: str = Field("touchstream.", description="prefix of every topic name")
+    partitions: int = Field(8, ge=1, description="partition count of every topic (bounds parallelism)")
+    replication_factor: int = Field(1, ge=1, description="replication factor of the topics the project creates")
+    hits_retention_ms: int = Field(7 * 24 * 3600 * 1000, description="retention of `hits`: how far back a replay can reach")
+
+
+class PostgresSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    pg_dsn: str = Field("postgresql://postgres@127.0.0.1:15432/touchstream", description="PostgreSQL DSN")
+    pg_schema: str = Field("public", description="schema holding Touchstream's tables")

@@ -1,0 +1,1 @@
+"""Touchstream: the command-line entry point and the local development stack."""

@@ -1,0 +1,52 @@
+"""`touchstream` — one entry point, one subcommand per component.
+
+Each subcommand lives in its own module and is imported only when it runs, so
+`touchstream migrate` does not pay for importing Faust, and a broken optional
+dependency of one component cannot stop the others from starting.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> ("module:function", one-line help). Each function takes argv (list[str]) and returns an exit code.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "stack": ("touchstream.devstack.cli:main", "start/stop the local Kafka broker and PostgreSQL (up|down|status|env)"),
+    "ingest": ("ingest.__main__:main", "run the HTTP ingest edge"),
+    "sessionizer": ("sessionizer.__main__:main", "run a sessionizer worker (Faust)"),
+    "sink": ("sink.__main__:main", "run a PostgreSQL sink worker"),
+    "migrate": ("sink.migrations:main", "create or upgrade the PostgreSQL schema"),
+    "topics": ("schemas.topics:main", "create the Kafka topics"),
+    "demo": ("touchstream.demo:main", "run the whole pipeline with synthetic traffic"),
+    "import": ("touchstream.importer:main", "send hits from an NDJSON file to the edge"),
+    "report": ("touchstream.report:main", "attribution tables (and a PNG chart with --chart)"),
+    "journey": ("touchstream.journey:main", "a device's sessions and conversions in order"),
+    "forget": ("touchstream.forget:main", "delete a device's data everywhere"),
+}
+
+
+def _usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = ["usage: touchstream <command> [options]", "", "commands:"]
+    lines += [f"  {name.ljust(width)}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help", "help"}:
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"touchstream: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    target, _ = COMMANDS[name]
+    module_name, func_name = target.split(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    return int(func(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Process, port and lock helpers shared by the Kafka and PostgreSQL modules."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import errno
+import fcntl
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class StackError(RuntimeError):
+    """A service could not be brought up or down; the message says why and what to do."""
+
+
+def log(message: str) -> None:
+    """Progress goes to stderr so that stdout carries only the `export` lines."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+# --- processes ------------------------------------------------------------------------
+
+def read_pid(pid_file: Path) -> int | None:
+    try:
+        return int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def pid_alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie counts as gone; our own exited children are reaped)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[1].split()[0]
+        if state in (b"Z", b"X"):
+            return False
+    except (OSError, IndexError):
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def wait_for_exit(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.1)
+    return not pid_alive(pid)
+
+
+def terminate(pid: int, timeout: float, *, hard: bool = False) -> bool:
+    """SIGTERM (or SIGKILL when `hard`), wait, and SIGKILL after `timeout`. True if it had to kill."""
+    sig = signal.SIGKILL if hard else signal.SIGTERM
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+    if wait_for_exit(pid, timeout):
+        return hard
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    wait_for_exit(pid, 10)
+    return True
+
+
+# --- ports ----------------------------------------------------------------------------
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
+        return True
+    return False
+
+
+def port_bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+# --- running coroutines from sync code ------------------------------------------------
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion, also when the calling thread already runs a loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+# --- locking --------------------------------------------------------------------------
+
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def stack_lock(lock_file: Path) -> Iterator[None]:
+    """An exclusive, re-entrant (per thread) lock on the stack folder."""
+    held: dict[str, int] = getattr(_local, "held", None) or {}
+    _local.held = held
+    key = str(lock_file)
+    if held.get(key):
+        held[key] += 1
+        try:
+            yield
+        finally:
+            held[key] -= 1
+        return
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        held[key] = 1
+        try:
+            yield
+        finally:
+            held[key] = 0
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# --- system packages ------------------------------------------------------------------
+
+def apt_install(packages: list[str], why: str) -> None:
+    """Install Debian packages (as root, or through sudo), updating the lists when needed."""
+    if not shutil.which("apt-get"):
+        raise StackError(f"{why}: install {' '.join(packages)} with your package manager")
+    prefix: list[str] = []
+    if not is_root():
+        if not shutil.which("sudo"):
+            raise StackError(f"{why}: run `sudo apt-get install -y {' '.join(packages)}`")
+        prefix = ["sudo", "-n"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = [*prefix, "apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
+    log(f"  {why}: apt-get install {' '.join(packages)}")
+    lists = Path("/var/lib/apt/lists")
+    has_lists = lists.is_dir() and any(p.name.endswith("_Packages") for p in lists.iterdir())
+    if has_lists and subprocess.run(install, env=env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL).returncode == 0:
+        return
+    subprocess.run([*prefix, "apt-get", "update", "-q"], env=env, stdin=subprocess.DEVNULL,
+                   stdout=subprocess.DEVNULL, check=False)
+    result = subprocess.run(install, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    if result.returncode != 0:
+        raise StackError(f"{why}: `apt-get install {' '.join(packages)}` failed (exit {result.returncode})")
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
