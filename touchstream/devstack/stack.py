@@ -1,0 +1,85 @@
+"""The whole local stack: both services together (what `touchstream stack ...` and the tests call)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+
+from . import kafka, postgres
+from .paths import StackConfig, StackInfo, info
+from .process import StackError, stack_lock
+
+
+@dataclass
+class UpReport:
+    info: StackInfo
+    kafka: dict[str, float]
+    postgres: dict[str, float]
+    kafka_pid: int | None
+    postgres_pid: int | None
+    kafka_reused: bool
+    postgres_reused: bool
+    seconds: float
+
+
+def up(cfg: StackConfig | None = None, timeout: float = 180.0) -> UpReport:
+    """Start what is not running (reuse what is) and wait until both services answer."""
+    cfg = cfg or StackConfig.from_env()
+    started = time.monotonic()
+    with stack_lock(cfg.lock_file):
+        kafka_reused = kafka.kafka_pid(cfg) is not None
+        postgres_reused = postgres.postgres_pid(cfg) is not None
+        # The JVM takes the longest: launch it first, bring PostgreSQL up meanwhile, then wait.
+        k_times = kafka.launch(cfg)
+        p_times = postgres.start(cfg, timeout=timeout)
+        k_times["ready"] = kafka.wait_ready(cfg, timeout=timeout)
+        return UpReport(info=info(cfg), kafka=k_times, postgres=p_times,
+                        kafka_pid=kafka.kafka_pid(cfg), postgres_pid=postgres.postgres_pid(cfg),
+                        kafka_reused=kafka_reused, postgres_reused=postgres_reused,
+                        seconds=time.monotonic() - started)
+
+
+def ensure_up(cfg: StackConfig | None = None, timeout: float = 180.0) -> StackInfo:
+    """Idempotent: make sure the broker and the database are up; return how to reach them."""
+    return up(cfg, timeout).info
+
+
+def down(cfg: StackConfig | None = None, *, wipe: bool = False) -> dict[str, bool]:
+    """Stop both services (and delete their data with `wipe`; the broker's jars are kept)."""
+    cfg = cfg or StackConfig.from_env()
+    with stack_lock(cfg.lock_file):
+        stopped = {"kafka": kafka.stop(cfg), "postgres": postgres.stop(cfg)}
+        if wipe:
+            kafka.wipe(cfg)
+            postgres.wipe(cfg)
+            shutil.rmtree(cfg.java_dir, ignore_errors=True)
+        return stopped
+
+
+# The fault tests stop and start one service at a time; all of these are idempotent.
+
+def start_kafka(cfg: StackConfig | None = None, timeout: float = 120.0) -> StackInfo:
+    cfg = cfg or StackConfig.from_env()
+    kafka.start(cfg, timeout)
+    return info(cfg)
+
+
+def stop_kafka(cfg: StackConfig | None = None, *, hard: bool = False, timeout: float = 60.0) -> bool:
+    """SIGTERM and wait (SIGKILL after `timeout`); `hard=True` sends SIGKILL at once."""
+    return kafka.stop(cfg, timeout, hard=hard)
+
+
+def start_postgres(cfg: StackConfig | None = None, timeout: float = 60.0) -> StackInfo:
+    cfg = cfg or StackConfig.from_env()
+    postgres.start(cfg, timeout)
+    return info(cfg)
+
+
+def stop_postgres(cfg: StackConfig | None = None, *, hard: bool = False, timeout: float = 60.0) -> bool:
+    """pg_ctl stop -m fast (`hard=True`: -m immediate, i.e. no clean shutdown)."""
+    return postgres.stop(cfg, timeout, hard=hard)
+
+
+__all__ = ["StackError", "UpReport", "down", "ensure_up", "start_kafka", "start_postgres",
+           "stop_kafka", "stop_postgres", "up"]
