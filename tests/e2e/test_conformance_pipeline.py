@@ -1,0 +1,156 @@
+"""Every conformance scenario posted over HTTP gives the expected session rows in PostgreSQL.
+
+The real edge, a real Faust sessionizer worker and a real sink run as separate processes
+against the real broker and PostgreSQL. Scenarios that share settings share one pipeline; each
+scenario's guids and hit ids are mapped into a namespace of their own (uuid5), so the
+scenarios cannot see each other's devices, and mapped back before comparing.
+
+The hits date from 2026, so the partitions' event time would take 30 minutes of wall clock
+to pass the last sessions' timeout. A final "clock" hit per partition, a day after the last
+scenario hit and from a device of its own, moves every partition's event time on (SPEC rule
+7), which closes every session by inactivity the way a busy site would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
+
+from schemas.timefmt import iso
+from touchstream.pipeline import Pipeline
+
+pytestmark = pytest.mark.e2e
+
+SCENARIOS_PATH = Path(__file__).resolve().parents[3] / "shared" / "conformance" / "scenarios.json"
+if not SCENARIOS_PATH.exists():
+    raise RuntimeError(f"conformance scenarios missing: {SCENARIOS_PATH} (the shared/ folder beside the repo)")
+SCENARIOS = json.loads(SCENARIOS_PATH.read_text())["scenarios"]
+
+SETTING_ENV = {
+    "campaign_change": ("TOUCHSTREAM_SESSION_SPLIT_ON_CAMPAIGN", lambda v: "true" if v else "false"),
+    "scope": ("TOUCHSTREAM_SESSION_SCOPE", str),
+    "midnight_tz": ("TOUCHSTREAM_SESSION_MIDNIGHT_TZ", str),
+    "timeout_ms": ("TOUCHSTREAM_SESSION_TIMEOUT_MS", str),
+    "max_length_ms": ("TOUCHSTREAM_SESSION_MAX_LENGTH_MS", str),
+    "drop_bots": ("TOUCHSTREAM_SESSION_DROP_BOTS", lambda v: "true" if v else "false"),
+}
+COMPARED = ("session_index", "started_at", "last_seen_at", "landing_url", "utm_source", "pageviews", "events", "hits", "end_reason")
+PARTITIONS = 8
+
+
+def settings_key(scenario: dict) -> str:
+    return json.dumps(scenario["settings"], sort_keys=True)
+
+
+GROUPS: dict[str, list[dict]] = {}
+for _scenario in SCENARIOS:
+    GROUPS.setdefault(settings_key(_scenario), []).append(_scenario)
+
+
+def mapped(scenario: str, value: str) -> str:
+    """A scenario's guid or hit id moved into the scenario's own namespace."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"touchstream-conformance/{scenario}/{value.lower()}"))
+
+
+def clock_guids() -> list[str]:
+    """One guid per partition (murmur2 of the key, as the edge's producer picks)."""
+    partitioner = DefaultPartitioner()
+    found: dict[int, str] = {}
+    n = 0
+    while len(found) < PARTITIONS:
+        guid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"touchstream-conformance/clock/{n}"))
+        found.setdefault(partitioner(guid.encode(), list(range(PARTITIONS)), list(range(PARTITIONS))), guid)
+        n += 1
+    return [found[p] for p in range(PARTITIONS)]
+
+
+def expected_rows(scenarios: list[dict]) -> dict[tuple[str, int], dict]:
+    rows = {}
+    for scenario in scenarios:
+        for s in scenario["sessions"]:
+            guid = mapped(scenario["name"], s["guid"])
+            rows[(guid, s["session_index"])] = {k: s[k] for k in COMPARED} | {"scenario": scenario["name"]}
+    return rows
+
+
+def as_compared(row) -> dict:
+    out = {}
+    for k in COMPARED:
+        v = row[k]
+        out[k] = iso(v) if isinstance(v, datetime) else v
+    return out
+
+
+@pytest.mark.parametrize("group", list(GROUPS), ids=lambda k: "defaults" if k == "{}" else k)
+async def test_conformance_through_the_pipeline(group, services, topic_prefix, pg_schema, tmp_path):
+    scenarios = GROUPS[group]
+    env = {}
+    for name, value in json.loads(group).items():
+        var, conv = SETTING_ENV[name]
+        env[var] = conv(value)
+    pipeline = Pipeline(
+        workdir=tmp_path,
+        kafka_bootstrap=services.kafka_bootstrap,
+        pg_dsn=pg_schema.dsn,
+        topic_prefix=topic_prefix,
+        pg_schema=pg_schema.schema,
+        partitions=PARTITIONS,
+        extra_env=env,
+    )
+    try:
+        pipeline.start()
+        latest = datetime.fromisoformat("2000-01-01T00:00:00+00:00")
+        async with httpx.AsyncClient(base_url=pipeline.edge_url, timeout=30) as client:
+            # Arrival order matters (rules 5 and 6): one hit per request, each acknowledged by
+            # Kafka before the next is sent, so the topic holds them in the scenario's order.
+            for scenario in scenarios:
+                for hit in scenario["hits"]:
+                    body = dict(hit, guid=mapped(scenario["name"], hit["guid"]), hit_id=mapped(scenario["name"], hit["hit_id"]))
+                    response = await client.post("/v1/hits", json=body)
+                    assert response.status_code == 202, (scenario["name"], response.text)
+                    assert response.json()["accepted"] == 1
+                    latest = max(latest, datetime.fromisoformat(hit["created_at"]))
+            clock_time = iso(latest + timedelta(days=1))
+            for guid in clock_guids():
+                response = await client.post("/v1/hits", json={"guid": guid, "url": "https://clock.example/", "created_at": clock_time})
+                assert response.status_code == 202, response.text
+
+        expected = expected_rows(scenarios)
+        guids = sorted({g for g, _ in expected})
+        conn = await pg_schema.connect()
+        try:
+            deadline = time.monotonic() + 180
+            while True:
+                pipeline.check_alive()
+                rows = await conn.fetch(
+                    "SELECT guid::text AS guid, * FROM sessions WHERE guid = ANY($1::uuid[]) ORDER BY guid, session_index", guids
+                )
+                actual = {(r["guid"], r["session_index"]): as_compared(r) for r in rows}
+                done = len(actual) == len(expected) and all(r["status"] == "closed" for r in rows)
+                if done or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(1.0)
+        finally:
+            await conn.close()
+
+        problems = []
+        for key, want in sorted(expected.items()):
+            got = actual.get(key)
+            want_fields = {k: want[k] for k in COMPARED}
+            if got != want_fields:
+                problems.append(f"{want['scenario']} session {key[1]}:\n  want {want_fields}\n  got  {got}")
+        extra = sorted(set(actual) - set(expected))
+        if extra:
+            problems.append(f"unexpected sessions: {extra}")
+        assert not problems, "\n".join(problems)
+        assert all(r["status"] == "closed" and r["ended_at"] == r["last_seen_at"] for r in rows)
+    finally:
+        pipeline.stop()
