@@ -21,7 +21,6 @@ from .process import (
     apt_install,
     cmdline,
     is_root,
-    log,
     pid_alive,
     port_bindable,
     run_sync,
@@ -236,47 +235,52 @@ def status(cfg: StackConfig | None = None) -> PostgresStatus:
 def start(cfg: StackConfig | None = None, timeout: float = 60.0) -> dict[str, float]:
     """Idempotent: install, initdb, start the server, create the database; returns step timings."""
     cfg = cfg or StackConfig.from_env()
-    timings: dict[str, float] = {}
     with stack_lock(cfg.lock_file):
-        pid = postgres_pid(cfg)
-        if pid is not None and running_port(cfg) not in (None, cfg.pg_port):
-            raise StackError(f"this stack's PostgreSQL already runs on port {running_port(cfg)}, not "
-                             f"{cfg.pg_port}; run `touchstream stack down` first")
-        if pid is None:
-            if not port_bindable(cfg.host, cfg.pg_port):
-                raise StackError(f"port {cfg.host}:{cfg.pg_port} is taken by another process; stop it or "
-                                 "choose another port with TOUCHSTREAM_STACK_PG_PORT")
-            if (spent := initdb(cfg)) is not None:
-                timings["initdb"] = spent
-            started = time.monotonic()
-            bins = bin_dir()
-            options = f"-p {cfg.pg_port} -c listen_addresses={cfg.host} " \
-                      f"-c unix_socket_directories={shlex.quote(_socket_dir(cfg))}"
-            log_path = log_file(cfg)
-            if not log_path.exists():
-                log_path.touch()
-                _chown(log_path)
-            result = subprocess.run(
-                [*_as_owner(), str(bins / "pg_ctl"), "-D", str(data_dir(cfg)), "-l", str(log_path),
-                 "-o", options, "-w", "-t", str(int(timeout)), "start"],
-                cwd="/", capture_output=True, text=True, stdin=subprocess.DEVNULL,
-            )
-            if result.returncode != 0:
-                raise StackError(f"pg_ctl start failed (exit {result.returncode}):\n{result.stdout}"
-                                 f"{result.stderr}\nlast lines of {log_path}:\n{tail(log_path)}")
-            timings["start"] = time.monotonic() - started
+        return start_locked(cfg, timeout)
+
+
+def start_locked(cfg: StackConfig, timeout: float = 60.0) -> dict[str, float]:
+    """`start` for a caller that holds the stack lock already."""
+    timings: dict[str, float] = {}
+    pid = postgres_pid(cfg)
+    if pid is not None and running_port(cfg) not in (None, cfg.pg_port):
+        raise StackError(f"this stack's PostgreSQL already runs on port {running_port(cfg)}, not "
+                         f"{cfg.pg_port}; run `touchstream stack down` first")
+    if pid is None:
+        if not port_bindable(cfg.host, cfg.pg_port):
+            raise StackError(f"port {cfg.host}:{cfg.pg_port} is taken by another process; stop it or "
+                             "choose another port with TOUCHSTREAM_STACK_PG_PORT")
+        if (spent := initdb(cfg)) is not None:
+            timings["initdb"] = spent
         started = time.monotonic()
-        deadline = started + timeout
-        while not ready(cfg):
-            if time.monotonic() > deadline:
-                raise StackError(f"PostgreSQL did not accept connections within {timeout:.0f}s; "
-                                 f"see {log_file(cfg)}:\n{tail(log_file(cfg))}")
-            time.sleep(0.2)
-        if run_sync(_create_database(cfg.pg_dsn("postgres"), DATABASE)):
-            timings["createdb"] = time.monotonic() - started
-        else:
-            timings["ready"] = time.monotonic() - started
-        return timings
+        bins = bin_dir()
+        options = f"-p {cfg.pg_port} -c listen_addresses={cfg.host} " \
+                  f"-c unix_socket_directories={shlex.quote(_socket_dir(cfg))}"
+        log_path = log_file(cfg)
+        if not log_path.exists():
+            log_path.touch()
+            _chown(log_path)
+        result = subprocess.run(
+            [*_as_owner(), str(bins / "pg_ctl"), "-D", str(data_dir(cfg)), "-l", str(log_path),
+             "-o", options, "-w", "-t", str(int(timeout)), "start"],
+            cwd="/", capture_output=True, text=True, stdin=subprocess.DEVNULL,
+        )
+        if result.returncode != 0:
+            raise StackError(f"pg_ctl start failed (exit {result.returncode}):\n{result.stdout}"
+                             f"{result.stderr}\nlast lines of {log_path}:\n{tail(log_path)}")
+        timings["start"] = time.monotonic() - started
+    started = time.monotonic()
+    deadline = started + timeout
+    while not ready(cfg):
+        if time.monotonic() > deadline:
+            raise StackError(f"PostgreSQL did not accept connections within {timeout:.0f}s; "
+                             f"see {log_file(cfg)}:\n{tail(log_file(cfg))}")
+        time.sleep(0.2)
+    if run_sync(_create_database(cfg.pg_dsn("postgres"), DATABASE)):
+        timings["createdb"] = time.monotonic() - started
+    else:
+        timings["ready"] = time.monotonic() - started
+    return timings
 
 
 def stop(cfg: StackConfig | None = None, timeout: float = 60.0, *, hard: bool = False) -> bool:

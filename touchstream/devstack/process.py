@@ -125,12 +125,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 # --- running coroutines from sync code ------------------------------------------------
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine to completion, also when the calling thread already runs a loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+    """Run a coroutine to completion on a private loop in a worker thread, so that callers
+    with (or without) their own event loop, e.g. pytest-asyncio's, are left undisturbed."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="devstack") as pool:
         return pool.submit(asyncio.run, coro).result()
 
 
@@ -178,7 +175,7 @@ def apt_install(packages: list[str], why: str) -> None:
     install = [*prefix, "apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
     log(f"  {why}: apt-get install {' '.join(packages)}")
     lists = Path("/var/lib/apt/lists")
-    has_lists = lists.is_dir() and any(p.name.endswith("_Packages") for p in lists.iterdir())
+    has_lists = lists.is_dir() and any("_Packages" in p.name for p in lists.iterdir())
     if has_lists and subprocess.run(install, env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL).returncode == 0:
         return

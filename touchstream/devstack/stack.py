@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import shutil
 import time
 from dataclasses import dataclass
 
 from . import kafka, postgres
 from .paths import StackConfig, StackInfo, info
-from .process import StackError, stack_lock
+from .process import StackError, port_bindable, stack_lock
 
 
 @dataclass
@@ -23,6 +24,17 @@ class UpReport:
     seconds: float
 
 
+def _preflight(cfg: StackConfig, kafka_runs: bool, postgres_runs: bool) -> None:
+    """Refuse before doing anything when a port this stack needs is taken by someone else."""
+    wanted = [] if kafka_runs else [(cfg.kafka_port, "TOUCHSTREAM_STACK_KAFKA_PORT"),
+                                    (cfg.kafka_controller_port, "TOUCHSTREAM_STACK_KAFKA_CONTROLLER_PORT")]
+    wanted += [] if postgres_runs else [(cfg.pg_port, "TOUCHSTREAM_STACK_PG_PORT")]
+    for port, setting in wanted:
+        if not port_bindable(cfg.host, port):
+            raise StackError(f"port {cfg.host}:{port} is taken by another process (not this stack's); "
+                             f"stop it or choose another port with {setting}")
+
+
 def up(cfg: StackConfig | None = None, timeout: float = 180.0) -> UpReport:
     """Start what is not running (reuse what is) and wait until both services answer."""
     cfg = cfg or StackConfig.from_env()
@@ -30,10 +42,16 @@ def up(cfg: StackConfig | None = None, timeout: float = 180.0) -> UpReport:
     with stack_lock(cfg.lock_file):
         kafka_reused = kafka.kafka_pid(cfg) is not None
         postgres_reused = postgres.postgres_pid(cfg) is not None
-        # The JVM takes the longest: launch it first, bring PostgreSQL up meanwhile, then wait.
-        k_times = kafka.launch(cfg)
-        p_times = postgres.start(cfg, timeout=timeout)
-        k_times["ready"] = kafka.wait_ready(cfg, timeout=timeout)
+        _preflight(cfg, kafka_reused, postgres_reused)
+        # PostgreSQL comes up in a thread while the broker's jars are fetched, its storage is
+        # formatted and the JVM starts (the stack lock is held by this thread for both).
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            pg_future = pool.submit(postgres.start_locked, cfg, timeout)
+            try:
+                k_times = kafka.launch(cfg)
+                k_times["ready"] = kafka.wait_ready(cfg, timeout=timeout)
+            finally:
+                p_times = pg_future.result()
         return UpReport(info=info(cfg), kafka=k_times, postgres=p_times,
                         kafka_pid=kafka.kafka_pid(cfg), postgres_pid=postgres.postgres_pid(cfg),
                         kafka_reused=kafka_reused, postgres_reused=postgres_reused,

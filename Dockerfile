@@ -1,0 +1,32 @@
+# One image for every Touchstream component; the command picks it:
+#   touchstream ingest | sessionizer | sink | topics | migrate | demo ...
+# Used by docker-compose.yml. Settings come from TOUCHSTREAM_* environment variables.
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /src
+
+# Dependencies first (pinned in pyproject.toml; all ship wheels), so code changes rebuild fast.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+      > /tmp/requirements.txt \
+ && pip install -r /tmp/requirements.txt
+
+COPY README.md ./
+COPY touchstream ./touchstream
+COPY schemas ./schemas
+COPY ingest ./ingest
+COPY sessionizer ./sessionizer
+COPY sink ./sink
+RUN pip install --no-deps . \
+ && useradd --system --uid 10001 --home-dir /data --create-home touchstream \
+ && mkdir -p /data/sessionizer && chown -R touchstream /data  # volumes mounted here stay writable
+
+USER touchstream
+WORKDIR /data
+ENTRYPOINT ["touchstream"]
+CMD ["--help"]
