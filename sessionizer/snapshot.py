@@ -1,0 +1,125 @@
+"""What the core publishes, as plain wire dicts (no pydantic models on the hot path).
+
+- `session_snapshot` : a complete `schemas.session.SessionSnapshot` dict (topic `sessions`);
+- `hit_record`       : a `PageviewRecord` or `EventRecord` dict for an applied hit (topic `events`);
+- `late_record`      : a `LateHitRecord` dict for a hit that fits no session, with the reason.
+
+Datetimes are aware UTC `datetime`s; `schemas.wire.encode` turns them into ISO 8601 with Z.
+Unit tests validate every dict against its model.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from schemas import SCHEMA_VERSION
+from schemas.hit import Hit
+from schemas.timefmt import EPOCH
+from sessionizer.state import Session
+from sessionizer.useragent import describe
+
+
+def at_ms(ms: int) -> datetime:
+    """schemas.timefmt.from_ms, twice as fast (positional timedelta)."""
+    return EPOCH + timedelta(0, 0, 0, ms)
+
+
+def session_snapshot(guid: str, s: Session, is_open: bool) -> dict[str, Any]:
+    static = s.static
+    if static is None:
+        static = s.static = _static_fields(guid, s)
+    snap = static.copy()
+    pageviews = s.pageviews
+    events = s.events
+    last_seen = at_ms(s.last)
+    snap["status"] = "open" if is_open else "closed"
+    snap["last_seen_at"] = last_seen
+    snap["ended_at"] = None if is_open else last_seen
+    snap["end_reason"] = None if is_open else s.end_reason
+    snap["duration_s"] = (s.last - s.first) / 1000
+    snap["exit_url"] = s.exit_url
+    snap["pageviews"] = pageviews
+    snap["events"] = events
+    snap["hits"] = pageviews + events
+    snap["is_bounce"] = pageviews == 1 and events == 0
+    snap["version"] = s.version
+    return snap
+
+
+def _static_fields(guid: str, s: Session) -> dict[str, Any]:
+    """The fields that follow the landing hit: built once per session and landing, then copied.
+    (started_at is one of them: the first hit changes exactly when the landing does.)"""
+    agent = describe(s.user_agent)
+    return {
+        "v": SCHEMA_VERSION,
+        "session_id": s.id,
+        "guid": guid,
+        "session_index": s.index,
+        "site": s.site,
+        "started_at": at_ms(s.first),
+        "landing_url": s.url,
+        "landing_path": s.path,
+        "referrer": s.referrer,
+        "referrer_host": s.referrer_host,
+        "utm_source": s.utm_source,
+        "utm_medium": s.utm_medium,
+        "utm_campaign": s.utm_campaign,
+        "utm_term": s.utm_term,
+        "utm_content": s.utm_content,
+        "utm_id": s.utm_id,
+        "click_id": s.click_id,
+        "click_id_type": s.click_id_type,
+        "channel": s.channel,
+        "ip": s.ip,
+        "user_agent": s.user_agent,
+        "browser": agent.browser,
+        "os": agent.os,
+        "device_type": agent.device_type,
+        "is_bot": agent.is_bot,
+    }
+
+
+def hit_record(hit: Hit, guid: str, session_id: str) -> dict[str, Any]:
+    if hit.type == "event":
+        return {
+            "v": SCHEMA_VERSION,
+            "kind": "event",
+            "hit_id": hit.hit_id,
+            "session_id": session_id,
+            "guid": guid,
+            "site": hit.site,
+            "occurred_at": hit.occurred_at,
+            "received_at": hit.received_at,
+            "name": hit.event_name or "",
+            "module": hit.event_module,
+            "url": hit.url,
+            "properties": hit.event_properties or {},
+        }
+    return {
+        "v": SCHEMA_VERSION,
+        "kind": "pageview",
+        "hit_id": hit.hit_id,
+        "session_id": session_id,
+        "guid": guid,
+        "site": hit.site,
+        "occurred_at": hit.occurred_at,
+        "received_at": hit.received_at,
+        "url": hit.url,
+        "path": hit.path,
+        "referrer": hit.referrer,
+        "title": hit.title,
+    }
+
+
+def late_record(hit: Hit, guid: str, reason: str) -> dict[str, Any]:
+    return {
+        "v": SCHEMA_VERSION,
+        "kind": "late_hit",
+        "hit_id": hit.hit_id,
+        "guid": guid,
+        "occurred_at": hit.occurred_at,
+        "received_at": hit.received_at,
+        "reason": reason,
+        "hit": hit.model_dump(),
+    }

@@ -1,0 +1,142 @@
+"""Every scenario of the shared conformance file against the pure core (SPEC section 3).
+
+The conformance README: a test of the pure logic may advance event time (close idle
+sessions) between any two hits, and the result must not change. Each scenario runs under
+several event-time schedules, as the adapter might produce them:
+
+never      event time never moves; sessions close only at the end
+partition  event time = newest occurred_at seen on the partition, deadlines run after every hit
+hit_time   each hit is delivered with its own occurred_at as event time, and deadlines run at
+           that time after it (event time may even step back)
+realtime   before each hit the clock runs on to the hit's occurred_at (a quiet partition's
+           wall clock, rule 7), closing what is idle by then
+idle_jump  after a hit, when no remaining hit lies within timeout of the newest one, event
+           time jumps to newest + timeout + 1 ms (closing everything idle)
+roundtrip  as partition, with every device state stored as bytes between calls
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas.timefmt import to_ms
+from sessionizer.identity import session_id
+from sessionizer.machine import Rules
+
+from .driver import Partition, project, scenario_hit
+
+
+def _find_scenarios() -> Path:
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent.parent / "shared" / "conformance" / "scenarios.json"  # ../shared from the repo
+        if (parent / "pyproject.toml").exists() and candidate.exists():
+            return candidate
+    raise FileNotFoundError(
+        f"conformance scenarios not found: expected ../shared/conformance/scenarios.json next to the repository "
+        f"holding {here}"
+    )
+
+
+SCENARIOS_PATH = _find_scenarios()
+SCENARIOS: list[dict[str, Any]] = json.loads(SCENARIOS_PATH.read_text())["scenarios"]
+SCHEDULES = ["never", "partition", "hit_time", "realtime", "idle_jump", "roundtrip"]
+
+# scenario setting -> Rules field (and how to convert it)
+SETTING_TO_RULE = {
+    "campaign_change": ("split_on_campaign", bool),
+    "scope": ("scope", str),
+    "midnight": ("midnight_tz", lambda v: v if isinstance(v, str) else ("UTC" if v else None)),
+    "midnight_tz": ("midnight_tz", str),
+    "timeout_ms": ("timeout_ms", int),
+    "timeout_minutes": ("timeout_ms", lambda v: int(v) * 60_000),
+    "max_length_ms": ("max_length_ms", int),
+    "max_length_hours": ("max_length_ms", lambda v: int(v) * 3_600_000),
+    "drop_bots": ("drop_bots", bool),
+}
+
+
+def rules_for(settings: dict[str, Any]) -> Rules:
+    unknown = set(settings) - set(SETTING_TO_RULE)
+    if unknown:
+        pytest.fail(f"scenario setting(s) {sorted(unknown)} have no mapping to Rules: add them to SETTING_TO_RULE")
+    kwargs = {}
+    for key, value in settings.items():
+        name, convert = SETTING_TO_RULE[key]
+        kwargs[name] = convert(value)
+    return Rules(**kwargs)
+
+
+def run(scenario: dict[str, Any], schedule: str) -> Partition:
+    rules = rules_for(scenario["settings"])
+    part = Partition(rules=rules, roundtrip=schedule == "roundtrip")
+    hits = [scenario_hit(raw) for raw in scenario["hits"]]
+    times = [to_ms(h.occurred_at) for h in hits]
+    newest = 0
+    for i, hit in enumerate(hits):
+        t = times[i]
+        if schedule == "never":
+            part.hit(hit, event_time=0)
+        elif schedule in ("partition", "roundtrip"):
+            part.hit(hit)
+            part.advance(part.event_time)
+        elif schedule == "hit_time":
+            part.hit(hit, event_time=t)
+            part.tick(t)
+        elif schedule == "realtime":
+            part.advance(t)
+            part.hit(hit)
+        elif schedule == "idle_jump":
+            part.hit(hit)
+            newest = max(newest, t)
+            horizon = newest + rules.timeout_ms
+            if all(later > horizon for later in times[i + 1:]):
+                part.advance(horizon + 1)
+        else:  # pragma: no cover
+            raise AssertionError(schedule)
+    part.finish()
+    return part
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s["name"] for s in SCENARIOS])
+def test_scenario(scenario: dict[str, Any], schedule: str) -> None:
+    part = run(scenario, schedule)
+    expected = scenario["sessions"]
+    keys = sorted(set().union(*(e.keys() for e in expected)))
+    got = [project(s, keys) for s in part.sessions()]
+    order = lambda s: (s["guid"], s["started_at"], s.get("landing_url") or "")  # noqa: E731
+    assert sorted(got, key=order) == sorted(expected, key=order)
+
+    for session in part.sessions():
+        assert session["status"] == "closed"
+        assert session["ended_at"] == session["last_seen_at"]
+        assert session["is_bounce"] == (session["pageviews"] == 1 and session["events"] == 0)
+
+    # Every distinct hit is placed exactly once, in the session whose counts include it.
+    placed = part.placed()
+    assert set(placed) == {raw["hit_id"] for raw in scenario["hits"]}
+    assert all(rec["kind"] in ("pageview", "event") for rec in placed.values())
+    per_session: dict[str, int] = {}
+    for rec in placed.values():
+        per_session[rec["session_id"]] = per_session.get(rec["session_id"], 0) + 1
+    assert per_session == {s["session_id"]: s["hits"] for s in part.sessions()}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s["name"] for s in SCENARIOS])
+def test_scenario_ids_are_deterministic(scenario: dict[str, Any]) -> None:
+    """Same hits in the same order: same session ids, whatever the event-time schedule; and
+    each id is UUIDv5 of the guid and the hit that opened the session in log order."""
+    runs = [run(scenario, schedule) for schedule in ("never", "partition", "realtime")]
+    ids = [[s["session_id"] for s in r.sessions()] for r in runs]
+    assert ids[0] == ids[1] == ids[2]
+    part = runs[0]
+    first_seen: dict[str, str] = {}
+    for rec in part.records:
+        first_seen.setdefault(rec["session_id"], rec["hit_id"])
+    for s in part.sessions():
+        assert s["session_id"] == session_id(s["guid"], first_seen[s["session_id"]])

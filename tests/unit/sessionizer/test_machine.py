@@ -1,0 +1,597 @@
+"""The session rules at their edges, one behaviour per test (SPEC section 3)."""
+
+from __future__ import annotations
+
+import pytest
+
+from schemas.timefmt import from_ms, parse_timestamp, to_ms
+from sessionizer.identity import session_id
+from sessionizer.machine import (
+    BEFORE_LAST_SESSION,
+    BEFORE_OPEN_SESSION,
+    BOT,
+    DeviceState,
+    Emitted,
+    Rules,
+    next_deadline_ms,
+    on_close,
+    on_hit,
+    on_time,
+)
+
+from .driver import GUID, HOUR, MIN, OTHER_GUID, T0, Partition, close_record, hit_id, make_hit
+
+TIMEOUT = 30 * MIN
+GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+
+
+def play(times: list[int], rules: Rules | None = None, *, advance: bool = True, **hit_kwargs) -> Partition:
+    part = Partition(rules=rules or Rules())
+    for n, t in enumerate(times):
+        part.hit(make_hit(t, hid=n + 1, **hit_kwargs))
+        if advance:
+            part.advance(part.event_time)
+    part.finish()
+    return part
+
+
+def spans(part: Partition) -> list[tuple[int, int, int, str | None]]:
+    return [(to_ms(s["started_at"]), to_ms(s["last_seen_at"]), s["hits"], s["end_reason"]) for s in part.sessions()]
+
+
+# -- rule 2: inactivity ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("advance", [False, True])
+def test_gap_of_exactly_the_timeout_stays(advance: bool) -> None:
+    assert spans(play([T0, T0 + TIMEOUT], advance=advance)) == [(T0, T0 + TIMEOUT, 2, "inactivity")]
+
+
+@pytest.mark.parametrize("advance", [False, True])
+def test_gap_one_ms_over_the_timeout_splits(advance: bool) -> None:
+    assert spans(play([T0, T0 + TIMEOUT + 1], advance=advance)) == [
+        (T0, T0, 1, "inactivity"),
+        (T0 + TIMEOUT + 1, T0 + TIMEOUT + 1, 1, "inactivity"),
+    ]
+
+
+def test_timeout_is_a_setting() -> None:
+    rules = Rules(timeout_ms=10 * MIN)
+    assert len(play([T0, T0 + 10 * MIN], rules).sessions()) == 1
+    assert len(play([T0, T0 + 10 * MIN + 1], rules).sessions()) == 2
+
+
+# -- rule 7: closing by event time ------------------------------------------------------------
+
+
+def test_deadline_is_the_first_event_time_that_closes() -> None:
+    rules = Rules()
+    out = Emitted()
+    state = on_hit(None, make_hit(T0, hid=1), rules, T0, out)
+    assert next_deadline_ms(state, rules) == T0 + TIMEOUT + 1
+    out = Emitted()
+    state = on_time(state, rules, T0 + TIMEOUT, out)
+    assert out.sessions == [] and state.open_sessions() == 1
+    state = on_time(state, rules, T0 + TIMEOUT + 1, out)
+    [closed] = out.sessions
+    assert closed["status"] == "closed" and closed["end_reason"] == "inactivity"
+    assert closed["ended_at"] == closed["last_seen_at"] == from_ms(T0)
+    assert next_deadline_ms(state, rules) is None
+
+
+def test_on_hit_first_closes_what_event_time_expired() -> None:
+    rules = Rules()
+    out = Emitted()
+    state = on_hit(None, make_hit(T0, hid=1, guid=GUID), rules, T0, out)
+    out = Emitted()
+    # A hit 5 min later, but the partition's event time has passed the deadline already.
+    state = on_hit(state, make_hit(T0 + 5 * MIN, hid=2), rules, T0 + TIMEOUT + 1, out)
+    first, second = out.sessions
+    assert first["status"] == "closed" and first["hits"] == 1
+    # ...and the hit rejoins the session it closed: within the timeout of its last hit.
+    assert second["session_id"] == first["session_id"] and second["hits"] == 2
+    assert second["version"] == first["version"] + 1
+
+
+def test_a_very_late_first_hit_is_published_closed_once() -> None:
+    rules = Rules()
+    out = Emitted()
+    state = on_hit(None, make_hit(T0, hid=1), rules, T0 + 5 * HOUR, out)
+    [snap] = out.sessions
+    assert snap["status"] == "closed" and snap["version"] == 1 and snap["end_reason"] == "inactivity"
+    assert next_deadline_ms(state, rules) is None
+
+
+# -- rule 3: maximum length -----------------------------------------------------------------
+
+
+def _every(step: int, until: int) -> list[int]:
+    return list(range(T0, T0 + until + 1, step))
+
+
+def test_max_length_of_exactly_24h_stays() -> None:
+    times = _every(20 * MIN, 24 * HOUR)
+    assert times[-1] == T0 + 24 * HOUR
+    assert spans(play(times)) == [(T0, T0 + 24 * HOUR, len(times), "inactivity")]
+
+
+def test_max_length_plus_one_ms_splits() -> None:
+    times = _every(20 * MIN, 24 * HOUR) + [T0 + 24 * HOUR + 1]
+    assert spans(play(times)) == [
+        (T0, T0 + 24 * HOUR, len(times) - 1, "max_length"),
+        (T0 + 24 * HOUR + 1, T0 + 24 * HOUR + 1, 1, "inactivity"),
+    ]
+
+
+def test_a_backward_hit_may_not_stretch_a_session_past_max_length() -> None:
+    rules = Rules(timeout_ms=HOUR, max_length_ms=2 * HOUR)
+    part = Partition(rules=rules)
+    part.hit(make_hit(T0, hid=1))
+    part.hit(make_hit(T0 + HOUR, hid=2))
+    part.hit(make_hit(T0 + 2 * HOUR, hid=3))  # exactly max length: stays
+    part.hit(make_hit(T0 - 1, hid=4))         # would make it 2 h + 1 ms long
+    part.finish()
+    assert spans(part) == [(T0, T0 + 2 * HOUR, 3, "inactivity")]
+    assert part.placed()[hit_id(4)]["reason"] == BEFORE_OPEN_SESSION
+
+
+# -- rule 4: midnight -------------------------------------------------------------------------
+
+
+def test_midnight_splits_in_the_configured_zone() -> None:
+    rules = Rules(midnight_tz="America/New_York")
+    before = to_ms(parse_timestamp("2026-03-02T23:50:00-05:00"))
+    after = to_ms(parse_timestamp("2026-03-03T00:10:00-05:00"))
+    assert spans(play([before, after], rules)) == [(before, before, 1, "midnight"), (after, after, 1, "inactivity")]
+    # Midnight UTC falls inside the visit and does not split it there...
+    assert len(play([before, after], Rules(midnight_tz="Europe/London")).sessions()) == 1
+    # ...and with the split off nothing splits.
+    assert len(play([before, after]).sessions()) == 1
+
+
+def test_midnight_split_holds_for_a_late_hit_from_the_day_before() -> None:
+    rules = Rules(midnight_tz="UTC")
+    part = Partition(rules=rules)
+    part.hit(make_hit("2026-03-03T00:05:00Z", hid=1))
+    part.hit(make_hit("2026-03-02T23:55:00Z", hid=2))  # 10 min earlier, but yesterday
+    part.finish()
+    assert [s["hits"] for s in part.sessions()] == [1]
+    assert part.placed()[hit_id(2)]["reason"] == BEFORE_OPEN_SESSION
+
+
+def test_midnight_on_a_dst_day() -> None:
+    rules = Rules(midnight_tz="America/New_York", timeout_ms=2 * HOUR)
+    # 2026-03-08 has 23 hours in New York; 23:30 and 00:30 local straddle its end.
+    a = to_ms(parse_timestamp("2026-03-08T23:30:00-04:00"))
+    b = to_ms(parse_timestamp("2026-03-09T00:30:00-04:00"))
+    c = to_ms(parse_timestamp("2026-03-08T00:30:00-05:00"))
+    assert [s["end_reason"] for s in play([a, b], rules).sessions()] == ["midnight", "inactivity"]
+    assert len(play([c, c + HOUR], rules).sessions()) == 1
+
+
+# -- rule 4: campaign change --------------------------------------------------------------------
+
+
+FB = {"source": "facebook", "medium": "paid_social"}
+GOOGLE = {"source": "google", "medium": "cpc"}
+
+
+def _campaign_run(steps: list[tuple[int, dict[str, str] | None]], rules: Rules) -> Partition:
+    part = Partition(rules=rules)
+    for n, (t, utm) in enumerate(steps):
+        part.hit(make_hit(t, hid=n + 1, utm=utm))
+    part.finish()
+    return part
+
+
+def test_campaign_change_splits_only_when_on() -> None:
+    steps = [(T0, GOOGLE), (T0 + MIN, None), (T0 + 2 * MIN, GOOGLE), (T0 + 3 * MIN, FB)]
+    on = _campaign_run(steps, Rules(split_on_campaign=True))
+    assert [(s["utm_source"], s["hits"], s["end_reason"]) for s in on.sessions()] == [
+        ("google", 3, "campaign_change"),  # no campaign data and the same campaign do not split
+        ("facebook", 1, "inactivity"),
+    ]
+    assert len(_campaign_run(steps, Rules()).sessions()) == 1
+
+
+def test_a_new_click_id_is_a_campaign_change() -> None:
+    part = Partition(rules=Rules(split_on_campaign=True))
+    part.hit(make_hit(T0, hid=1, url="https://www.oakridge-apts.com/?gclid=one"))
+    part.hit(make_hit(T0 + MIN, hid=2, url="https://www.oakridge-apts.com/?gclid=one"))
+    part.hit(make_hit(T0 + 2 * MIN, hid=3, url="https://www.oakridge-apts.com/?gclid=two"))
+    part.finish()
+    assert [(s["click_id"], s["hits"]) for s in part.sessions()] == [("one", 2), ("two", 1)]
+
+
+def test_campaign_change_for_a_backward_hit_follows_time_order() -> None:
+    rules = Rules(split_on_campaign=True)
+    # A campaign-less session gains an earlier campaign landing: time order gives one session.
+    part = _campaign_run([(T0 + 10 * MIN, None), (T0, GOOGLE)], rules)
+    assert [(s["utm_source"], s["hits"], to_ms(s["started_at"])) for s in part.sessions()] == [("google", 2, T0)]
+    # A campaign session cannot take an earlier hit with other (or no) campaign data: in time
+    # order that hit would be a session of its own, before the open one.
+    part = _campaign_run([(T0 + 10 * MIN, GOOGLE), (T0, FB), (T0 + 1, None)], rules)
+    assert [(s["utm_source"], s["hits"]) for s in part.sessions()] == [("google", 1)]
+    assert {r["reason"] for r in part.records if r["kind"] == "late_hit"} == {BEFORE_OPEN_SESSION}
+
+
+def test_a_campaign_hit_inside_the_span_joins() -> None:
+    part = _campaign_run([(T0, GOOGLE), (T0 + 10 * MIN, None), (T0 + 5 * MIN, FB)], Rules(split_on_campaign=True))
+    assert [(s["utm_source"], s["hits"]) for s in part.sessions()] == [("google", 3)]
+
+
+# -- rules 5 and 6: order and late hits ---------------------------------------------------------
+
+
+def test_backward_hit_takes_over_the_landing_but_not_the_id() -> None:
+    part = Partition()
+    part.hit(make_hit(T0 + 10 * MIN, hid=1, url="https://www.oakridge-apts.com/floorplans"))
+    part.hit(make_hit(T0 + 12 * MIN, hid=2, url="https://www.oakridge-apts.com/amenities"))
+    part.hit(make_hit(T0, hid=3, url="https://www.oakridge-apts.com/?utm_source=google&utm_medium=cpc",
+                      referrer="https://www.google.com/"))
+    part.hit(make_hit(T0 + 11 * MIN, hid=4, url="https://www.oakridge-apts.com/pets"))  # in span: not the exit
+    part.finish()
+    [s] = part.sessions()
+    assert s["session_id"] == session_id(GUID, hit_id(1))
+    assert to_ms(s["started_at"]) == T0 and s["duration_s"] == 12 * 60
+    assert s["landing_url"] == "https://www.oakridge-apts.com/?utm_source=google&utm_medium=cpc"
+    assert s["landing_path"] == "/" and s["referrer_host"] == "www.google.com"
+    assert (s["utm_source"], s["utm_medium"], s["channel"]) == ("google", "cpc", "Paid Search")
+    assert s["exit_url"] == "https://www.oakridge-apts.com/amenities"
+
+
+def test_late_rejoin_exactly_at_the_timeout_edge() -> None:
+    for late, rejoins in [(T0 + 20 * MIN + TIMEOUT, True), (T0 + 20 * MIN + TIMEOUT + 1, False)]:
+        part = Partition()
+        part.hit(make_hit(T0, hid=1))
+        part.hit(make_hit(T0 + 20 * MIN, hid=2))
+        part.hit(make_hit(T0 + 5 * HOUR, hid=3, guid=OTHER_GUID))  # moves event time: closes the first
+        part.advance(part.event_time)
+        assert [s["status"] for s in part.snapshots if s["guid"] == GUID][-1] == "closed"
+        part.hit(make_hit(late, hid=4))
+        part.finish()
+        mine = [s for s in part.sessions() if s["guid"] == GUID]
+        if rejoins:
+            assert [(s["hits"], to_ms(s["last_seen_at"])) for s in mine] == [(3, late)]
+            assert mine[0]["session_id"] == session_id(GUID, hit_id(1))
+        else:  # after the closed session and outside it: a session of its own
+            assert [s["hits"] for s in mine] == [2, 1] and [s["session_index"] for s in mine] == [1, 2]
+
+
+def test_late_rejoin_before_the_first_hit_edge() -> None:
+    for late, rejoins in [(T0 - TIMEOUT, True), (T0 - TIMEOUT - 1, False)]:
+        part = Partition()
+        part.hit(make_hit(T0, hid=1))
+        part.advance(T0 + 5 * HOUR)
+        part.hit(make_hit(late, hid=2))
+        part.finish()
+        [s] = part.sessions()
+        if rejoins:
+            assert s["hits"] == 2 and to_ms(s["started_at"]) == late and s["status"] == "closed"
+        else:
+            assert s["hits"] == 1
+            assert part.placed()[hit_id(2)]["reason"] == BEFORE_LAST_SESSION
+
+
+def test_late_hit_before_the_open_session() -> None:
+    part = Partition()
+    part.hit(make_hit(T0 + 2 * HOUR, hid=1))
+    part.hit(make_hit(T0, hid=2))
+    part.finish()
+    late = part.placed()[hit_id(2)]
+    assert late["kind"] == "late_hit" and late["reason"] == BEFORE_OPEN_SESSION
+    assert late["hit"]["hit_id"] == hit_id(2) and late["guid"] == GUID
+
+
+def test_late_hit_between_last_and_open_session() -> None:
+    part = Partition()
+    part.hit(make_hit(T0, hid=1))
+    part.hit(make_hit(T0 + 3 * HOUR, hid=2))
+    part.hit(make_hit(T0 + 90 * MIN, hid=3))  # 90 min from either: fits neither
+    part.hit(make_hit(T0 - 2 * HOUR, hid=4))  # before both
+    part.finish()
+    placed = part.placed()
+    assert placed[hit_id(3)]["reason"] == BEFORE_OPEN_SESSION
+    assert placed[hit_id(4)]["reason"] == BEFORE_LAST_SESSION
+    assert [s["hits"] for s in part.sessions()] == [1, 1]
+
+
+def _bridged(late: int) -> tuple[str, Partition]:
+    # The last session ends 09:20, the open one starts 09:55 (35 min gap); `late` lies within
+    # the timeout of both.
+    part = Partition()
+    part.hit(make_hit(T0, hid=1))
+    part.hit(make_hit(T0 + 20 * MIN, hid=2))
+    part.hit(make_hit(T0 + 55 * MIN, hid=3))
+    part.hit(make_hit(late, hid=4))
+    part.finish()
+    first, second = part.sessions()
+    assert first["last_seen_at"] < second["started_at"]
+    joined = part.placed()[hit_id(4)]["session_id"]
+    return ("last" if joined == first["session_id"] else "open"), part
+
+
+def test_a_bridging_hit_joins_the_nearer_session() -> None:
+    # Kafka Streams would merge the two sessions here; we rejoin the nearer one.
+    assert _bridged(T0 + 40 * MIN)[0] == "open"                # 15 min from 09:55, 20 from 09:20
+    assert _bridged(T0 + 30 * MIN)[0] == "last"                # 10 min from 09:20, 25 from 09:55
+    assert _bridged(T0 + 37 * MIN + 30_000)[0] == "last"       # midway: the earlier, as time order would
+
+
+def test_rejoining_an_idle_closed_session_can_reopen_it() -> None:
+    rules = Rules()
+    out = Emitted()
+    state = on_hit(None, make_hit(T0, hid=1), rules, T0, out)
+    state = on_time(state, rules, T0 + TIMEOUT + 1, out)  # closed
+    out = Emitted()
+    state = on_hit(state, make_hit(T0 + 25 * MIN, hid=2), rules, T0 + TIMEOUT + 1, out)
+    [snap] = out.sessions
+    assert snap["status"] == "open" and snap["ended_at"] is None and snap["end_reason"] is None
+    assert snap["version"] == 3 and snap["hits"] == 2
+    assert next_deadline_ms(state, rules) == T0 + 25 * MIN + TIMEOUT + 1
+
+
+def test_the_open_session_never_reaches_back_over_the_last_one() -> None:
+    # Campaign split: session 1 (google) 09:10-09:12, session 2 (facebook) from 09:15. A late
+    # facebook hit at 09:05 fits session 2 by gap and campaign, but session 1 lies between.
+    part = Partition(rules=Rules(split_on_campaign=True))
+    part.hit(make_hit(T0 + 10 * MIN, hid=1, utm=GOOGLE))
+    part.hit(make_hit(T0 + 12 * MIN, hid=2, utm=GOOGLE))
+    part.hit(make_hit(T0 + 15 * MIN, hid=3, utm=FB))
+    part.hit(make_hit(T0 + 5 * MIN, hid=4, utm=FB))
+    part.finish()
+    first, second = part.sessions()
+    assert (first["hits"], second["hits"]) == (2, 1)
+    assert part.placed()[hit_id(4)]["reason"] == BEFORE_LAST_SESSION
+
+
+def test_sessions_never_overlap_a_forgotten_session() -> None:
+    # Sessions 1 and 2 split on campaign 5 min apart; session 3 starts later. Session 1 is
+    # forgotten; a late hit inside its span must not stretch session 2 over it.
+    rules = Rules(split_on_campaign=True)
+    part = Partition(rules=rules)
+    part.hit(make_hit(T0, hid=1, utm=GOOGLE))
+    part.hit(make_hit(T0 + 10 * MIN, hid=2, utm=GOOGLE))
+    part.hit(make_hit(T0 + 15 * MIN, hid=3, utm=FB))
+    part.hit(make_hit(T0 + 3 * HOUR, hid=4))
+    part.advance(T0 + 3 * HOUR)
+    part.hit(make_hit(T0 + 5 * MIN, hid=5, utm=FB))  # fits session 2 by campaign and gap, but lies in session 1
+    part.finish()
+    sessions = part.sessions()
+    assert [s["hits"] for s in sessions] == [2, 1, 1]
+    assert part.placed()[hit_id(5)]["reason"] == BEFORE_LAST_SESSION
+    for a, b in zip(sessions, sessions[1:]):
+        assert a["last_seen_at"] < b["started_at"]
+
+
+# -- rule 8: duplicates ---------------------------------------------------------------------
+
+
+def test_duplicates_are_ignored_without_a_trace() -> None:
+    rules = Rules()
+    out = Emitted()
+    state = on_hit(None, make_hit(T0, hid=1), rules, T0, out)
+    before = state.to_bytes()
+    out = Emitted()
+    state = on_hit(state, make_hit(T0, hid=1), rules, T0, out)
+    assert out.sessions == [] and out.records == []
+    assert state.to_bytes() == before
+
+
+def test_duplicate_of_a_closed_sessions_hit_does_not_rejoin() -> None:
+    part = Partition()
+    part.hit(make_hit(T0, hid=1))
+    part.advance(T0 + 2 * HOUR)
+    part.hit(make_hit(T0, hid=1))
+    part.finish()
+    assert [s["hits"] for s in part.sessions()] == [1]
+    assert len(part.records) == 1
+
+
+def test_dedupe_memory_is_bounded() -> None:
+    rules = Rules(dedupe_size=8)
+    state = None
+    for n in range(20):
+        state = on_hit(state, make_hit(T0 + n * MIN, hid=n + 1), rules, T0, Emitted())
+    assert len(state.ring) == 8 * 8
+    out = Emitted()
+    on_hit(state, make_hit(T0 + 19 * MIN, hid=20), rules, T0, out)  # recent: ignored
+    assert out.records == []
+    on_hit(state, make_hit(T0, hid=1), rules, T0, out)  # forgotten: counted again (the sink's PK keeps one row)
+    assert len(out.records) == 1
+
+
+def test_a_replayed_batch_is_ignored_by_offset_however_long() -> None:
+    rules = Rules()
+    state = None
+    hits = [make_hit(T0 + n * 1000, hid=n + 1) for n in range(200)]
+    for offset, hit in enumerate(hits):
+        state = on_hit(state, hit, rules, T0, Emitted(), offset=1000 + offset)
+    assert state.offset == 1199
+    out = Emitted()
+    for offset, hit in enumerate(hits):  # the whole batch again: 200 hits > the 64 fingerprints
+        state = on_hit(state, hit, rules, T0, out, offset=1000 + offset)
+    assert out.sessions == [] and out.records == []
+    assert state.slots[""].open.hits == 200
+    assert DeviceState.from_bytes(state.to_bytes()).offset == 1199
+    # Without offsets, an in-order replay longer than the fingerprint memory defeats it: each
+    # re-applied hit pushes out the fingerprint of the next one. Hence the offsets.
+    for hit in hits:
+        state = on_hit(state, hit, rules, T0, out)
+    assert len(out.records) == 200
+
+
+def test_a_replayed_close_record_is_ignored_by_offset() -> None:
+    rules = Rules()
+    state = on_hit(None, make_hit(T0, hid=1), rules, T0, Emitted(), offset=5)
+    state = on_close(state, close_record(GUID, T0 + MIN), rules, T0, Emitted(), offset=6)
+    state = on_hit(state, make_hit(T0 + 2 * MIN, hid=2), rules, T0, Emitted(), offset=7)  # rejoins: reopened
+    out = Emitted()
+    state = on_close(state, close_record(GUID, T0 + MIN), rules, T0, out, offset=6)
+    assert out.sessions == []
+
+
+# -- rules 9 and 10: identity, index, events ------------------------------------------------------
+
+
+def test_session_index_counts_per_device_and_ids_are_uuid5() -> None:
+    part = play([T0, T0 + HOUR, T0 + 2 * HOUR])
+    assert [s["session_index"] for s in part.sessions()] == [1, 2, 3]
+    assert [s["session_id"] for s in part.sessions()] == [session_id(GUID, hit_id(n)) for n in (1, 2, 3)]
+
+
+def test_scope_site_counts_per_site() -> None:
+    part = Partition(rules=Rules(scope="site"))
+    part.hit(make_hit(T0, hid=1, url="https://a.example/"))
+    part.hit(make_hit(T0 + MIN, hid=2, url="https://b.example/"))
+    part.hit(make_hit(T0 + HOUR, hid=3, url="https://a.example/x"))
+    part.finish()
+    assert [(s["site"], s["session_index"]) for s in part.sessions()] == [("a.example", 1), ("a.example", 2),
+                                                                          ("b.example", 1)]
+    device = Partition()
+    for n, (t, url) in enumerate([(T0, "https://a.example/"), (T0 + MIN, "https://b.example/")]):
+        device.hit(make_hit(t, hid=n + 1, url=url))
+    device.finish()
+    assert [(s["site"], s["hits"]) for s in device.sessions()] == [("a.example", 2)]
+
+
+def test_an_event_opens_a_session_and_both_types_extend_it() -> None:
+    part = Partition()
+    part.hit(make_hit(T0, hid=1, type="event", url="https://www.oakridge-apts.com/apply"))
+    part.advance(T0)
+    snap = part.snapshots[-1]
+    assert snap["landing_url"] == "https://www.oakridge-apts.com/apply" and snap["exit_url"] is None
+    assert (snap["pageviews"], snap["events"], snap["is_bounce"]) == (0, 1, False)
+    part.hit(make_hit(T0 + 25 * MIN, hid=2, type="event"))
+    part.hit(make_hit(T0 + 50 * MIN, hid=3))
+    part.finish()
+    [s] = part.sessions()
+    assert (s["pageviews"], s["events"], s["hits"], s["is_bounce"]) == (1, 2, 3, False)
+    event = part.placed()[hit_id(1)]
+    assert event["kind"] == "event" and event["name"] == "lead" and event["module"] == "contact_form"
+    assert event["properties"] == {"unit": "2B"} and event["session_id"] == s["session_id"]
+
+
+def test_a_single_pageview_is_a_bounce() -> None:
+    [s] = play([T0]).sessions()
+    assert s["is_bounce"] is True and s["duration_s"] == 0
+
+
+# -- rule 11: bots --------------------------------------------------------------------------
+
+
+def test_bots_are_flagged_by_default() -> None:
+    [s] = play([T0, T0 + MIN], user_agent=GOOGLEBOT).sessions()
+    assert s["is_bot"] is True and s["device_type"] == "bot" and s["hits"] == 2
+
+
+def test_drop_bots_keeps_no_state_and_accounts_for_the_hit() -> None:
+    rules = Rules(drop_bots=True)
+    out = Emitted()
+    assert on_hit(None, make_hit(T0, hid=1, user_agent=GOOGLEBOT), rules, T0, out) is None
+    assert out.sessions == [] and [r["reason"] for r in out.records] == [BOT]
+    silent = Rules(drop_bots=True, record_dropped_bots=False)
+    out = Emitted()
+    assert on_hit(None, make_hit(T0, hid=1, user_agent=GOOGLEBOT), silent, T0, out) is None
+    assert out.records == []
+    human = on_hit(None, make_hit(T0, hid=2), rules, T0, out)
+    assert human is not None and human.open_sessions() == 1
+
+
+# -- rule 12: cleared storage -------------------------------------------------------------------
+
+
+def test_close_record_ends_the_open_session() -> None:
+    part = Partition(rules=Rules(scope="site"))
+    part.hit(make_hit(T0, hid=1, url="https://a.example/"))
+    part.hit(make_hit(T0 + MIN, hid=2, url="https://b.example/"))
+    part.close(close_record(GUID, T0 + 5 * MIN))
+    assert {s["end_reason"] for s in part.sessions()} == {"storage_cleared"}
+    assert all(s["ended_at"] == s["last_seen_at"] for s in part.sessions())
+    before = len(part.snapshots)
+    part.close(close_record(GUID, T0 + 6 * MIN))  # again (a replay): nothing left to close
+    assert len(part.snapshots) == before
+
+
+def test_close_record_for_an_idle_session_keeps_inactivity() -> None:
+    part = Partition()
+    part.hit(make_hit(T0, hid=1))
+    part.close(close_record(GUID, T0 + 2 * HOUR))
+    assert [s["end_reason"] for s in part.sessions()] == ["inactivity"]
+
+
+def test_close_record_without_state() -> None:
+    out = Emitted()
+    assert on_close(None, close_record(GUID, T0), Rules(), T0, out) is None
+    assert out.sessions == []
+
+
+# -- the snapshot -------------------------------------------------------------------------------
+
+
+def test_snapshot_is_complete() -> None:
+    part = Partition()
+    part.hit(make_hit(T0, hid=1, url="https://www.oakridge-apts.com/floorplans?utm_source=newsletter&utm_medium=email"
+                                      "&utm_campaign=spring&utm_term=2br&utm_content=hero&utm_id=42",
+                      referrer="https://mail.google.com/", title="Floor plans"))
+    part.hit(make_hit(T0 + 2 * MIN, hid=2, url="https://www.oakridge-apts.com/contact"))
+    snap = part.snapshots[-1]
+    assert snap == {
+        "v": 1,
+        "session_id": session_id(GUID, hit_id(1)),
+        "guid": GUID,
+        "session_index": 1,
+        "site": "www.oakridge-apts.com",
+        "status": "open",
+        "started_at": from_ms(T0),
+        "last_seen_at": from_ms(T0 + 2 * MIN),
+        "ended_at": None,
+        "end_reason": None,
+        "duration_s": 120.0,
+        "landing_url": "https://www.oakridge-apts.com/floorplans?utm_source=newsletter&utm_medium=email"
+                       "&utm_campaign=spring&utm_term=2br&utm_content=hero&utm_id=42",
+        "landing_path": "/floorplans",
+        "exit_url": "https://www.oakridge-apts.com/contact",
+        "referrer": "https://mail.google.com/",
+        "referrer_host": "mail.google.com",
+        "utm_source": "newsletter",
+        "utm_medium": "email",
+        "utm_campaign": "spring",
+        "utm_term": "2br",
+        "utm_content": "hero",
+        "utm_id": "42",
+        "click_id": None,
+        "click_id_type": None,
+        "channel": "Email",
+        "ip": "203.0.113.0",
+        "user_agent": make_hit(T0).user_agent,
+        "browser": "Chrome",
+        "os": "Windows",
+        "device_type": "desktop",
+        "is_bot": False,
+        "pageviews": 2,
+        "events": 0,
+        "hits": 2,
+        "is_bounce": False,
+        "version": 2,
+    }
+    page = part.placed()[hit_id(1)]
+    assert page["kind"] == "pageview" and page["title"] == "Floor plans" and page["path"] == "/floorplans"
+    assert page["occurred_at"] == from_ms(T0)
+
+
+def test_versions_grow_through_close_and_rejoin() -> None:
+    part = Partition()
+    part.hit(make_hit(T0, hid=1))
+    part.hit(make_hit(T0 + MIN, hid=2))
+    part.advance(T0 + 3 * HOUR)
+    part.hit(make_hit(T0 + 2 * MIN, hid=3))
+    assert [(s["version"], s["status"]) for s in part.snapshots] == [(1, "open"), (2, "open"), (3, "closed"),
+                                                                    (4, "closed")]
+
+
+def test_interface_accepts_a_fresh_state_object() -> None:
+    state = DeviceState(GUID)
+    out = Emitted()
+    assert on_time(state, Rules(), T0, out) is state and next_deadline_ms(state, Rules()) is None
+    assert on_hit(state, make_hit(T0, hid=1), Rules(), 0, out) is state
