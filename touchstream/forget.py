@@ -1,0 +1,307 @@
+"""`touchstream forget GUID`: delete one device's data everywhere Touchstream keeps it.
+
+In one PostgreSQL transaction it deletes the device's rows from `sessions`, `pageviews`,
+`events`, `devices`, `late_hits`, and the `deadletter` rows that belong to it (keyed by the guid
+or one of its session ids, carrying one of its hit ids, or whose payload contains the guid).
+Before that transaction commits it publishes, acknowledged by Kafka:
+
+- a forget record (`schemas.hit.ForgetRecord`) on `hits`, keyed by the guid, so it reaches the
+  sessionizer partition holding the device: the worker deletes the device's state (its table
+  key), so the device's next hit starts afresh at session 1;
+- a tombstone on the compacted `sessions` topic for each deleted session id, so compaction
+  drops the device's session snapshots from Kafka too.
+
+If Kafka cannot take them, the transaction is rolled back and nothing is deleted (exit 3).
+Running it again is harmless.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from schemas.hit import ForgetRecord
+from schemas.settings import ENV_PREFIX, KafkaSettings
+from schemas.timefmt import UTC
+from schemas.topics import Topics
+from schemas.wire import encode
+from touchstream.console import (
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    CliError,
+    PgReadSettings,
+    connect,
+    error,
+    load_settings,
+    parse_guid,
+    render_table,
+)
+
+TABLES = ("sessions", "pageviews", "events", "devices", "late_hits", "deadletter")
+
+# The device's dead letters: keyed by its guid (hits, edge refusals) or one of its session ids
+# (sessions), about one of its hits, or with the guid anywhere in the original bytes (any case:
+# the edge dead-letters what the client sent). `encode(..., 'escape')` reads any bytes as text.
+DEADLETTER_WHERE = """
+    lower(record_key) = $1
+    OR record_key = ANY($2::text[])
+    OR hit_id = ANY($3::text[])
+    OR strpos(lower(encode(payload, 'escape')), $1) > 0
+"""
+
+
+class ForgetSettings(KafkaSettings, PgReadSettings):
+    """Kafka (`TOUCHSTREAM_KAFKA_BOOTSTRAP`, `TOUCHSTREAM_TOPIC_PREFIX`, `TOUCHSTREAM_HITS_RETENTION_MS`)
+    and PostgreSQL (`TOUCHSTREAM_PG_DSN`, `TOUCHSTREAM_PG_SCHEMA`)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    forget_kafka_timeout_s: float = Field(30.0, gt=0, description="longest `forget` waits for Kafka (connect, acks)")
+
+
+@dataclass
+class Published:
+    topic: str
+    partition: int
+    offset: int
+    tombstones: int
+    sessions_topic: str
+
+
+@dataclass
+class Outcome:
+    guid: str
+    counts: dict[str, int] = field(default_factory=dict)
+    published: Published | None = None
+    dry_run: bool = False
+
+
+async def _device_ids(conn: Any, guid: str) -> tuple[list[str], list[str]]:
+    """The device's session ids and hit ids (as text), to find its dead letters."""
+    sessions = [r[0] for r in await conn.fetch("SELECT session_id::text FROM sessions WHERE guid = $1::uuid", guid)]
+    hits = [r[0] for r in await conn.fetch(
+        "SELECT hit_id::text FROM pageviews WHERE guid = $1::uuid "
+        "UNION SELECT hit_id::text FROM events WHERE guid = $1::uuid "
+        "UNION SELECT hit_id::text FROM late_hits WHERE guid = $1::uuid", guid)]
+    return sessions, hits
+
+
+async def count_rows(conn: Any, guid: str) -> dict[str, int]:
+    """What `forget` would delete, per table (changes nothing)."""
+    sessions, hits = await _device_ids(conn, guid)
+    counts = {}
+    for table in TABLES[:-1]:
+        counts[table] = int(await conn.fetchval(f"SELECT count(*) FROM {table} WHERE guid = $1::uuid", guid))
+    counts["deadletter"] = int(await conn.fetchval(
+        f"SELECT count(*) FROM deadletter WHERE {DEADLETTER_WHERE}", guid, sessions, hits))
+    return counts
+
+
+async def delete_rows(conn: Any, guid: str) -> tuple[dict[str, int], list[str]]:
+    """Delete the device's rows (inside the caller's transaction): counts per table, deleted session ids."""
+    sessions, hits = await _device_ids(conn, guid)
+    counts: dict[str, int] = {}
+    counts["deadletter"] = _deleted(await conn.execute(
+        f"DELETE FROM deadletter WHERE {DEADLETTER_WHERE}", guid, sessions, hits))
+    for table in ("pageviews", "events", "late_hits", "sessions", "devices"):
+        counts[table] = _deleted(await conn.execute(f"DELETE FROM {table} WHERE guid = $1::uuid", guid))
+    return {t: counts[t] for t in TABLES}, sessions
+
+
+def _deleted(status: str) -> int:
+    # asyncpg returns the command tag, e.g. "DELETE 3"
+    return int(status.split()[-1])
+
+
+class Publisher:
+    """The Kafka side: one idempotent producer, acks=all."""
+
+    def __init__(self, settings: ForgetSettings) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.topic_prefix)
+        self.producer: Any = None
+
+    async def start(self) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        timeout = self.settings.forget_kafka_timeout_s
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap, acks="all", enable_idempotence=True,
+            request_timeout_ms=int(timeout * 1000), client_id="touchstream-forget",
+        )
+        try:
+            await asyncio.wait_for(self.producer.start(), timeout)
+        except Exception as exc:
+            await self.stop()
+            raise CliError(f"cannot reach Kafka at {self.settings.kafka_bootstrap}: {type(exc).__name__}: {exc} "
+                           "(set TOUCHSTREAM_KAFKA_BOOTSTRAP); nothing was deleted", EXIT_UNAVAILABLE) from None
+        # Asking aiokafka for a missing topic's partitions retries until the request timeout:
+        # look the topics up in the cluster's metadata instead.
+        try:
+            cluster = await asyncio.wait_for(self.producer.client.fetch_all_metadata(), timeout)
+        except Exception as exc:
+            await self.stop()
+            raise CliError(f"cannot read Kafka's metadata at {self.settings.kafka_bootstrap}: {type(exc).__name__}: "
+                           f"{exc}; nothing was deleted", EXIT_UNAVAILABLE) from None
+        for topic in (self.topics.hits, self.topics.sessions):
+            if not cluster.partitions_for_topic(topic):
+                await self.stop()
+                raise CliError(f"Kafka has no topic {topic!r} (check TOUCHSTREAM_TOPIC_PREFIX, or run "
+                               "`touchstream topics`); nothing was deleted", EXIT_USAGE)
+
+    async def publish(self, guid: str, session_ids: list[str], now: datetime) -> Published:
+        record = ForgetRecord(guid=guid, requested_at=now)
+        timeout = self.settings.forget_kafka_timeout_s
+        try:
+            meta = await asyncio.wait_for(
+                self.producer.send_and_wait(self.topics.hits, encode(record), key=guid.encode()), timeout)
+            pending = [await self.producer.send(self.topics.sessions, None, key=sid.encode()) for sid in session_ids]
+            if pending:
+                await asyncio.wait_for(asyncio.gather(*pending), timeout)
+        except Exception as exc:
+            raise CliError(f"Kafka did not acknowledge the forget record: {type(exc).__name__}: {exc}; "
+                           "the deletion was rolled back, nothing was deleted", EXIT_UNAVAILABLE) from None
+        return Published(meta.topic, meta.partition, meta.offset, len(session_ids), self.topics.sessions)
+
+    async def stop(self) -> None:
+        if self.producer is not None:
+            producer, self.producer = self.producer, None
+            try:
+                await producer.stop()
+            except Exception:
+                pass
+
+
+async def forget(settings: ForgetSettings, guid: str, *, now: datetime | None = None) -> Outcome:
+    """Delete the device's rows and publish its forget record (+ session tombstones); commit
+    only once Kafka has acknowledged them."""
+    publisher = Publisher(settings)
+    await publisher.start()
+    try:
+        conn = await connect(settings, "touchstream-forget")
+        published: Published | None = None
+        try:
+            async with conn.transaction():
+                counts, sessions = await delete_rows(conn, guid)
+                published = await publisher.publish(guid, sessions, now or datetime.now(UTC))
+        except CliError:
+            raise
+        except Exception as exc:  # PostgreSQL failed mid-way (the transaction is rolled back)
+            state = ("the forget record was sent, but the deletion was rolled back" if published
+                     else "nothing was deleted")
+            raise CliError(f"PostgreSQL failed: {type(exc).__name__}: {exc}; {state}: run forget again",
+                           EXIT_UNAVAILABLE) from None
+        finally:
+            await conn.close()
+    finally:
+        await publisher.stop()
+    return Outcome(guid, counts, published)
+
+
+async def dry_run(settings: ForgetSettings, guid: str) -> Outcome:
+    conn = await connect(settings, "touchstream-forget")
+    try:
+        return Outcome(guid, await count_rows(conn, guid), dry_run=True)
+    finally:
+        await conn.close()
+
+
+def _retention(ms: int) -> str:
+    days, rest = divmod(ms, 86_400_000)
+    if rest == 0:
+        return f"{days} day{'s' if days != 1 else ''}"
+    return f"{ms / 3_600_000:.1f} hours"
+
+
+def render(outcome: Outcome, settings: ForgetSettings) -> str:
+    rows: list[list[Any]] = [[t, outcome.counts[t]] for t in TABLES]
+    rows.append(["total", sum(outcome.counts.values())])
+    verb = "to delete" if outcome.dry_run else "deleted"
+    lines = [f"{'dry run: ' if outcome.dry_run else ''}device {outcome.guid}, rows {verb} in schema "
+             f"{settings.pg_schema!r}:", "",
+             render_table(["table", f"rows {verb}"], rows, rule_before_last=True)]
+    p = outcome.published
+    if p is not None:
+        hits = Topics(settings.topic_prefix).hits
+        lines += [
+            "",
+            f"sessionizer: forget record on {p.topic} (partition {p.partition}, offset {p.offset}); the worker "
+            "holding the device drops its state when it reaches it",
+            f"sessions topic: {p.tombstones} tombstone{'s' if p.tombstones != 1 else ''} on {p.sessions_topic}",
+            f"note: the device's raw hits stay in {hits} until its retention ({_retention(settings.hits_retention_ms)}) "
+            "passes; a replay before then brings the device back (run forget again after one). Records already in "
+            "flight through the pipeline may still land: run forget again once it has caught up.",
+        ]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="touchstream forget",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Delete one device's data: its rows in sessions, pageviews, events, devices, late_hits and
+deadletter (keyed by the guid or one of its sessions, about one of its hits, or whose payload
+holds the guid), in one PostgreSQL transaction, and print the rows deleted per table. Before
+committing it publishes a forget record on the `hits` topic, keyed by the guid, so the
+sessionizer deletes the device's state, and a tombstone on the compacted `sessions` topic for
+each deleted session. If Kafka does not acknowledge them, nothing is deleted.""",
+        epilog="""\
+What it does not erase:
+  - the raw hits on the `hits` topic: they stay until its retention passes (default 7 days,
+    TOUCHSTREAM_HITS_RETENTION_MS). A replay of `hits` inside that window brings the device
+    back; run forget again after such a replay. The `events` and `deadletter` topics keep
+    their records until their own retention too.
+  - records already in flight (hits the sessionizer or the sink has not processed yet) may
+    land after the deletion: run forget again once the pipeline has caught up.
+  - the tracker keeps the guid in the browser's local storage: later visits from the same
+    browser are recorded again, under the same guid, from session 1.
+
+Exit codes: 0 done, 2 bad guid/settings or not confirmed, 3 PostgreSQL or Kafka unreachable
+(nothing deleted). Settings: TOUCHSTREAM_PG_DSN, TOUCHSTREAM_PG_SCHEMA,
+TOUCHSTREAM_KAFKA_BOOTSTRAP, TOUCHSTREAM_TOPIC_PREFIX.""",
+    )
+    parser.add_argument("guid", metavar="GUID", help="the device's guid (a UUID; any case)")
+    parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    parser.add_argument("--dry-run", action="store_true", help="only count what would be deleted; change nothing")
+    return parser
+
+
+def _confirm(guid: str, preview: Outcome, settings: ForgetSettings) -> bool:
+    print(render(preview, settings))
+    print()
+    try:
+        answer = input(f"Delete all of it and forget device {guid}? Type 'yes' to go on: ")
+    except EOFError:
+        return False
+    return answer.strip().lower() == "yes"
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        guid = parse_guid(args.guid)
+        settings = load_settings(ForgetSettings)
+        if args.dry_run:
+            print(render(asyncio.run(dry_run(settings, guid)), settings))
+            return EXIT_OK
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise CliError("forget deletes data: confirm with --yes (stdin is not a terminal to ask on)")
+            if not _confirm(guid, asyncio.run(dry_run(settings, guid)), settings):
+                error("not confirmed: nothing was deleted")
+                return EXIT_USAGE
+        outcome = asyncio.run(forget(settings, guid))
+    except CliError as exc:
+        error(exc.message)
+        return exc.code
+    print(render(outcome, settings))
+    return EXIT_OK
