@@ -1,0 +1,379 @@
+"""Sink throughput, side by side with raw asyncpg COPY of the same rows (not a test).
+
+    .venv/bin/python bench/sink_bench.py [--events 200000] [--sessions 50000] [--batch 5000]
+                                         [--consumer-events 100000] [--profile]
+
+Needs the local stack (`touchstream stack up`) or TOUCHSTREAM_PG_DSN / TOUCHSTREAM_KAFKA_BOOTSTRAP.
+Everything happens in a throw-away schema and topic prefix, removed afterwards.
+
+What is measured (rows/s, each row of the table with the same rows):
+
+    raw COPY, plain table         copy_records_to_table of the rows into an unpartitioned table of the
+                                  same columns, no keys, no indexes; one transaction per batch (the floor)
+                                  (events: the contenders alternate batch by batch; best of --rounds)
+    raw COPY, same keys           the same into a table with the sink's primary key and indexes
+    raw COPY, partitioned table   the same into a copy of the sink's table: day partitions, key, index
+    sink write path               Writer.write(batch): COPY to staging + INSERT ... ON CONFLICT into
+                                  the day-partitioned table, one transaction per batch
+    sink write path, replay       the same batches again (everything conflicts; nothing is written)
+    sessions: insert / upsert     Writer.write of session snapshots, new ones, then each one at a
+                                  higher version (devices recomputed each time)
+    decode                        decode_batch (orjson + pydantic) of the same records, no database
+    full consumer                 a SinkConsumer draining a pre-filled `events` topic into the database
+                                  (from start: includes joining the group; from the first batch
+                                  committed to the last)
+
+`--profile` adds where the write path's time goes (client encode, staging COPY, INSERT, commit)
+and a cProfile of decode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import os
+import pstats
+import sys
+import time
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from schemas.timefmt import UTC  # noqa: E402
+from schemas.topics import Topics, create_topics, delete_topics  # noqa: E402
+from schemas.wire import encode  # noqa: E402
+from sink.batch import COLUMNS, Batch, TopicRoles, decode_batch  # noqa: E402
+from sink.migrations import migrate, quote_ident  # noqa: E402
+from sink.testing import FakeRecord, event, new_id, session  # noqa: E402
+from sink.writer import Writer  # noqa: E402
+
+T0 = datetime.now(UTC).replace(hour=8, minute=0, second=0, microsecond=0)
+
+
+def services() -> tuple[str, str]:
+    dsn = os.environ.get("TOUCHSTREAM_PG_DSN")
+    bootstrap = os.environ.get("TOUCHSTREAM_KAFKA_BOOTSTRAP")
+    if not (dsn and bootstrap):
+        from touchstream.devstack import ensure_up
+
+        info = ensure_up()
+        dsn, bootstrap = dsn or info.pg_dsn, bootstrap or info.kafka_bootstrap
+    return dsn, bootstrap
+
+
+def event_records(n: int, topic: str) -> list[FakeRecord]:
+    """Event-shaped records over ~3 days (so three day partitions), 2,000 devices."""
+    guids = [new_id() for _ in range(2000)]
+    sids = [new_id() for _ in range(2000)]
+    names = ["chat_open", "floorplan_view", "lead", "gallery_swipe", "appointment"]
+    out = []
+    for i in range(n):
+        d = i % 2000
+        ev = event(name=names[i % 5], guid=guids[d], session_id=sids[d],
+                   occurred_at=T0 - timedelta(seconds=(n - i) * 200_000 // n),
+                   properties={"unit": "2b", "beds": 2, "n": i})
+        out.append(FakeRecord(topic, i % 8, i, guids[d].encode(), encode(ev)))
+    return out
+
+
+def session_records(n: int, topic: str, version: int, ids: list[tuple[str, str]]) -> list[FakeRecord]:
+    out = []
+    for i in range(n):
+        sid, guid = ids[i]
+        snap = session(session_id=sid, guid=guid, session_index=1 + i % 3, version=version, pageviews=version,
+                       started_at=T0 - timedelta(hours=i % 300), channel=["Direct", "Email", "Paid Search"][i % 3],
+                       last_seen_at=T0 - timedelta(hours=i % 300) + timedelta(minutes=version))
+        out.append(FakeRecord(topic, i % 8, i, sid.encode(), encode(snap)))
+    return out
+
+
+def chunks(seq: list, size: int) -> list[list]:
+    return [seq[i:i + size] for i in range(0, len(seq), size)]
+
+
+async def raw_copy(conn: asyncpg.Connection, table: str, batches: list[Batch], source: str) -> float:
+    started = time.perf_counter()
+    for b in batches:
+        async with conn.transaction():
+            await conn.copy_records_to_table(table, records=b.rows[source], columns=COLUMNS[source])
+    return time.perf_counter() - started
+
+
+async def sink_write(writer: Writer, batches: list[Batch]) -> float:
+    started = time.perf_counter()
+    for b in batches:
+        await writer.write(b)
+    return time.perf_counter() - started
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.spent: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, what: str) -> None:
+        now = time.perf_counter()
+        self.spent[what] = self.spent.get(what, 0.0) + now - self._last
+        self._last = now
+
+    def reset(self) -> None:
+        self._last = time.perf_counter()
+
+
+async def breakdown_events(writer: Writer, batches: list[Batch], fast: bool) -> dict[str, float]:
+    """The events write path's statements one by one (run on an emptied table)."""
+    conn = await writer.connection()
+    watch = Stopwatch()
+    for b in batches:
+        await writer.partitions.ensure(conn, "events", b.days("events"))
+        tx = conn.transaction()
+        await tx.start()
+        watch.reset()
+        if fast:
+            await conn.execute("SAVEPOINT s")
+            await conn.copy_records_to_table("events", records=b.rows["events"], columns=COLUMNS["events"],
+                                             schema_name=writer.schema)
+            await conn.execute("RELEASE SAVEPOINT s")
+            watch.lap("COPY into the partitioned table")
+        else:
+            await conn.copy_records_to_table(writer.stage("events"), records=b.rows["events"],
+                                             columns=COLUMNS["events"], schema_name="pg_temp")
+            watch.lap("staging COPY")
+            await conn.execute(writer._sql["events"])
+            watch.lap("INSERT ... ON CONFLICT")
+        await tx.commit()
+        watch.lap("commit")
+    return watch.spent
+
+
+async def breakdown_sessions(writer: Writer, batches: list[Batch]) -> dict[str, float]:
+    """The sessions write path's statements one by one."""
+    conn = await writer.connection()
+    watch = Stopwatch()
+    for b in batches:
+        tx = conn.transaction()
+        await tx.start()
+        watch.reset()
+        await conn.copy_records_to_table(writer.stage("sessions"), records=b.rows["sessions"],
+                                         columns=COLUMNS["sessions"], schema_name="pg_temp")
+        watch.lap("staging COPY")
+        changed = await conn.fetch(writer._sql["sessions"])
+        watch.lap("sessions upsert")
+        guids = sorted({r[0] for r in changed})
+        created = {r[0] for r in await conn.fetch(writer._sql["devices_claim"], guids)} if guids else set()
+        watch.lap("devices: create/lock")
+        existing = [g for g in guids if g not in created]
+        if existing:
+            await conn.execute(writer._sql["devices_update"], existing)
+        watch.lap("devices: recompute")
+        await tx.commit()
+        watch.lap("commit")
+    return watch.spent
+
+
+async def full_consumer(dsn: str, bootstrap: str, schema: str, n: int, batch: int) -> tuple[float, float]:
+    """Pre-fill `events`, then time a SinkConsumer until every row is in the database."""
+    from aiokafka import AIOKafkaProducer
+
+    from sink.consumer import SinkConsumer
+    from sink.settings import SinkSettings
+
+    prefix = f"bench{uuid.uuid4().hex[:6]}."
+    topics = Topics(prefix)
+    await create_topics(bootstrap, prefix, 8)
+    try:
+        records = event_records(n, topics.events)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+                                    linger_ms=20, max_batch_size=512 * 1024, compression_type="lz4")
+        await producer.start()
+        try:
+            futures = []
+            for r in records:
+                futures.append(await producer.send(topics.events, r.value, key=r.key))
+                if len(futures) >= 20_000:
+                    await asyncio.gather(*futures)
+                    futures.clear()
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+        settings = SinkSettings(kafka_bootstrap=bootstrap, topic_prefix=prefix, pg_dsn=dsn, pg_schema=schema,
+                                sink_group=f"{prefix}sink", sink_metrics_port=0, sink_max_records=batch,
+                                sink_poll_timeout_ms=200, sink_migrate_on_start=False)
+        sink = SinkConsumer(settings)
+        stop = asyncio.Event()
+        conn = await asyncpg.connect(dsn)
+        q = quote_ident(schema)
+        await conn.execute(f"TRUNCATE {q}.events")
+        started = time.perf_counter()
+        task = asyncio.create_task(sink.run(stop))
+        # Progress is read from the worker (records written and committed), not with count(*),
+        # which would compete with the worker for PostgreSQL.
+        first_row = None
+        while sink.stats["records"] < n:
+            if first_row is None and sink.stats["records"]:
+                first_row = time.perf_counter()
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.005)
+        finished = time.perf_counter()
+        stop.set()
+        await task
+        assert await conn.fetchval(f"SELECT count(*) FROM {q}.events") == n
+        await conn.close()
+        # From the first row written: leaves out joining the group (a one-off of a second or two).
+        return finished - started, finished - (first_row or started)
+    finally:
+        await delete_topics(bootstrap, topics.all())
+
+
+async def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--sessions", type=int, default=50_000)
+    parser.add_argument("--batch", type=int, default=5_000)
+    parser.add_argument("--consumer-events", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the events comparison (best is shown)")
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args(argv)
+
+    dsn, bootstrap = services()
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    roles = TopicRoles.from_prefix("bench.")
+    await migrate(dsn, schema)
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+    writer = Writer(dsn, schema, role="touchstream_writer")
+    results: list[tuple[str, int, float, float | None]] = []  # (what, rows, seconds, raw seconds)
+    notes: list[str] = []
+    try:
+        # --- events ------------------------------------------------------------------------
+        records = event_records(args.events, roles.events)
+        started = time.perf_counter()
+        batches = [decode_batch(c, roles, now=T0) for c in chunks(records, args.batch)]
+        decode_s = time.perf_counter() - started
+        await conn.execute("CREATE TABLE raw_events (LIKE events INCLUDING DEFAULTS)")
+        await conn.execute("CREATE TABLE raw_events_keyed (LIKE events INCLUDING DEFAULTS)")
+        await conn.execute("ALTER TABLE raw_events_keyed ADD PRIMARY KEY (occurred_at, hit_id)")
+        await conn.execute("CREATE INDEX ON raw_events_keyed (name)")
+        await writer.connection()
+        await writer.partitions.ensure(await writer.connection(), "events",
+                                       set().union(*(b.days("events") for b in batches)))
+        # warm-up (plans, codecs, caches) on a small slice, then empty everything
+        await raw_copy(conn, "raw_events", batches[:1], "events")
+        await sink_write(writer, batches[:1])
+        # The contenders alternate batch by batch, so a noisy neighbour (this machine is shared)
+        # slows them alike; the best of --rounds rounds is reported.
+        await conn.execute("CREATE TABLE raw_events_b (LIKE events INCLUDING DEFAULTS)")
+        # The sink's own table shape (day partitions, keys, index), written by a bare COPY.
+        await conn.execute("CREATE TABLE raw_events_part (LIKE events INCLUDING ALL) PARTITION BY RANGE (occurred_at)")
+        for day in sorted(set().union(*(b.days("events") for b in batches))):
+            await conn.execute(f"CREATE TABLE raw_events_part_{day:%Y%m%d} PARTITION OF raw_events_part "
+                               f"FOR VALUES FROM ('{day} 00:00+00') TO ('{day + timedelta(days=1)} 00:00+00')")
+        timings: dict[str, list[float]] = {"raw": [], "keyed": [], "part": [], "sink": [], "raw_b": [], "replay": []}
+        for _ in range(args.rounds):
+            await conn.execute("TRUNCATE raw_events, raw_events_keyed, raw_events_part, raw_events_b, events")
+            await conn.execute("CHECKPOINT")
+            spent = dict.fromkeys(timings, 0.0)
+            for b in batches:
+                spent["raw"] += await raw_copy(conn, "raw_events", [b], "events")
+                spent["keyed"] += await raw_copy(conn, "raw_events_keyed", [b], "events")
+                spent["part"] += await raw_copy(conn, "raw_events_part", [b], "events")
+                spent["sink"] += await sink_write(writer, [b])
+            for b in batches:
+                spent["raw_b"] += await raw_copy(conn, "raw_events_b", [b], "events")
+                spent["replay"] += await sink_write(writer, [b])
+            writer._merge_until.clear()  # the replay switched to merging for a while: start afresh
+            assert await conn.fetchval("SELECT count(*) FROM events") == args.events
+            for k, v in spent.items():
+                timings[k].append(v)
+        raw, raw_keyed, raw_part, sink, raw_b, replay = (
+            min(timings[k]) for k in ("raw", "keyed", "part", "sink", "raw_b", "replay"))
+        results += [
+            ("events: raw COPY, plain table", args.events, raw, raw),
+            ("events: raw COPY, same keys + index", args.events, raw_keyed, raw),
+            ("events: raw COPY, the sink's partitioned table", args.events, raw_part, raw),
+            ("events: sink write path", args.events, sink, raw),
+            ("events: sink write path, replay", args.events, replay, raw_b),
+            ("events: decode (no database)", args.events, decode_s, None),
+        ]
+        profiles: dict[str, tuple[int, dict[str, float]]] = {}
+        if args.profile:
+            await conn.execute("TRUNCATE events")
+            profiles["events, fast path (new hits)"] = (args.events, await breakdown_events(writer, batches, True))
+            profiles["events, merge path (after a replay)"] = (
+                args.events, await breakdown_events(writer, batches, False))
+
+        # --- sessions ----------------------------------------------------------------------
+        ids = [(new_id(), new_id()) for _ in range(args.sessions)]
+        v1 = [decode_batch(c, roles, now=T0) for c in chunks(session_records(args.sessions, roles.sessions, 1, ids),
+                                                             args.batch)]
+        v2 = [decode_batch(c, roles, now=T0) for c in chunks(session_records(args.sessions, roles.sessions, 2, ids),
+                                                             args.batch)]
+        await conn.execute("CREATE TABLE raw_sessions (LIKE sessions INCLUDING DEFAULTS)")
+        await conn.execute("CHECKPOINT")
+        raw_s = await raw_copy(conn, "raw_sessions", v1, "sessions")
+        await conn.execute("CHECKPOINT")
+        insert_s = await sink_write(writer, v1)
+        upsert_s = await sink_write(writer, v2)
+        stale_s = await sink_write(writer, v1)
+        assert await conn.fetchval("SELECT count(*) FROM sessions WHERE version = 2") == args.sessions
+        assert await conn.fetchval("SELECT count(*) FROM devices") == args.sessions
+        if args.profile:
+            v3 = [decode_batch(c, roles, now=T0)
+                  for c in chunks(session_records(args.sessions, roles.sessions, 3, ids), args.batch)]
+            profiles["sessions, higher versions"] = (args.sessions, await breakdown_sessions(writer, v3))
+        results += [
+            ("sessions: raw COPY, plain table", args.sessions, raw_s, raw_s),
+            ("sessions: sink, new sessions (+devices)", args.sessions, insert_s, raw_s),
+            ("sessions: sink, higher versions (+devices)", args.sessions, upsert_s, raw_s),
+            ("sessions: sink, stale versions (no-op)", args.sessions, stale_s, raw_s),
+        ]
+
+        # --- full consumer -----------------------------------------------------------------
+        if args.consumer_events:
+            elapsed, steady = await full_consumer(dsn, bootstrap, schema, args.consumer_events, args.batch)
+            raw_n = raw * args.consumer_events / args.events
+            results.append(("events: full consumer, start to last row", args.consumer_events, elapsed, raw_n))
+            results.append(("events: full consumer, first to last row", args.consumer_events, steady, raw_n))
+            notes.append(f"full consumer: {elapsed - steady:.1f} s from start to the first row "
+                         "(joining the group, the first fetch and batch)")
+    finally:
+        await writer.close()
+        if conn.is_closed():  # e.g. PostgreSQL restarted under the benchmark
+            conn = await asyncpg.connect(dsn)
+        await conn.execute(f"DROP SCHEMA {quote_ident(schema)} CASCADE")
+        await conn.close()
+
+    width = max(len(r[0]) for r in results)
+    print(f"\nbatches of {args.batch} rows; PostgreSQL {dsn.rsplit('@', 1)[-1]}\n")
+    print(f"{'what':<{width}}  {'rows':>8}  {'seconds':>8}  {'rows/s':>9}  {'vs raw COPY':>11}")
+    for what, rows, seconds, raw_seconds in results:
+        ratio = f"{raw_seconds / seconds:10.2f}x" if raw_seconds else f"{'':>11}"
+        print(f"{what:<{width}}  {rows:>8}  {seconds:>8.2f}  {rows / seconds:>9,.0f}  {ratio}")
+    for note in notes:
+        print(note)
+    if args.profile:
+        for name, (rows, spent) in profiles.items():
+            total = sum(spent.values())
+            print(f"\nwhere the time goes: {name} ({rows / total:,.0f} rows/s measured this way)")
+            for what, seconds in spent.items():
+                print(f"  {what:<34} {seconds:6.2f} s  {seconds / total:5.0%}")
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for c in chunks(records[: min(50_000, len(records))], args.batch):
+            decode_batch(c, roles, now=T0)
+        profiler.disable()
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(8)
+        print("\ndecode profile (50,000 event records, top 8 by own time):")
+        print("\n".join(line for line in out.getvalue().splitlines() if line.strip())[:3000])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(sys.argv[1:])))

@@ -1,0 +1,402 @@
+"""The sink's pure step: a batch of Kafka records -> rows per table.
+
+    decode  each record with its topic's codec (schemas.wire); a record that cannot be read
+            (not JSON, wrong schema version, wrong shape) becomes a `deadletter` row with the
+            reason and its original bytes: the batch goes on;
+    route   sessions -> `sessions`; events -> `pageviews` | `events` | `late_hits` by `kind`;
+            deadletter -> `deadletter` (payload base64-decoded back to the original bytes);
+    coalesce session snapshots to the highest `version` per session_id (the upsert may touch a
+            row only once per statement, and older snapshots would lose anyway).
+
+No I/O here: `writer.py` takes a `Batch` to PostgreSQL, `consumer.py` feeds it from Kafka.
+Every row keeps the `Origin` (topic, partition, offset, key, bytes) of the record it came
+from, so a row PostgreSQL refuses can be dead-lettered with its original bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from operator import attrgetter, itemgetter
+from typing import Any, NamedTuple, Protocol
+
+import orjson
+
+from schemas.errors import FieldError, InvalidInput
+from schemas.records import DeadLetter, EventRecord, LateHitRecord, PageviewRecord
+from schemas.session import SessionSnapshot
+from schemas.timefmt import EPOCH, UTC
+from schemas.topics import Topics
+from schemas.wire import deadletter_codec, events_codec, session_codec
+
+# --- tables and their columns, in the order rows are built -------------------------------
+
+SESSION_COLUMNS = (
+    "session_id", "guid", "session_index", "site", "status", "started_at", "last_seen_at", "ended_at",
+    "end_reason", "duration_s", "landing_url", "landing_path", "exit_url", "referrer", "referrer_host",
+    "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "utm_id", "click_id",
+    "click_id_type", "channel", "ip", "user_agent", "browser", "os", "device_type", "is_bot", "pageviews",
+    "events", "hits", "is_bounce", "version",
+)
+PAGEVIEW_COLUMNS = (
+    "hit_id", "session_id", "guid", "site", "occurred_at", "received_at", "url", "path", "referrer", "title",
+)
+EVENT_COLUMNS = (
+    "hit_id", "session_id", "guid", "site", "occurred_at", "received_at", "name", "module", "url", "properties",
+)
+LATE_HIT_COLUMNS = ("hit_id", "guid", "occurred_at", "received_at", "reason", "hit")
+DEADLETTER_COLUMNS = (
+    "consumed_topic", "consumed_partition", "consumed_offset", "consumed_timestamp", "source", "reason", "errors",
+    "record_topic", "record_partition", "record_offset", "record_key", "hit_id", "refused_at", "payload",
+)
+
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "sessions": SESSION_COLUMNS,
+    "pageviews": PAGEVIEW_COLUMNS,
+    "events": EVENT_COLUMNS,
+    "late_hits": LATE_HIT_COLUMNS,
+    "deadletter": DEADLETTER_COLUMNS,
+}
+TABLES = tuple(COLUMNS)
+DAY_PARTITIONED = ("pageviews", "events")
+OCCURRED_AT = {"pageviews": PAGEVIEW_COLUMNS.index("occurred_at"), "events": EVENT_COLUMNS.index("occurred_at")}
+SESSION_VERSION = SESSION_COLUMNS.index("version")
+SESSION_GUID = SESSION_COLUMNS.index("guid")
+
+_session_values = attrgetter(*SESSION_COLUMNS)
+_pageview_values = attrgetter(*PAGEVIEW_COLUMNS)
+_event_values = attrgetter(*EVENT_COLUMNS[:-1])  # properties is serialised separately
+
+Row = tuple[Any, ...]
+
+
+class KafkaRecord(Protocol):
+    """What the sink needs of a consumed record (aiokafka's ConsumerRecord has it)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int  # epoch ms
+    key: bytes | None
+    value: bytes | None
+
+
+class Origin(NamedTuple):
+    """Where a row came from. A tuple: one is made per record, and a frozen dataclass costs 4x more."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int  # the Kafka record's, epoch ms
+    key: bytes | None
+    value: bytes
+
+    @property
+    def moment(self) -> datetime:
+        return EPOCH + timedelta(milliseconds=self.timestamp)
+
+
+@dataclass
+class Batch:
+    """Rows per table, each with the origin of the record it came from (parallel lists)."""
+
+    rows: dict[str, list[Row]] = field(default_factory=lambda: {t: [] for t in TABLES})
+    origins: dict[str, list[Origin]] = field(default_factory=lambda: {t: [] for t in TABLES})
+    consumed: int = 0  # Kafka records this batch was made from
+    tombstones: int = 0  # records with no value (compaction tombstones): nothing to write
+    superseded: int = 0  # session snapshots replaced by a newer version of the same batch
+
+    def add(self, table: str, row: Row, origin: Origin) -> None:
+        self.rows[table].append(row)
+        self.origins[table].append(origin)
+
+    def __len__(self) -> int:
+        return sum(len(rows) for rows in self.rows.values())
+
+    def counts(self) -> dict[str, int]:
+        return {t: len(self.rows[t]) for t in TABLES}
+
+    def items(self) -> list[tuple[str, Row, Origin]]:
+        return [(t, row, origin) for t in TABLES for row, origin in zip(self.rows[t], self.origins[t], strict=True)]
+
+    def split(self) -> tuple[Batch, Batch]:
+        """Two halves (by row), for isolating a row PostgreSQL refuses."""
+        items = self.items()
+        half = len(items) // 2
+        left, right = Batch(), Batch()
+        for n, (table, row, origin) in enumerate(items):
+            (left if n < half else right).add(table, row, origin)
+        return left, right
+
+    def days(self, table: str) -> set[date]:
+        """The UTC days a day-partitioned table's rows need a partition for.
+
+        A batch nearly always spans a day or two: then every day from the first to the last is
+        returned (min/max run in C; a per-row set costs a tenth of a batch's write). Rows spread
+        over more than a week get exactly their days, so a stray old hit does not create years.
+        """
+        rows = self.rows[table]
+        if not rows:
+            return set()
+        index = OCCURRED_AT[table]
+        get = itemgetter(index)
+        first, last = utc_day(get(min(rows, key=get))), utc_day(get(max(rows, key=get)))
+        span = (last - first).days
+        if span <= 7:
+            return {first + timedelta(days=n) for n in range(span + 1)}
+        return {utc_day(row[index]) for row in rows}
+
+    def session_guids(self) -> list[str]:
+        return sorted({row[SESSION_GUID] for row in self.rows["sessions"]})
+
+
+def utc_day(moment: datetime) -> date:
+    if moment.utcoffset():
+        moment = moment.astimezone(UTC)
+    return moment.date()
+
+
+# --- dead letters -------------------------------------------------------------------------
+
+
+def _clean(text: str | None, limit: int = 8192) -> str | None:
+    """PostgreSQL text cannot hold NUL; dead letters must never fail to be written."""
+    if text is None:
+        return None
+    return text[:limit].replace("\x00", "\ufffd")
+
+
+def _errors_json(errors: Iterable[dict[str, str]]) -> str:
+    # jsonb refuses \u0000 as well.
+    return orjson.dumps([{k: _clean(str(v)) for k, v in e.items()} for e in errors]).decode()
+
+
+def _hit_id_of(value: bytes) -> str | None:
+    """The hit_id of an unreadable record, when it can still be found (helps tracing)."""
+    try:
+        obj = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    hit_id = obj.get("hit_id") if isinstance(obj, dict) else None
+    return _clean(hit_id, 64) if isinstance(hit_id, str) else None
+
+
+def refusal_row(
+    origin: Origin,
+    reason: str,
+    errors: Sequence[FieldError | dict[str, str]] = (),
+    *,
+    now: datetime,
+    hit_id: str | None = None,
+) -> Row:
+    """A `deadletter` row for a record the sink itself refuses (source `sink`)."""
+    key = origin.key.decode("utf-8", "replace") if origin.key is not None else None
+    return (
+        origin.topic, origin.partition, origin.offset, origin.moment,
+        "sink", _clean(reason),
+        _errors_json(e.as_dict() if isinstance(e, FieldError) else e for e in errors),
+        origin.topic, origin.partition, origin.offset,
+        _clean(key, 1024), hit_id if hit_id is not None else _hit_id_of(origin.value),
+        now, origin.value,
+    )
+
+
+def _deadletter_row(letter: DeadLetter, origin: Origin) -> Row:
+    errors = list(letter.errors)
+    try:
+        payload = base64.b64decode(letter.payload_b64, validate=True)
+    except (binascii.Error, ValueError):
+        payload = origin.value
+        errors.append({"field": "payload_b64", "message": "is not base64; payload holds the whole dead letter"})
+    return (
+        origin.topic, origin.partition, origin.offset, origin.moment,
+        letter.source, _clean(letter.reason), _errors_json(errors),
+        _clean(letter.topic, 1024), letter.partition, letter.offset, _clean(letter.key, 1024),
+        _clean(letter.hit_id, 64), letter.at, payload,
+    )
+
+
+# --- fast path for pageviews and events -----------------------------------------------------
+#
+# pydantic is most of the decoding cost. A well-formed pageview or event (nearly all of them) is
+# read here with plain type checks instead; anything unusual (a missing or mistyped field, a
+# naive or numeric time, another version) returns None and the record goes through the full
+# codec, which accepts it the same way or refuses it with the reasons. So this path accepts a
+# subset of what the codec accepts and gives the same row (tests/unit/sink compare the two).
+
+
+class _Slow(Exception):
+    """The fast path cannot vouch for this record."""
+
+
+def _text(value: Any) -> str:
+    if type(value) is str:
+        return value
+    raise _Slow
+
+
+def _text_or_none(value: Any) -> str | None:
+    if value is None or type(value) is str:
+        return value
+    raise _Slow
+
+
+def _moment(value: Any) -> datetime:
+    if type(value) is str:
+        moment = datetime.fromisoformat(value)  # ValueError: the codec decides
+        if moment.tzinfo is not None:
+            return moment
+    raise _Slow
+
+
+def fast_events_row(raw: bytes) -> tuple[str, Row] | None:
+    """("pageviews" | "events", row) for a plainly well-formed record; None: ask the codec."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if type(obj) is not dict or obj.get("v") != 1:
+        return None
+    kind = obj.get("kind")
+    try:
+        if kind == "pageview":
+            return "pageviews", (
+                _text(obj["hit_id"]), _text(obj["session_id"]), _text(obj["guid"]), _text(obj["site"]),
+                _moment(obj["occurred_at"]), _moment(obj["received_at"]), _text(obj["url"]), _text(obj["path"]),
+                _text(obj.get("referrer", "")), _text_or_none(obj.get("title")),
+            )
+        if kind == "event":
+            properties = obj.get("properties", {})
+            if type(properties) is not dict:
+                return None
+            return "events", (
+                _text(obj["hit_id"]), _text(obj["session_id"]), _text(obj["guid"]), _text(obj["site"]),
+                _moment(obj["occurred_at"]), _moment(obj["received_at"]), _text(obj["name"]),
+                _text_or_none(obj.get("module")), _text(obj["url"]), orjson.dumps(properties).decode(),
+            )
+    except (KeyError, ValueError, _Slow):
+        return None
+    return None
+
+
+# --- decode, route, coalesce ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TopicRoles:
+    """Which consumed topic feeds which part of the sink."""
+
+    sessions: str
+    events: str
+    deadletter: str
+
+    @classmethod
+    def from_prefix(cls, prefix: str) -> TopicRoles:
+        topics = Topics(prefix)
+        return cls(topics.sessions, topics.events, topics.deadletter)
+
+    def all(self) -> list[str]:
+        return [self.sessions, self.events, self.deadletter]
+
+
+class Decoder:
+    """Decodes records into one `Batch`, a chunk at a time (`feed`), so a caller can yield to its
+    event loop between chunks. Sessions are coalesced across every chunk fed."""
+
+    def __init__(self, roles: TopicRoles, *, now: datetime, keep_from: datetime | None = None) -> None:
+        self.roles = roles
+        self.now = now
+        self.keep_from = keep_from
+        self.batch = Batch()
+        self._latest: dict[str, int] = {}  # session_id -> index into batch.rows["sessions"]
+
+    def feed(self, records: Iterable[KafkaRecord]) -> Batch:
+        batch, roles, now, keep_from, latest = self.batch, self.roles, self.now, self.keep_from, self._latest
+        sessions_rows = batch.rows["sessions"]
+        sessions_origins = batch.origins["sessions"]
+        for record in records:
+            batch.consumed += 1
+            value = record.value
+            if value is None:
+                batch.tombstones += 1
+                continue
+            origin = Origin(record.topic, record.partition, record.offset, record.timestamp, record.key, value)
+            topic = record.topic
+            try:
+                if topic == roles.events:
+                    fast = fast_events_row(value)
+                    if fast is not None:
+                        table, row = fast
+                        if keep_from is None:  # the common case, kept short
+                            batch.rows[table].append(row)
+                            batch.origins[table].append(origin)
+                            continue
+                    else:
+                        item = events_codec.decode(value)
+                        kind = item.kind
+                        if kind == "pageview":
+                            table, row = "pageviews", _pageview_values(item)
+                        elif kind == "event":
+                            table, row = "events", (*_event_values(item), orjson.dumps(item.properties).decode())
+                        else:
+                            row = (item.hit_id, item.guid, item.occurred_at, item.received_at, item.reason,
+                                   orjson.dumps(item.hit).decode())
+                            batch.add("late_hits", row, origin)
+                            continue
+                    occurred_at = row[OCCURRED_AT[table]]
+                    if keep_from is not None and occurred_at < keep_from:
+                        batch.add("deadletter", refusal_row(
+                            origin, "expired: occurred before the retention window",
+                            [FieldError("occurred_at", f"is {occurred_at.isoformat()}; partitions before "
+                                                       f"{keep_from.date().isoformat()} are dropped")],
+                            now=now, hit_id=row[0]), origin)
+                        continue
+                    batch.add(table, row, origin)
+                elif topic == roles.sessions:
+                    snapshot = session_codec.decode(value)
+                    row = _session_values(snapshot)
+                    seen = latest.get(snapshot.session_id)
+                    if seen is None:
+                        latest[snapshot.session_id] = len(sessions_rows)
+                        sessions_rows.append(row)
+                        sessions_origins.append(origin)
+                    else:
+                        batch.superseded += 1
+                        # Equal versions are the same snapshot re-sent: the later copy is as good.
+                        if snapshot.version >= sessions_rows[seen][SESSION_VERSION]:
+                            sessions_rows[seen] = row
+                            sessions_origins[seen] = origin
+                elif topic == roles.deadletter:
+                    batch.add("deadletter", _deadletter_row(deadletter_codec.decode(value), origin), origin)
+                else:
+                    batch.add("deadletter", refusal_row(origin, f"not a topic the sink reads: {topic}", now=now),
+                              origin)
+            except InvalidInput as exc:
+                batch.add("deadletter", refusal_row(origin, exc.reason, exc.errors, now=now), origin)
+        return batch
+
+
+def decode_batch(
+    records: Iterable[KafkaRecord],
+    roles: TopicRoles,
+    *,
+    now: datetime,
+    keep_from: datetime | None = None,
+) -> Batch:
+    """Kafka records -> a `Batch`. Never raises for bad input: bad records become dead letters.
+
+    `keep_from`: with partition retention on, pageviews/events that occurred before it would
+    only recreate a dropped day; they are dead-lettered as expired instead.
+    """
+    return Decoder(roles, now=now, keep_from=keep_from).feed(records)
+
+
+# Re-exported for tests and the benchmark, which build records from these models.
+__all__ = [
+    "COLUMNS", "DAY_PARTITIONED", "TABLES", "Batch", "DeadLetter", "Decoder", "EventRecord", "KafkaRecord",
+    "LateHitRecord",
+    "Origin", "PageviewRecord", "SessionSnapshot", "TopicRoles", "decode_batch", "refusal_row", "utc_day",
+]

@@ -1,0 +1,51 @@
+"""Prometheus metrics of the sink (prometheus-client, default registry).
+
+    touchstream_sink_rows_written_total{table}       rows inserted/updated (not those a conflict skipped)
+    touchstream_sink_rows_skipped_total{table}       rows already there (replays, older snapshots)
+    touchstream_sink_records_total{topic,outcome}    consumed records: written | deadletter | tombstone
+    touchstream_sink_batch_records                   records per batch (histogram)
+    touchstream_sink_write_seconds                   one batch's database write, commit included (histogram)
+    touchstream_sink_db_retries_total{reason}        failed writes retried (unavailable | missing_partition)
+    touchstream_sink_isolated_rows_total{table}      rows PostgreSQL refused, dead-lettered by bisection
+    touchstream_sink_commit_failures_total           Kafka offset commits that failed (records get re-read)
+    touchstream_sink_consumer_lag{topic,partition}   high watermark - committed offset, per assigned partition
+    touchstream_sink_partitions_created_total        day partitions created
+    touchstream_sink_partitions_dropped_total        day partitions dropped by retention
+
+`start_exporter(port)` serves them on http://0.0.0.0:port/metrics (the sink's __main__ calls it).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+log = logging.getLogger("touchstream.sink.metrics")
+
+ROWS_WRITTEN = Counter("touchstream_sink_rows_written_total", "Rows written to PostgreSQL", ["table"])
+ROWS_SKIPPED = Counter("touchstream_sink_rows_skipped_total", "Rows not written because already present or stale",
+                       ["table"])
+RECORDS = Counter("touchstream_sink_records_total", "Kafka records consumed by the sink", ["topic", "outcome"])
+BATCH_RECORDS = Histogram("touchstream_sink_batch_records", "Records per batch",
+                          buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000))
+WRITE_SECONDS = Histogram("touchstream_sink_write_seconds", "Database write of one batch, commit included",
+                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+DB_RETRIES = Counter("touchstream_sink_db_retries_total", "Batch writes retried after a database failure", ["reason"])
+ISOLATED = Counter("touchstream_sink_isolated_rows_total", "Rows refused by PostgreSQL and dead-lettered", ["table"])
+COMMIT_FAILURES = Counter("touchstream_sink_commit_failures_total", "Kafka offset commits that failed")
+LAG = Gauge("touchstream_sink_consumer_lag", "Records behind the high watermark", ["topic", "partition"])
+PARTITIONS_CREATED = Counter("touchstream_sink_partitions_created_total", "Day partitions created")
+PARTITIONS_DROPPED = Counter("touchstream_sink_partitions_dropped_total", "Day partitions dropped by retention")
+
+
+def start_exporter(port: int, addr: str = "0.0.0.0") -> bool:
+    """Serve /metrics on `port` (0: don't). A port already taken is logged, not fatal."""
+    if not port:
+        return False
+    try:
+        start_http_server(port, addr=addr)
+    except OSError as exc:
+        log.warning("metrics port unavailable; metrics not exported", extra={"port": port, "error": str(exc)})
+        return False
+    return True

@@ -1,0 +1,68 @@
+"""The sink's settings: Kafka + PostgreSQL (shared) and what only the sink reads.
+
+Every field is a `TOUCHSTREAM_<FIELD>` environment variable (e.g. `TOUCHSTREAM_SINK_GROUP`).
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from schemas.settings import ENV_PREFIX, KafkaSettings, PostgresSettings
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+
+
+def _identifier(value: str) -> str:
+    # Schema and role names are spliced into DDL (quoted), so refuse anything that is not a plain name.
+    if not _IDENTIFIER.match(value):
+        raise ValueError(f"{value!r} is not a plain SQL identifier (letters, digits, _ and $; at most 63)")
+    return value
+
+
+class SinkSettings(KafkaSettings, PostgresSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    # --- consumer ---------------------------------------------------------------------
+    sink_group: str = Field("touchstream-sink", description="Kafka consumer group of the sink workers")
+    sink_max_records: int = Field(
+        5000, ge=1, description="most records taken from Kafka per batch (one DB transaction)"
+    )
+    sink_poll_timeout_ms: int = Field(500, ge=0, description="longest wait for records before writing what arrived")
+    sink_max_poll_interval_ms: int = Field(
+        300_000, ge=10_000, description="Kafka max.poll.interval.ms: a worker stuck longer than this leaves the group"
+    )
+    sink_session_timeout_ms: int = Field(10_000, ge=1_000, description="Kafka session.timeout.ms of the sink consumer")
+    sink_auto_offset_reset: str = Field(
+        "earliest", pattern="^(earliest|latest)$", description="where a new consumer group starts"
+    )
+    # --- PostgreSQL -------------------------------------------------------------------
+    pg_writer_role: str = Field("touchstream_writer", description="role the migrations create for the sink's writes")
+    sink_set_role: bool = Field(
+        True, description="SET ROLE to pg_writer_role after connecting (off: write as the login role of the DSN)"
+    )
+    pg_analyst_role: str = Field("touchstream_analyst", description="read-only role created by the migrations")
+    sink_migrate_on_start: bool = Field(True, description="run the migrations when a sink worker starts")
+    sink_connect_timeout_s: float = Field(10.0, gt=0, description="PostgreSQL connect timeout")
+    sink_command_timeout_s: float = Field(120.0, gt=0, description="longest a single statement may take before the "
+                                          "connection is dropped and the batch retried")
+    sink_retry_initial_s: float = Field(0.2, gt=0, description="first wait before retrying a batch after a DB failure")
+    sink_retry_max_s: float = Field(10.0, gt=0, description="longest wait between retries (exponential backoff)")
+    # --- partitions -------------------------------------------------------------------
+    sink_partitions_behind_days: int = Field(2, ge=0, description="day partitions kept ready before today (UTC)")
+    sink_partitions_ahead_days: int = Field(7, ge=0, description="day partitions created ahead of today (UTC)")
+    sink_retention_days: int | None = Field(
+        None, ge=1, description="drop pageviews/events day partitions older than this many days (unset: keep all)"
+    )
+    sink_maintenance_interval_s: float = Field(3600.0, gt=0, description="how often partitions/retention are checked")
+    # --- metrics ----------------------------------------------------------------------
+    sink_metrics_port: int = Field(
+        9465, ge=0, lt=65536, description="Prometheus /metrics port of a sink worker (0: off)"
+    )
+
+    @field_validator("pg_schema", "pg_writer_role", "pg_analyst_role")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        return _identifier(value)

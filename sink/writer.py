@@ -1,0 +1,360 @@
+"""The write step: one `Batch` -> PostgreSQL in one transaction.
+
+    COPY every table's rows into a temporary staging table (binary COPY, `copy_records_to_table`),
+    then one `INSERT ... SELECT ... ON CONFLICT` per table:
+
+    pageviews, events   DO NOTHING on (occurred_at, hit_id): a replayed hit lands once
+    sessions            DO UPDATE ... WHERE excluded.version > sessions.version: only forward
+    devices             recomputed from `sessions` for the devices whose sessions changed
+    late_hits           DO NOTHING on hit_id
+    deadletter          DO NOTHING on the consumed (topic, partition, offset)
+
+pageviews and events first try a plain COPY straight into the table inside a savepoint: new
+hits (the normal case) then cost what a raw COPY costs. When a row is there already (a replay
+or a rebalance) the COPY fails on the primary key, the savepoint is rolled back and the batch
+takes the staging path; later batches keep taking it for `merge_cooldown_s`, since replays come
+in runs. Either way the result is the same rows.
+
+Errors are sorted into the two kinds the caller acts on:
+
+- `Unavailable` (connection lost, server shutting down, deadlock, out of resources, ...): the
+  batch is retried as a whole, with backoff, on a new connection. Nothing was committed, or the
+  part that was is idempotent.
+- `RejectedByDatabase` (SQLSTATE classes 22 data exception and 23 integrity violation, or a
+  value asyncpg cannot encode): some row can never be written. `write_isolating` bisects the
+  batch to find it and dead-letters it with PostgreSQL's reason; the rest is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter as Tally
+from collections.abc import Callable
+from datetime import datetime
+
+import asyncpg
+
+from schemas.errors import FieldError, InvalidInput, Unavailable
+from schemas.timefmt import UTC
+from sink import metrics
+from sink.batch import COLUMNS, DAY_PARTITIONED, SESSION_COLUMNS, TABLES, Batch, refusal_row
+from sink.migrations import quote_ident
+from sink.partitions import DayPartitions
+
+log = logging.getLogger("touchstream.sink.writer")
+
+# SQLSTATE classes of errors about the data itself: retrying cannot help, isolating the row can.
+DATA_CLASSES = frozenset({"22", "23"})
+
+
+class RejectedByDatabase(InvalidInput):
+    """PostgreSQL (or asyncpg's encoder) refuses a value of the batch: some row can never be written."""
+
+
+def classify(exc: BaseException) -> str:
+    """'data' (isolate the row), 'missing_partition' (reload partitions, retry) or 'retry'."""
+    if isinstance(exc, asyncpg.PostgresError):
+        state = exc.sqlstate or ""
+        if state == "23514" and "no partition" in str(exc):
+            return "missing_partition"  # a day dropped behind the sink's back: not the row's fault
+        return "data" if state[:2] in DATA_CLASSES else "retry"
+    if isinstance(exc, (ValueError, TypeError, OverflowError)) and not isinstance(exc, asyncpg.InterfaceError):
+        return "data"  # asyncpg's encoder refused a value (wrong type or shape) before sending it
+    if isinstance(exc, asyncpg.exceptions._base.DataError):
+        return "data"
+    return "retry"
+
+
+def _status_count(status: str) -> int:
+    # "INSERT 0 42" -> 42
+    try:
+        return int(status.rsplit(" ", 1)[1])
+    except (IndexError, ValueError):
+        return 0
+
+
+class Writer:
+    """Owns one connection; `write` takes one batch to the database or raises a typed error."""
+
+    def __init__(
+        self,
+        dsn: str,
+        schema: str,
+        *,
+        role: str | None = None,
+        connect_timeout: float = 10.0,
+        command_timeout: float = 120.0,
+        application_name: str = "touchstream-sink",
+        merge_cooldown_s: float = 60.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.dsn = dsn
+        self.schema = schema
+        self.role = role
+        self.connect_timeout = connect_timeout
+        self.command_timeout = command_timeout
+        self.application_name = application_name
+        self.clock = clock
+        self.partitions = DayPartitions(schema)
+        self._conn: asyncpg.Connection | None = None
+        self._reload_partitions = True
+        self._sql = self._statements(quote_ident(schema))
+        # pageviews/events: after a COPY hit an existing row, merge (staging + ON CONFLICT) until then.
+        self._merge_until: dict[str, float] = {}
+        self.merge_cooldown_s = merge_cooldown_s
+
+    # --- SQL ------------------------------------------------------------------------------
+
+    @staticmethod
+    def stage(table: str) -> str:
+        return f"ts_stage_{table}"
+
+    def _statements(self, q: str) -> dict[str, str]:
+        def plain_insert(table: str, conflict: str) -> str:
+            cols = ", ".join(COLUMNS[table])
+            return (f"INSERT INTO {q}.{table} ({cols}) SELECT {cols} FROM pg_temp.{self.stage(table)} "
+                    f"ON CONFLICT {conflict} DO NOTHING")
+
+        session_cols = ", ".join(SESSION_COLUMNS)
+        session_updates = ", ".join(f"{c} = excluded.{c}" for c in SESSION_COLUMNS if c != "session_id")
+        device_cols = ("first_seen_at", "last_seen_at", "sessions", "first_session_id", "first_utm_source",
+                       "first_utm_medium", "first_utm_campaign", "first_channel")
+        # One row per device of $1: totals over all its sessions, first touch from the earliest.
+        device_aggregate = (
+            f"SELECT DISTINCT ON (s.guid) s.guid, min(s.started_at) OVER w AS first_seen_at, "
+            f"max(s.last_seen_at) OVER w AS last_seen_at, (count(*) OVER w)::int AS sessions, "
+            f"s.session_id AS first_session_id, s.utm_source AS first_utm_source, "
+            f"s.utm_medium AS first_utm_medium, s.utm_campaign AS first_utm_campaign, s.channel AS first_channel "
+            f"FROM {q}.sessions s WHERE s.guid = ANY($1::uuid[]) WINDOW w AS (PARTITION BY s.guid) "
+            f"ORDER BY s.guid, s.started_at, s.session_index, s.session_id"
+        )
+        return {
+            "pageviews": plain_insert("pageviews", "(occurred_at, hit_id)"),
+            "events": plain_insert("events", "(occurred_at, hit_id)"),
+            "late_hits": plain_insert("late_hits", "(hit_id)"),
+            "deadletter": plain_insert(
+                "deadletter", "(consumed_topic, consumed_partition, consumed_offset, consumed_timestamp)"
+            ),
+            # Sorted by session_id so two writers with overlapping batches (a rebalance) lock rows
+            # in the same order.
+            "sessions": (
+                f"INSERT INTO {q}.sessions AS t ({session_cols}, updated_at) "
+                f"SELECT {session_cols}, now() FROM pg_temp.{self.stage('sessions')} ORDER BY session_id "
+                f"ON CONFLICT (session_id) DO UPDATE SET {session_updates}, updated_at = excluded.updated_at "
+                f"WHERE excluded.version > t.version "
+                f"RETURNING t.guid"
+            ),
+            # Devices are recomputed from sessions, so counts are exact under replays and
+            # out-of-order snapshots. Sessions of one device may sit on different partitions (so on
+            # different workers): the first statement creates the devices new to the table and
+            # row-locks the others (DO UPDATE ... WHERE false locks without writing), in guid order;
+            # a writer racing for the same device waits there, and the second statement (a new
+            # snapshot under READ COMMITTED) then sees the other writer's committed sessions.
+            # Row locks live in the tuples, so a batch of any size fits (advisory locks would fill
+            # the shared lock table, max_locks_per_transaction x max_connections).
+            "devices_claim": (
+                f"INSERT INTO {q}.devices AS d (guid, {', '.join(device_cols)}, updated_at) "
+                f"SELECT a.*, now() FROM ({device_aggregate}) a ORDER BY a.guid "
+                f"ON CONFLICT (guid) DO UPDATE SET updated_at = d.updated_at WHERE false "
+                f"RETURNING d.guid"
+            ),
+            "devices_update": (
+                f"UPDATE {q}.devices AS d SET "
+                + ", ".join(f"{c} = a.{c}" for c in device_cols)
+                + f", updated_at = now() FROM ({device_aggregate}) a "
+                f"WHERE d.guid = a.guid AND ({', '.join('d.' + c for c in device_cols)}) "
+                f"IS DISTINCT FROM ({', '.join('a.' + c for c in device_cols)})"
+            ),
+        }
+
+    # --- connection -------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed()
+
+    async def connection(self) -> asyncpg.Connection:
+        """The live connection (connecting first if needed). Raises `Unavailable`."""
+        if self.connected:
+            assert self._conn is not None
+            return self._conn
+        await self.close()
+        try:
+            conn = await asyncpg.connect(
+                self.dsn,
+                timeout=self.connect_timeout,
+                command_timeout=self.command_timeout,
+                server_settings={"application_name": self.application_name},
+            )
+        except Exception as exc:  # refused, DNS, auth, starting up ...: all "not now"
+            raise Unavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}") from exc
+        try:
+            if self.role:
+                await conn.execute(f"SET ROLE {quote_ident(self.role)}")
+            q = quote_ident(self.schema)
+            for table in TABLES:
+                await conn.execute(
+                    f"CREATE TEMP TABLE IF NOT EXISTS {self.stage(table)} (LIKE {q}.{table} INCLUDING DEFAULTS) "
+                    "ON COMMIT DELETE ROWS"
+                )
+            await self.partitions.load(conn)
+        except Exception as exc:
+            await conn.close(timeout=2)
+            raise Unavailable(f"cannot prepare the sink's connection: {type(exc).__name__}: {exc}") from exc
+        self._conn = conn
+        self._reload_partitions = False
+        return conn
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            try:
+                await conn.close(timeout=2)
+            except Exception:
+                conn.terminate()
+
+    # --- writing ------------------------------------------------------------------------------
+
+    async def write(self, batch: Batch) -> dict[str, int]:
+        """Write `batch` in one transaction. Returns rows written per table (devices included).
+
+        Raises `Unavailable` (retry the whole batch later) or `RejectedByDatabase` (some row
+        can never be written: isolate it).
+        """
+        conn = await self.connection()
+        started = time.perf_counter()
+        try:
+            if self._reload_partitions:
+                await self.partitions.load(conn)
+                self._reload_partitions = False
+            for table in DAY_PARTITIONED:
+                if batch.rows[table]:
+                    created = await self.partitions.ensure(conn, table, batch.days(table))
+                    if created:
+                        metrics.PARTITIONS_CREATED.inc(created)
+            written = await self._transaction(conn, batch)
+        except (Unavailable, RejectedByDatabase):
+            raise
+        except Exception as exc:
+            kind = classify(exc)
+            if kind == "data":
+                state = getattr(exc, "sqlstate", None)
+                detail = getattr(exc, "detail", None)
+                message = f"{exc}" + (f" ({detail})" if detail else "")
+                if state:
+                    raise RejectedByDatabase(f"refused by PostgreSQL: {message}",
+                                             [FieldError(f"sqlstate {state}", message)]) from exc
+                raise RejectedByDatabase(f"refused by the database driver: {message}",
+                                         [FieldError("row", f"{type(exc).__name__}: {message}")]) from exc
+            if kind == "missing_partition":
+                self._reload_partitions = True
+                metrics.DB_RETRIES.labels("missing_partition").inc()
+            await self.close()  # the connection may be broken; a fresh one is cheap next to an outage
+            raise Unavailable(f"PostgreSQL write failed: {type(exc).__name__}: {exc}") from exc
+        metrics.WRITE_SECONDS.observe(time.perf_counter() - started)
+        for table, count in written.items():
+            metrics.ROWS_WRITTEN.labels(table).inc(count)
+            offered = len(batch.rows[table]) if table in batch.rows else count
+            if offered > count:
+                metrics.ROWS_SKIPPED.labels(table).inc(offered - count)
+        return written
+
+    async def _transaction(self, conn: asyncpg.Connection, batch: Batch) -> dict[str, int]:
+        written: dict[str, int] = {}
+        sql = self._sql
+        async with conn.transaction():
+            for table in TABLES:
+                rows = batch.rows[table]
+                if not rows:
+                    continue
+                if table in DAY_PARTITIONED and time.monotonic() >= self._merge_until.get(table, 0.0):
+                    # Fast path: new hits (the normal case) COPY straight into the table. A hit that
+                    # is there already (a replay, a rebalance) makes the COPY fail on the primary key;
+                    # the savepoint undoes just that, and the batch goes through staging + ON CONFLICT.
+                    try:
+                        async with conn.transaction():
+                            await conn.copy_records_to_table(
+                                table, records=rows, columns=COLUMNS[table], schema_name=self.schema
+                            )
+                        written[table] = len(rows)
+                        continue
+                    except asyncpg.UniqueViolationError:
+                        # Replays come in runs: merge for a while before trying the fast path again.
+                        self._merge_until[table] = time.monotonic() + self.merge_cooldown_s
+                await conn.copy_records_to_table(
+                    self.stage(table), records=rows, columns=COLUMNS[table], schema_name="pg_temp"
+                )
+                if table == "sessions":
+                    changed = await conn.fetch(sql["sessions"])
+                    written["sessions"] = len(changed)
+                    guids = sorted({r[0] for r in changed})
+                    if guids:
+                        created = {r[0] for r in await conn.fetch(sql["devices_claim"], guids)}
+                        existing = [g for g in guids if g not in created]
+                        updated = _status_count(await conn.execute(sql["devices_update"], existing)) if existing else 0
+                        written["devices"] = len(created) + updated
+                else:
+                    written[table] = _status_count(await conn.execute(sql[table]))
+        return written
+
+    async def write_isolating(self, batch: Batch) -> dict[str, int]:
+        """`write`, and when PostgreSQL refuses a row: bisect until the row is alone, dead-letter
+        it with the reason, write the rest. Raises only `Unavailable`."""
+        try:
+            return await self.write(batch)
+        except RejectedByDatabase as exc:
+            items = batch.items()
+            if len(items) <= 1:
+                if not items:
+                    raise
+                table, _, origin = items[0]
+                log.warning("row refused by PostgreSQL; dead-lettered", extra={
+                    "table": table, "topic": origin.topic, "partition": origin.partition,
+                    "offset": origin.offset, "reason": exc.reason})
+                metrics.ISOLATED.labels(table).inc()
+                letter = Batch()
+                letter.add("deadletter", refusal_row(origin, exc.reason, exc.errors, now=self.clock()), origin)
+                # If even the dead letter is refused something is wrong with the sink itself: the
+                # error propagates (as it must not be swallowed), and the batch is not committed.
+                return await self.write(letter)
+            left, right = batch.split()
+            first = await self.write_isolating(left)
+            second = await self.write_isolating(right)
+            return dict(Tally(first) + Tally(second))
+
+
+async def write_until_written(
+    writer: Writer,
+    batch: Batch,
+    *,
+    initial_delay: float = 0.2,
+    max_delay: float = 10.0,
+    stop: asyncio.Event | None = None,
+) -> dict[str, int] | None:
+    """Retry `write_isolating` with exponential backoff until it succeeds.
+
+    Returns the counts, or None when `stop` was set before the batch could be written (the
+    caller must then not commit the batch's offsets).
+    """
+    delay = initial_delay
+    attempt = 0
+    while True:
+        try:
+            return await writer.write_isolating(batch)
+        except Unavailable as exc:
+            attempt += 1
+            metrics.DB_RETRIES.labels("unavailable").inc()
+            level = logging.WARNING if attempt < 5 else logging.ERROR
+            log.log(level, "database write failed; retrying", extra={"attempt": attempt, "delay_s": delay,
+                                                                    "error": str(exc)})
+        if stop is not None:
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+                return None
+            except asyncio.TimeoutError:
+                pass
+        else:
+            await asyncio.sleep(delay)
+        delay = min(delay * 2, max_delay)
