@@ -7,6 +7,7 @@ so the sessionizer never parses a URL again.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -28,6 +29,7 @@ UTM_KEYS = ("source", "medium", "campaign", "term", "content", "id")
 CLICK_ID_PARAMS = ("gclid", "gbraid", "wbraid", "dclid", "msclkid", "fbclid", "ttclid", "li_fat_id", "twclid")
 _INTERESTING_PARAMS = frozenset({f"utm_{k}" for k in UTM_KEYS} | set(CLICK_ID_PARAMS))
 _QUERY_MARKERS = ("utm_", "UTM_", *CLICK_ID_PARAMS)
+_QUERY_MARKER = re.compile("|".join(re.escape(marker) for marker in _QUERY_MARKERS))  # any of them, as a substring
 
 
 def normalise_uuid(value: object) -> str:
@@ -190,7 +192,20 @@ class CloseRecord(BaseModel):
     received_at: datetime
 
 
-HitRecord = Annotated[Hit | CloseRecord, Field(discriminator="kind")]
+class ForgetRecord(BaseModel):
+    """Published to `hits` keyed by the guid by `touchstream forget`, so it reaches the partition
+    holding that device's state, which the sessionizer then deletes (its table key: a changelog
+    tombstone) without emitting anything. It carries no hit time: it must not move event time."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    v: Literal[1] = SCHEMA_VERSION
+    kind: Literal["forget"] = "forget"
+    guid: str
+    requested_at: datetime
+
+
+HitRecord = Annotated[Hit | CloseRecord | ForgetRecord, Field(discriminator="kind")]
 
 
 def derive_occurred_at(received_at: datetime, created_at: datetime | None, sent_at: datetime | None) -> datetime:
@@ -206,9 +221,14 @@ def derive_occurred_at(received_at: datetime, created_at: datetime | None, sent_
 
 def campaign_params(url: str) -> tuple[dict[str, str], tuple[str, str] | None]:
     """utm_* values and the first click id (by CLICK_ID_PARAMS precedence) in the URL's query."""
-    query = urlsplit(url).query
+    return query_campaign_params(urlsplit(url).query)
+
+
+def query_campaign_params(query: str) -> tuple[dict[str, str], tuple[str, str] | None]:
+    """`campaign_params` of a URL whose query (the part after "?", no fragment) is already known."""
     # Most hits carry no campaign data: a substring test is far cheaper than parsing the query.
-    if not query or not any(marker in query for marker in _QUERY_MARKERS):
+    # (Plain loops rather than generators: this runs for every hit with a query string.)
+    if not query or _QUERY_MARKER.search(query) is None:
         return {}, None
     found: dict[str, str] = {}
     for pair in query.split("&"):
@@ -216,8 +236,15 @@ def campaign_params(url: str) -> tuple[dict[str, str], tuple[str, str] | None]:
         lowered = key.lower()
         if lowered in _INTERESTING_PARAMS and lowered not in found and value:
             found[lowered] = unquote_plus(value)[:MAX_TEXT]
-    utm = {k[4:]: v for k, v in found.items() if k.startswith("utm_")}
-    click = next(((p, found[p]) for p in CLICK_ID_PARAMS if p in found), None)
+    utm: dict[str, str] = {}
+    click: tuple[str, str] | None = None
+    for key, value in found.items():
+        if key.startswith("utm_"):
+            utm[key[4:]] = value
+    for param in CLICK_ID_PARAMS:
+        if param in found:
+            click = (param, found[param])
+            break
     return utm, click
 
 

@@ -1,0 +1,111 @@
+"""The client's address, and the form of it the edge stores (SPEC section 2, IP privacy).
+
+Which address: the socket peer, unless the peer is one of `trusted_proxies`. Then
+X-Forwarded-For is walked from the right (the hop nearest to us) to the left, skipping
+trusted proxies; the first address that is not a trusted proxy is the client. Entries to the
+left of it were written by the client itself and are never believed, so a client cannot
+spoof its address by sending its own X-Forwarded-For.
+
+Which form: `full`, `truncate` (IPv4 /24, IPv6 /48: the default), `hash` (keyed BLAKE2b, so
+the same address gives the same value without being reversible without the key), `drop`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+
+from ingest.settings import IpMode
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_ip(text: str) -> IPAddress | None:
+    """An address as proxies write it: `1.2.3.4`, `1.2.3.4:5678`, `::1`, `[::1]:80`; None if it is none."""
+    text = text.strip()
+    if not text:
+        return None
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:  # IPv4 with a port (an IPv6 address has at least two colons)
+        text = text.partition(":")[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    return _unmap(address)
+
+
+def _unmap(address: IPAddress) -> IPAddress:
+    """`::ffff:1.2.3.4` (an IPv4 peer on a dual-stack socket) is the IPv4 address 1.2.3.4."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def forwarded_for(headers: Iterable[bytes]) -> list[str]:
+    """Every X-Forwarded-For entry, left to right, across repeated headers."""
+    entries: list[str] = []
+    for value in headers:
+        entries.extend(value.decode("latin-1").split(","))
+    return entries
+
+
+class ClientIp:
+    """Resolves and anonymises client addresses; built once from the settings."""
+
+    def __init__(self, trusted_proxies: Sequence[str], mode: IpMode, salt: str = "") -> None:
+        self._trusted: tuple[IPNetwork, ...] = tuple(ipaddress.ip_network(c, strict=False) for c in trusted_proxies)
+        self.mode: IpMode = mode
+        if mode == "hash" and not salt:
+            raise ValueError("ip mode 'hash' needs a salt")
+        self._key = hashlib.blake2b(salt.encode(), digest_size=32).digest() if salt else b""
+        # Peers repeat (proxies, NATs, keep-alive clients): remember what each one becomes.
+        self.stored = lru_cache(maxsize=65536)(self._stored)
+        self._stored_peer = lru_cache(maxsize=65536)(self._stored_peer_uncached)
+
+    @property
+    def trusts_proxies(self) -> bool:
+        return bool(self._trusted)
+
+    def is_trusted(self, address: IPAddress) -> bool:
+        return any(address.version == net.version and address in net for net in self._trusted)
+
+    def resolve(self, peer: str | None, xff: Sequence[str] = ()) -> IPAddress | None:
+        """The client address of a request from socket `peer` carrying X-Forwarded-For entries `xff`."""
+        address = parse_ip(peer) if peer else None
+        if address is None or not self._trusted or not xff or not self.is_trusted(address):
+            return address
+        for entry in reversed(xff):
+            hop = parse_ip(entry)
+            if hop is None:
+                # Garbage in the chain: nothing left of it can be believed; the last trusted
+                # hop that handed it to us is the best address known.
+                return address
+            address = hop
+            if not self.is_trusted(hop):
+                return hop
+        return address  # every hop is a trusted proxy: the leftmost is as far as we can see
+
+    def _stored(self, address: IPAddress | None) -> str | None:
+        """The form of `address` that leaves the edge, per the ip mode."""
+        if address is None or self.mode == "drop":
+            return None
+        if self.mode == "full":
+            return str(address)
+        if self.mode == "truncate":
+            prefix = 24 if address.version == 4 else 48
+            return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address)
+        return hashlib.blake2b(address.packed, key=self._key, digest_size=16).hexdigest()
+
+    def __call__(self, peer: str | None, xff: Sequence[str] = ()) -> str | None:
+        """The stored form of the client address of a request."""
+        if not xff or not self._trusted:
+            return self._stored_peer(peer)
+        return self.stored(self.resolve(peer, xff))
+
+    def _stored_peer_uncached(self, peer: str | None) -> str | None:
+        return self.stored(parse_ip(peer) if peer else None)

@@ -1,0 +1,179 @@
+"""From a request's items to what the edge publishes and answers: the pure core of POST /v1/hits.
+
+No I/O and no clock: the receive time, client address and user agent come in as an `Edge`,
+so the whole decision (accepted records, dead letters, the per-item errors, the status) is
+a function of its inputs and unit-tested as one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from ingest.body import BadJson, Items, json_type
+from ingest.errors import BodyRefused, FieldError
+from ingest.fastpath import fast_enrich
+from schemas.hit import HitIn, enrich
+from schemas.wire import dead_letter, encode, field_errors
+
+Record = tuple[bytes | None, bytes]  # (key, value)
+
+# Per-item refusal reasons (metrics label, and the dead letter's reason).
+INVALID_HIT = "invalid_hit"
+SITE_NOT_ALLOWED = "site_not_allowed"
+_REASON_TEXT = {INVALID_HIT: "invalid hit", SITE_NOT_ALLOWED: "site not on the allow-list"}
+
+
+def new_hit_id() -> str:
+    """A random (version 4) UUID string; ~4x faster than str(uuid.uuid4())."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    """What only the edge knows about a request."""
+
+    received_at: datetime
+    ip: str | None
+    user_agent: str
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What to publish and what to answer for one request."""
+
+    accepted: int = 0
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    hits: list[Record] = field(default_factory=list)  # to `hits`: enriched hits and close records
+    dead_letters: list[Record] = field(default_factory=list)  # to `deadletter`
+    refused: dict[str, int] = field(default_factory=dict)  # per-item reason -> count
+
+    @property
+    def status(self) -> int:
+        """202 when anything is accepted; 400 when nothing in the body is valid."""
+        return 202 if self.accepted else 400
+
+    def body(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "rejected": self.rejected}
+
+
+def refusal_body(exc: BodyRefused) -> dict[str, Any]:
+    """The answer to a request refused as a whole: the same shape, with no index."""
+    return {"accepted": 0, "rejected": [{"index": None, "errors": [e.as_dict() for e in exc.errors]}]}
+
+
+class Intake:
+    """Validates, enriches and encodes the items of a request (settings injected)."""
+
+    def __init__(
+        self,
+        *,
+        allowed_sites: frozenset[str] = frozenset(),
+        deadletter_payload_bytes: int = 64 * 1024,
+        new_id: Callable[[], str] = new_hit_id,
+        fast_path: bool = True,
+    ) -> None:
+        self.allowed_sites = allowed_sites
+        self.deadletter_payload_bytes = deadletter_payload_bytes
+        self.new_id = new_id
+        self.fast_path = fast_path
+
+    def process(self, items: Items, edge: Edge) -> Outcome:
+        out = Outcome()
+        received_at, ip, user_agent, new_id = edge.received_at, edge.ip, edge.user_agent, self.new_id
+        allowed = self.allowed_sites
+        hits = out.hits
+        for index, value in enumerate(items.values):
+            result = None
+            if self.fast_path:
+                result = fast_enrich(value, received_at=received_at, ip=ip, user_agent=user_agent, new_id=new_id)
+            if result is None:
+                errors = _item_errors(value)
+                if errors is None:
+                    try:
+                        hit = HitIn.model_validate(value)
+                    except ValidationError as exc:
+                        errors = field_errors(exc)
+                    else:
+                        result = enrich(hit, received_at=received_at, ip=ip, user_agent=user_agent, new_id=new_id)
+                if errors is not None:
+                    self._refuse(out, items, index, INVALID_HIT, errors, edge)
+                    continue
+            record, close = result  # type: ignore[misc]
+            if allowed and record["site"] not in allowed:
+                message = f"{record['site']!r} is not on this edge's allow-list"
+                self._refuse(out, items, index, SITE_NOT_ALLOWED, [FieldError("site", message)], edge)
+                continue
+            hits.append((record["guid"].encode(), encode(record)))
+            if close is not None:
+                hits.append((close["guid"].encode(), encode(close)))
+            out.accepted += 1
+        return out
+
+    def _refuse(
+        self, out: Outcome, items: Items, index: int, reason: str, errors: list[FieldError], edge: Edge
+    ) -> None:
+        out.rejected.append({"index": index, "errors": [e.as_dict() for e in errors]})
+        out.refused[reason] = out.refused.get(reason, 0) + 1
+        value = items.values[index]
+        key = _guid_of(value)
+        hit_id = value.get("hit_id") if isinstance(value, dict) else None
+        out.dead_letters.append(
+            self._dead_letter(
+                items.raw(index), _REASON_TEXT[reason], errors, edge, key=key,
+                hit_id=hit_id if isinstance(hit_id, str) else None,
+            )
+        )
+
+    def refuse_body(self, exc: BodyRefused, body: bytes, edge: Edge) -> list[Record]:
+        """Dead letters for a body refused as a whole (only the kinds worth keeping)."""
+        if not exc.dead_letter:
+            return []
+        return [self._dead_letter(body, exc.reason, exc.errors, edge)]
+
+    def _dead_letter(
+        self,
+        payload: bytes,
+        reason: str,
+        errors: list[FieldError],
+        edge: Edge,
+        *,
+        key: str | None = None,
+        hit_id: str | None = None,
+    ) -> Record:
+        limit = self.deadletter_payload_bytes
+        if len(payload) > limit:
+            reason = f"{reason} (payload cut to its first {limit} of {len(payload)} bytes)"
+            payload = payload[:limit]
+        letter = dead_letter(
+            source="ingest", reason=reason, payload=payload, errors=errors, key=key,
+            hit_id=hit_id[:64] if hit_id else None, at=edge.received_at,
+        )
+        return (key.encode() if key else None, encode(letter))
+
+
+def _item_errors(value: object) -> list[FieldError] | None:
+    """Errors of an item that is not even an object (pydantic would say less)."""
+    if isinstance(value, BadJson):
+        return [FieldError("body", value.message)]
+    if not isinstance(value, dict):
+        return [FieldError("body", f"must be a hit object, not {json_type(value)}")]
+    return None
+
+
+def _guid_of(value: object) -> str | None:
+    """The item's guid when it has a usable one (to key its dead letter like its hits)."""
+    if isinstance(value, dict):
+        guid = value.get("guid")
+        if isinstance(guid, str) and len(guid) <= 64:
+            return guid.lower()
+    return None
