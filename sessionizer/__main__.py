@@ -1,0 +1,86 @@
+"""`touchstream sessionizer` (or `python -m sessionizer`): run one sessionizer worker.
+
+Settings come from `TOUCHSTREAM_*` (see `sessionizer.settings`); the options below override
+the two that must differ between workers on one machine. Workers with the same app id form a
+consumer group and share the partitions of `hits`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from sessionizer.settings import SessionizerSettings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="touchstream sessionizer",
+        description="Run a sessionizer worker (Faust): hits -> sessions/events/deadletter. "
+        "Settings: TOUCHSTREAM_* environment variables.",
+    )
+    parser.add_argument("--web-port", type=int, help="Faust web port: /metrics, /healthz (TOUCHSTREAM_SESSIONIZER_WEB_PORT, 6066)")
+    parser.add_argument("--data-dir", type=Path, help="RocksDB table folder (TOUCHSTREAM_SESSIONIZER_DATA_DIR)")
+    parser.add_argument("--app-id", help="Faust app id / consumer group (TOUCHSTREAM_SESSIONIZER_APP_ID)")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING... (TOUCHSTREAM_SESSIONIZER_LOG_LEVEL)")
+    return parser
+
+
+def settings_from(argv: list[str]) -> SessionizerSettings:
+    args = _parser().parse_args(argv)
+    overrides = {}
+    if args.web_port is not None:
+        overrides["sessionizer_web_port"] = args.web_port
+    if args.data_dir is not None:
+        overrides["sessionizer_data_dir"] = args.data_dir
+    if args.app_id is not None:
+        overrides["sessionizer_app_id"] = args.app_id
+    if args.log_level is not None:
+        overrides["sessionizer_log_level"] = args.log_level
+    return SessionizerSettings(**overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = settings_from(list(sys.argv[1:] if argv is None else argv))
+    logging.basicConfig(
+        level=settings.sessionizer_log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # Import Faust only now: `--help` stays fast.
+    import faust
+
+    from sessionizer.app import PartitionsMismatch, create_app, ensure_topics
+
+    try:
+        counts = asyncio.run(ensure_topics(settings))
+    except PartitionsMismatch as exc:
+        print(f"touchstream sessionizer: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # Kafka unreachable and the like: say so plainly
+        print(f"touchstream sessionizer: cannot prepare topics on {settings.kafka_bootstrap}: {exc!r}", file=sys.stderr)
+        return 1
+    logging.getLogger("touchstream.sessionizer").info("topics ready: %s", counts)
+
+    settings.sessionizer_data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.sessionizer_event_loop == "uvloop":
+        import mode.loop
+
+        mode.loop.use("uvloop")  # the policy: Faust's consumer thread gets a uvloop loop too
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    app = create_app(settings)
+    worker = faust.Worker(
+        app,
+        loglevel=settings.sessionizer_log_level.upper(),
+        quiet=True,
+    )
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0) if isinstance(exc.code, int) or exc.code is None else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

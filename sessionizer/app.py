@@ -1,0 +1,255 @@
+"""The sessionizer as a Faust app: the imperative shell around the pure core (`sessionizer.machine`).
+
+Shape of a worker
+-----------------
+- a Faust app (at-least-once; consumer group = app id) whose consumer is the bulk consumer of
+  `sessionizer.transport` (`broker_consumer="touchstream://..."`);
+- a Faust table `devices`, keyed by guid, RocksDB store (rocksdict), raw bytes in and out, with
+  a compacted changelog topic `<app id>-devices-changelog` that has as many partitions as
+  `hits` (created explicitly beforehand, see `ensure_topics`);
+- the `hits` topic registered with Faust's conductor, so Faust subscribes to it and
+  co-partitions it with the changelog (hits partition p and changelog partition p always go to
+  the same worker);
+- one processing task (`sessionizer.processor`), the single writer of the table, which takes
+  fetched hits in bulk, runs the core, sweeps quiet sessions closed, produces the outputs and
+  persists the state (`sessionizer.output`, `sessionizer.store`), then acks the offsets;
+- `/metrics` (Prometheus) on the Faust web port.
+
+Faust does: group membership, partition assignment and rebalancing, table recovery from the
+changelog and standby replicas, opening/closing RocksDB partitions, committing acked offsets,
+the web server. This package does: per-batch decoding, the core, output production through
+aiokafka batches, state writes (the same changelog records and RocksDB bytes Faust would
+write), the event-time clock and the sweep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import faust
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from faust.types import TP
+from mode import Service
+
+from schemas.topics import Topics, create_topics
+from sessionizer.output import Sender
+from sessionizer.processor import Processor
+from sessionizer.settings import SessionizerSettings
+from sessionizer.stats import Stats, prometheus_text, registry_for
+from sessionizer.store import DeviceStore
+from sessionizer.transport import SCHEME, Inbox
+
+log = logging.getLogger("touchstream.sessionizer")
+
+
+def changelog_topic(settings: SessionizerSettings) -> str:
+    """The table's changelog topic, named as Faust names it."""
+    return f"{settings.sessionizer_app_id}-{settings.sessionizer_table}-changelog"
+
+
+class PartitionsMismatch(RuntimeError):
+    pass
+
+
+async def ensure_topics(settings: SessionizerSettings) -> dict[str, int]:
+    """Create `hits`/`sessions`/`events`/`deadletter` and the table's changelog (compacted) with
+    `settings.partitions` partitions unless they exist; refuse to start when an existing topic
+    has another partition count than `hits` (Faust's changelog must match it partition for
+    partition, and the outputs' partitioning assumes one count). Returns name -> partitions."""
+    await create_topics(
+        settings.kafka_bootstrap, settings.topic_prefix, settings.partitions, settings.replication_factor,
+        settings.hits_retention_ms,
+    )
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        name = changelog_topic(settings)
+        if name not in set(await admin.list_topics()):
+            try:
+                await admin.create_topics([NewTopic(
+                    name, num_partitions=settings.partitions, replication_factor=settings.replication_factor,
+                    topic_configs={"cleanup.policy": "compact"},
+                )])
+            except TopicAlreadyExistsError:
+                pass
+        topics = Topics(settings.topic_prefix)
+        names = [*topics.all(), name]
+        counts: dict[str, int] = {}
+        for _ in range(50):
+            described = await admin.describe_topics(names)
+            counts = {d["topic"]: len(d["partitions"]) for d in described if not d.get("error_code")}
+            if len(counts) == len(names) and all(counts.values()):
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await admin.close()
+    expected = counts.get(topics.hits)
+    wrong = {n: c for n, c in counts.items() if c != expected}
+    if expected is None or wrong or len(counts) != len(names):
+        raise PartitionsMismatch(
+            f"every topic must have the partition count of {topics.hits} ({expected}); got {counts}"
+        )
+    return counts
+
+
+class SessionizerApp(faust.App):
+    """A Faust app carrying the bulk receiver the transport looks for (`bulk_receiver`)."""
+
+    bulk_receiver: Any = None
+
+
+class SessionizerService(Service):
+    """Owns the output producer and runs the processing task (and the stats file writer)."""
+
+    def __init__(self, app: SessionizerApp, settings: SessionizerSettings, processor: Processor,
+                 sender: Sender, stats: Stats, **kwargs: Any) -> None:
+        self.app = app
+        self.settings = settings
+        self.processor = processor
+        self.sender = sender
+        self.stats = stats
+        self.producer: AIOKafkaProducer | None = None
+        super().__init__(**kwargs)
+
+    async def on_start(self) -> None:
+        s = self.settings
+        # Outputs and changelog: idempotent, acks=all; big batches (see sessionizer.output).
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=s.kafka_bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=s.sessionizer_linger_ms,
+            max_batch_size=s.sessionizer_producer_batch_bytes,
+            max_request_size=max(s.sessionizer_producer_batch_bytes + 1024, 1_048_576),
+            compression_type=None if s.sessionizer_compression == "none" else s.sessionizer_compression,
+            request_timeout_ms=30_000,
+        )
+        await self.producer.start()
+        self.sender.producer = self.producer
+
+    async def on_stop(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
+
+    @Service.task
+    async def _process(self) -> None:
+        try:
+            await self.processor.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("sessionizer processing task crashed")
+            await self.app.crash(exc)
+
+    @Service.task
+    async def _write_stats(self) -> None:
+        path = self.settings.sessionizer_stats_file
+        if path is None:
+            return
+        while not self.should_stop:
+            self.stats.write(path)
+            await self.sleep(0.5)
+
+
+def create_app(settings: SessionizerSettings) -> SessionizerApp:
+    topics = Topics(settings.topic_prefix)
+    hosts = [h.strip() for h in settings.kafka_bootstrap.split(",") if h.strip()]
+    app = SessionizerApp(
+        settings.sessionizer_app_id,
+        broker=";".join(f"kafka://{h}" for h in hosts),
+        broker_consumer=";".join(f"{SCHEME}://{h}" for h in hosts),
+        store="rocksdb://",
+        datadir=str(settings.sessionizer_data_dir),
+        web_port=settings.sessionizer_web_port,
+        web_bind=settings.sessionizer_web_host,
+        web_host=settings.sessionizer_web_host,
+        processing_guarantee="at_least_once",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        table_standby_replicas=settings.sessionizer_standby_replicas,
+        broker_commit_interval=settings.sessionizer_commit_interval_s,
+        broker_session_timeout=settings.sessionizer_session_timeout_s,
+        broker_heartbeat_interval=max(1.0, settings.sessionizer_session_timeout_s / 3),
+        broker_max_poll_records=settings.sessionizer_fetch_max,
+        consumer_max_fetch_size=8 * 1024 * 1024,
+        consumer_auto_offset_reset="earliest",
+        key_serializer="raw",
+        value_serializer="raw",
+        autodiscover=False,
+    )
+    table = app.Table(
+        settings.sessionizer_table,
+        key_type=bytes,  # bytes -> the "raw" serializer: the changelog holds exactly what we write
+        value_type=bytes,
+        partitions=settings.partitions,
+        recovery_buffer_size=10_000,
+    )
+    # Registering the topic with the conductor is what subscribes Faust to it (and makes the
+    # assignor co-partition it with the changelog); its records never reach a stream, as the
+    # bulk consumer hands them to the inbox.
+    hits = app.topic(
+        topics.hits, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+        partitions=settings.partitions, acks=True,
+    )
+    app.topics.add(hits)
+
+    stats = Stats()
+    sender = Sender()
+    store = DeviceStore(
+        table,
+        cache_size=settings.sessionizer_state_cache,
+        min_size=2 * (settings.sessionizer_batch_max + settings.sessionizer_sweep_max),
+    )
+    inbox = Inbox([topics.hits], max_records=settings.sessionizer_inbox_max)
+    processor = Processor(
+        app,
+        rules=settings.rules(),
+        topics=topics,
+        inbox=inbox,
+        store=store,
+        sender=sender,
+        partitions=settings.partitions,
+        batch_max=settings.sessionizer_batch_max,
+        tick_s=settings.sessionizer_tick_ms / 1000,
+        sweep_max=settings.sessionizer_sweep_max,
+        stats=stats,
+    )
+    stats.open_sessions = processor.open_sessions
+    stats.inbox = lambda: inbox.count
+    stats.partitions = lambda: sorted(processor.partitions)
+    app.bulk_receiver = processor
+    processor.inbox = inbox
+
+    @table.on_recover
+    async def _recovered() -> None:
+        changelog = table.changelog_topic_name
+        processor.on_recovered({tp for tp in app.assignor.assigned_actives() if tp.topic == changelog})
+
+    service = SessionizerService(app, settings, processor, sender, stats)
+    app._extra_services.append(service)  # type: ignore[arg-type]  # app.service() takes classes; an instance is started the same way
+
+    registry = registry_for(stats)
+    # ua-parser compiles its regexes on first use (over a second in pure Python): do it now,
+    # not inside the first batch.
+    from sessionizer.useragent import describe
+
+    describe("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36")
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        return web.bytes(prometheus_text(stats, registry), content_type="text/plain; version=0.0.4")
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"ok": True, "partitions": sorted(processor.partitions)})
+
+    app.sessionizer = {"table": table, "processor": processor, "stats": stats, "store": store}  # type: ignore[attr-defined]
+    return app
+
+
+def assigned_hits(app: SessionizerApp, topics: Topics) -> set[TP]:
+    return {tp for tp in app.consumer.assignment() if tp.topic == topics.hits}

@@ -1,0 +1,508 @@
+"""The sessionizer's processing task: batches of hits through the pure core, durably, in order.
+
+One task per worker does all of it (agent concurrency 1 in spirit, faust#606: nothing can be
+committed past work still in progress). A *round*:
+
+compute (holds the CPU)
+1. take the fetched `hits` chunks waiting in the inbox (`sessionizer.transport`), up to
+   `batch_max` records — whatever arrived while the previous round ran, so rounds grow with
+   load and stay small (low latency) when traffic is light;
+2. decode each record (bad ones become dead letters), advance the partition clock, and run
+   `on_hit` / `on_close` on the device's state;
+3. sweep (`sessionizer.sweep`): per partition, run `on_time` for the devices whose deadline the
+   partition's event time has passed — closing quiet sessions (rule 7);
+4. encode the outputs — the latest snapshot of each changed session for `sessions`, every
+   pageview/event/late-hit record for `events`, dead letters for `deadletter` — and hand them
+   to the producer; encode each touched device's final state (once per round) and the clocks;
+
+durable (waits for Kafka)
+5. wait until the broker acknowledged every output record;
+6. write the states and clocks: changelog partition (acknowledged), then RocksDB
+   (`sessionizer.store`);
+7. ack the chunks' offsets; Faust commits them on its next commit.
+
+5 → 6 → 7 in that order is the at-least-once argument (see `sessionizer.store`). The durable
+part of round k runs while round k+1 is computed (a pipeline one round deep), which hides the
+broker's acknowledgement time behind CPU work. That is safe because round k+1 reads the
+states round k computed (the store's cache), round k+1's changelog is written only after
+round k's (so the changelog, compacted, keeps the newest state), outputs of one partition are
+handed to the producer in order (`sessionizer.output.Sender`), and offsets are acked per round
+only once its own outputs and state are durable.
+
+A failure while writing (Kafka unavailable) abandons the rounds in flight: the partitions are
+reset from RocksDB (durable states only) and the same chunks are processed again, one round
+at a time, until Kafka takes them; outputs already written are written again identically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from aiokafka.errors import KafkaError
+from faust.types import TP
+from pydantic import TypeAdapter, ValidationError
+
+from schemas.errors import InvalidInput
+from schemas.hit import HitRecord
+from schemas.timefmt import EPOCH
+from schemas.topics import Topics
+from schemas.wire import dead_letter, encode, hit_codec
+from sessionizer.clock import PartitionClock
+from sessionizer.machine import DeviceState, Emitted, Rules, next_deadline_ms, on_close, on_hit, on_time
+from sessionizer.output import BatchWriter, Partitioner, Sender
+from sessionizer.stats import Stats
+from sessionizer.store import DeviceStore
+from sessionizer.sweep import DeadlineHeap, deadlines_from_store
+from sessionizer.transport import Chunk, Inbox
+
+log = logging.getLogger("touchstream.sessionizer")
+
+# `hits` records (hit, close or forget) straight from JSON bytes to the model: pydantic's own
+# parser, ~30% faster than orjson + validate. What fails is decoded again by the shared codec
+# (`schemas.wire.hit_codec`) for its precise error: bad JSON, wrong version, field errors.
+_hit_adapter: TypeAdapter[Any] = TypeAdapter(HitRecord)
+
+RETRYABLE = (KafkaError, asyncio.TimeoutError, OSError)
+_MS = timedelta(milliseconds=1)
+
+
+def _ms(value: datetime) -> int:
+    """schemas.timefmt.to_ms without building a timedelta per call."""
+    return (value - EPOCH) // _MS
+
+
+class PartitionState:
+    """What the processor keeps per assigned, recovered `hits` partition."""
+
+    __slots__ = ("tp", "clock", "heap", "clock_saved")
+
+    def __init__(self, tp: TP, clock: PartitionClock, heap: DeadlineHeap) -> None:
+        self.tp = tp
+        self.clock = clock
+        self.heap = heap
+        self.clock_saved = self.clock_state()
+
+    def clock_state(self) -> tuple[int | None, int | None, int | None]:
+        c = self.clock
+        return c.newest_ms, c.arrived_ms, c.time_ms
+
+
+class Round:
+    """A computed round on its way to being durable."""
+
+    __slots__ = ("chunks", "generation", "outputs", "states", "n_records", "n_hits", "n_dead", "n_out",
+                 "n_states", "closed")
+
+    def __init__(self, chunks: list[Chunk], generation: int, outputs: BatchWriter,
+                 states: dict[int, list[tuple[bytes, bytes | None]]], n_hits: int, n_dead: int, n_out: int,
+                 n_states: int, closed: int) -> None:
+        self.chunks = chunks
+        self.generation = generation
+        self.outputs = outputs
+        self.states = states
+        self.n_records = sum(len(c.records) for c in chunks)
+        self.n_hits = n_hits
+        self.n_dead = n_dead
+        self.n_out = n_out
+        self.n_states = n_states
+        self.closed = closed
+
+
+class Processor:
+    def __init__(
+        self,
+        app: Any,
+        *,
+        rules: Rules,
+        topics: Topics,
+        inbox: Inbox,
+        store: DeviceStore,
+        sender: Sender,
+        partitions: int,
+        batch_max: int,
+        tick_s: float,
+        sweep_max: int,
+        stats: Stats,
+        wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self.app = app
+        self.rules = rules
+        self.topics = topics
+        self.inbox = inbox
+        self.store = store
+        self.sender = sender
+        self.batch_max = batch_max
+        self.tick_s = tick_s
+        self.sweep_max = sweep_max
+        self.stats = stats
+        self.wall_ms = wall_ms
+        self.lock = asyncio.Lock()
+        self.stopped = False
+        self.partitions: dict[int, PartitionState] = {}
+        self._ready: set[TP] = set()  # recovered, waiting to be set up by the task
+        self._in_flight: tuple[Round, asyncio.Future[None]] | None = None
+        self._sessions_partition = Partitioner(partitions)
+        self._events_partition = Partitioner(partitions)
+        self._dead_partition = Partitioner(partitions)
+
+    # -- rebalance and shutdown hooks (called by sessionizer.transport / the table) -------------
+
+    async def before_revoke(self, revoked: set[TP]) -> None:
+        """Faust is about to revoke partitions: let the round in flight become durable (or
+        fail: then nothing of it was acked), then forget the revoked partitions."""
+        async with self.lock:
+            if not await self._drain():
+                self._reset_all()
+            dropped = self.inbox.drop(tp for tp in revoked if tp.topic == self.topics.hits)
+            for tp in revoked:
+                if tp.topic != self.topics.hits:
+                    continue
+                self._ready.discard(tp)
+                if self.partitions.pop(tp.partition, None) is not None:
+                    self.store.forget(tp.partition)
+            if dropped:
+                log.info("rebalance: dropped %d fetched hits of revoked partitions (not acked)", dropped)
+
+    async def before_stop(self) -> None:
+        """The worker stops: let the round in flight become durable (its offsets are acked before
+        Faust's last commit), then take no more."""
+        async with self.lock:
+            self.stopped = True
+            await self._drain()
+
+    def on_recovered(self, active: set[TP]) -> None:
+        """Faust finished recovering the table for these active changelog partitions; the
+        matching `hits` partitions get their clock and deadline heap at the next round."""
+        for tp in active:
+            self._ready.add(TP(self.topics.hits, tp.partition))
+
+    def _setup_ready(self) -> None:
+        assignment = self.app.consumer.assignment()
+        for tp in list(self._ready):
+            self._ready.discard(tp)
+            if tp not in assignment:
+                continue
+            started = time.perf_counter()
+            heap = DeadlineHeap()
+            rules = self.rules
+            heap.rebuild(
+                deadlines_from_store(
+                    self.store.items(tp.partition), DeviceState.from_bytes, lambda s: next_deadline_ms(s, rules)
+                )
+            )
+            self.store.forget(tp.partition)
+            self.partitions[tp.partition] = PartitionState(tp, self.store.load_clock(tp.partition), heap)
+            log.info(
+                "partition %d ready: %d devices with open sessions, clock %r (%.2fs)",
+                tp.partition, len(heap), self.partitions[tp.partition].clock, time.perf_counter() - started,
+            )
+
+    def _reset_all(self) -> None:
+        """Back to what RocksDB holds (durable states only): caches, clocks and heaps."""
+        self.store.forget_all()
+        for ps in self.partitions.values():
+            self._ready.add(ps.tp)
+        self.partitions.clear()
+        self._setup_ready()
+
+    # -- the task ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while not self.app.should_stop and not self.stopped:
+            await self.inbox.wait(self.tick_s)
+            async with self.lock:
+                if self.stopped:
+                    return
+                if self._in_flight is not None and self._in_flight[1].done():
+                    await self._settle()
+                if self._ready:
+                    self._setup_ready()
+                chunks = self.inbox.take(self.batch_max)
+                if chunks:
+                    if self.stats.first_taken is None:
+                        self.stats.first_taken = time.time()
+                    # Faust's livelock detector watches the stream inbound time of each
+                    # partition; these records reach no stream, so tell its monitor here.
+                    inbound = getattr(self.app.monitor, "stream_inbound_time", None)
+                    if inbound is not None:
+                        now = time.monotonic()
+                        for chunk in chunks:
+                            inbound[chunk.tp] = now
+                computed = await self._compute(chunks)
+                if await self._settle(computed) and computed is not None:
+                    self._in_flight = (computed, asyncio.ensure_future(self._durable(computed)))
+
+    async def _settle(self, computed: Round | None = None) -> bool:
+        """Wait for the round in flight. If it failed, process its chunks and those of the round
+        just computed (which built on it) again, from the durable state, until Kafka takes them;
+        then `computed` is done with (False: do not write it)."""
+        if self._in_flight is None:
+            return True
+        previous, task = self._in_flight
+        self._in_flight = None
+        try:
+            await task
+            return True
+        except RETRYABLE as exc:
+            error: BaseException = exc
+        chunks = list(previous.chunks)
+        if computed is not None:
+            computed.outputs.discard()
+            chunks += computed.chunks
+        await self._redo(chunks, error)
+        return False
+
+    async def _redo(self, chunks: list[Chunk], error: BaseException) -> None:
+        delay = 0.2
+        while True:
+            self.stats.retries += 1
+            log.warning("writing to Kafka failed (%r): processing %d chunks again in %.1fs", error, len(chunks), delay)
+            self._reset_all()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+            if self.app.should_stop or self.stopped or self.app.rebalancing:
+                return  # abandoned: nothing acked, so processed again (here or by the next owner)
+            computed = await self._compute(chunks)
+            if computed is None:
+                return
+            try:
+                await self._durable(computed)
+                return
+            except RETRYABLE as exc:
+                error = exc
+
+    async def _drain(self) -> bool:
+        """Let the round in flight finish; False if it failed (then nothing of it was acked)."""
+        if self._in_flight is None:
+            return True
+        _, task = self._in_flight
+        self._in_flight = None
+        try:
+            await task
+        except RETRYABLE as exc:
+            log.warning("round abandoned at rebalance/stop: %r", exc)
+            return False
+        return True
+
+    # -- compute ------------------------------------------------------------------------------
+
+    async def _compute(self, chunks: list[Chunk]) -> Round | None:
+        rules = self.rules
+        store = self.store
+        generation = self.app.consumer_generation_id
+        # Coalescing: the core notes which sessions changed and `out.flush()` builds one
+        # snapshot per session (its newest) at the end of the round, instead of one per hit.
+        out = Emitted(coalesce=True)
+        records = out.records
+        store_get = store.get
+        validate = _hit_adapter.validate_json
+        dead: list[tuple[bytes | None, bytes, int]] = []
+        touched: dict[int, dict[str, DeviceState | None]] = {}
+        taken: list[Chunk] = []
+        n_hits = 0
+        hits_topic = self.topics.hits
+
+        for chunk in chunks:
+            partition = chunk.tp.partition
+            if chunk.generation != generation:
+                continue  # fetched before a rebalance; never acked, so fetched again by the owner
+            ps = self.partitions.get(partition)
+            if ps is None:
+                if chunk.tp not in self.app.consumer.assignment():
+                    continue  # revoked meanwhile: the same
+                self._ready.add(chunk.tp)  # assigned but not set up yet (should not happen): do it now
+                self._setup_ready()
+                ps = self.partitions[partition]
+            taken.append(chunk)
+            clock = ps.clock
+            states = touched.setdefault(partition, {})
+            for rec in chunk.records:
+                raw = rec.value
+                try:
+                    if raw is None:
+                        raise InvalidInput("empty record (tombstone) on hits")
+                    try:
+                        obj = validate(raw)  # JSON bytes straight to the model (pydantic's parser)
+                    except ValidationError:
+                        obj = hit_codec.decode(raw)  # raises the InvalidInput with the precise reason
+                    guid = obj.guid.lower()
+                    key = rec.key
+                    # The key places the device's state (partition); it must be the guid.
+                    if key is None or (key != guid.encode() and key.decode("utf-8", "replace").lower() != guid):
+                        raise InvalidInput("record key does not match its guid: hits must be keyed by guid")
+                except InvalidInput as exc:
+                    dead.append((rec.key, encode(dead_letter(
+                        "sessionizer", exc.reason, raw or b"", errors=exc.errors, topic=hits_topic,
+                        partition=partition, offset=rec.offset, key=rec.key,
+                    )), partition))
+                    continue
+                kind = obj.kind
+                if kind == "forget":
+                    # `touchstream forget`: drop the device's state (a changelog tombstone), emit
+                    # nothing, and leave event time alone (the record carries no hit time).
+                    if guid in states or store_get(partition, guid) is not None:
+                        states[guid] = None
+                    continue
+                occurred = _ms(obj.occurred_at)
+                newest = clock.newest_ms
+                if newest is None or occurred > newest:
+                    event_time = clock.observe(occurred, _ms(obj.received_at))
+                else:  # received_at only matters for a new newest hit
+                    event_time = clock.time_ms
+                known = guid in states
+                state = states[guid] if known else store_get(partition, guid)
+                mark_r = len(records)
+                try:
+                    # `offset`: the core ignores a record at or below the newest offset it applied
+                    # to the device, so a batch processed again after a crash emits nothing twice.
+                    if kind == "hit":
+                        state = on_hit(state, obj, rules, event_time, out, offset=rec.offset)
+                        n_hits += 1
+                    else:
+                        state = on_close(state, obj, rules, event_time, out, offset=rec.offset)
+                except Exception as exc:  # a bug in the core must not stop the worker: dead-letter the hit
+                    log.exception("session core failed on %s offset %d", chunk.tp, rec.offset)
+                    del records[mark_r:]  # (its noted session changes are built at flush: harmless)
+                    dead.append((rec.key, encode(dead_letter(
+                        "sessionizer", f"sessionizer error: {type(exc).__name__}: {exc}", raw, topic=hits_topic,
+                        partition=partition, offset=rec.offset, key=rec.key, hit_id=getattr(obj, "hit_id", None),
+                    )), partition))
+                    continue
+                if state is not None or known or store_get(partition, guid) is not None:
+                    states[guid] = state  # (None for a device never stored: nothing to write)
+
+        closed = await self._sweep(touched, out)
+
+        # Deadlines follow the new states.
+        for partition, states in touched.items():
+            heap = self.partitions[partition].heap
+            for guid, state in states.items():
+                heap.set(guid, None if state is None else next_deadline_ms(state, rules))
+
+        out.flush()  # the round's session snapshots, now: the next round changes the states
+        outputs = BatchWriter(self.sender)
+        n_out = self._add_outputs(outputs, out, dead)
+        outputs.submit()  # on their way while the previous round finishes and this one waits
+
+        # A clock is saved when it saw a newer hit, or when the sweep closed something with it
+        # (then its event time was used); merely advancing with the wall clock while idle is not
+        # worth a write every tick.
+        clocks: dict[int, PartitionClock] = {}
+        for partition, ps in self.partitions.items():
+            now_state, saved = ps.clock_state(), ps.clock_saved
+            if now_state != saved and (partition in closed or now_state[:2] != saved[:2]):
+                clocks[partition] = ps.clock
+                ps.clock_saved = now_state
+        n_states = sum(len(s) for s in touched.values())
+        encoded = store.encode(touched, clocks)
+        if not taken and not n_out and not encoded:
+            return None
+        self.stats.closed_by_time += sum(closed.values())
+        return Round(taken, generation, outputs, encoded, n_hits, len(dead), n_out, n_states, sum(closed.values()))
+
+    async def _sweep(self, touched: dict[int, dict[str, DeviceState | None]], out: Emitted) -> dict[int, int]:
+        """Run on_time for the devices whose deadline their partition's event time has passed;
+        returns how many per partition."""
+        rules = self.rules
+        store = self.store
+        wall = self.wall_ms()
+        closed: dict[int, int] = {}
+        budget = self.sweep_max
+        for partition, ps in self.partitions.items():
+            heap = ps.heap
+            nxt = heap.next_deadline()
+            if nxt is None:
+                continue
+            caught_up = await self._caught_up(ps.tp)
+            now = ps.clock.now(wall, caught_up)
+            if now is None or nxt > now:
+                continue
+            due = heap.pop_due(now, budget)
+            if not due:
+                continue
+            states = touched.setdefault(partition, {})
+            for guid in due:
+                state = states[guid] if guid in states else store.get(partition, guid)
+                if state is None:
+                    continue
+                states[guid] = on_time(state, rules, now, out)
+                closed[partition] = closed.get(partition, 0) + 1
+            budget -= len(due)
+            if budget <= 0:
+                break
+        return closed
+
+    async def _caught_up(self, tp: TP) -> bool:
+        """Lag 0: nothing of the partition waits in the inbox, and everything up to the broker's
+        high watermark (as of the last fetch response) has been handed over and processed."""
+        if self.inbox.pending(tp):
+            return False
+        consumer = self.app.consumer
+        try:
+            highwater = consumer.highwater(tp)
+        except Exception:  # not assigned any more, or the consumer is restarting
+            return False
+        if highwater is None:
+            return False
+        delivered = self.inbox.delivered(tp)
+        if delivered is not None:
+            return delivered + 1 >= highwater
+        # Nothing received since the partition was assigned: ask the consumer where it stands.
+        try:
+            position = await asyncio.wait_for(consumer.position(tp), 2.0)
+        except Exception:
+            return False
+        return position is not None and position >= highwater
+
+    def _add_outputs(self, writer: BatchWriter, out: Emitted, dead: list[tuple[bytes | None, bytes, int]]) -> int:
+        topics = self.topics
+        # Only the newest snapshot of each session matters (the topic is compacted and the
+        # sink keeps the highest version), so a session changed by many hits is sent once.
+        latest: dict[str, dict[str, Any]] = {}
+        for snap in out.sessions:
+            sid = snap["session_id"]
+            prev = latest.get(sid)
+            if prev is None or snap["version"] > prev["version"]:
+                latest[sid] = snap
+        sessions_topic = topics.sessions
+        partition_of = self._sessions_partition
+        for sid, snap in latest.items():
+            key = sid.encode()
+            writer.add(sessions_topic, partition_of(key), key, encode(snap))
+        events_topic = topics.events
+        partition_of = self._events_partition
+        for rec in out.records:
+            key = rec["guid"].encode()
+            writer.add(events_topic, partition_of(key), key, encode(rec))
+        for key, value, source_partition in dead:
+            partition = self._dead_partition(key) if key else source_partition % self._dead_partition.partitions
+            writer.add(topics.deadletter, partition, key, value)
+        self.stats.sessions_out += len(latest)
+        self.stats.records_out += len(out.records)
+        return len(latest) + len(out.records) + len(dead)
+
+    # -- durable ------------------------------------------------------------------------------
+
+    async def _durable(self, r: Round) -> None:
+        started = time.perf_counter()
+        await r.outputs.wait()                                           # 5. outputs acked
+        if r.states:
+            await self.store.write(r.states, BatchWriter(self.sender))   # 6. changelog acked, then RocksDB
+        consumer = self.app.consumer                                     # 7. offsets acked
+        if r.chunks and self.app.consumer_generation_id == r.generation:
+            for chunk in r.chunks:
+                consumer.ack_range(chunk.tp, chunk.ack_from, chunk.last_offset)
+        stats = self.stats
+        stats.wait_s += time.perf_counter() - started
+        stats.on_round(r.n_records, r.n_hits, r.n_dead, r.n_states)
+        stats.last_durable = time.time()
+        if r.n_records:
+            stats.last_records_durable = stats.last_durable
+
+    def open_sessions(self) -> int:
+        return sum(len(ps.heap) for ps in self.partitions.values())

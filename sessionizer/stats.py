@@ -1,0 +1,117 @@
+"""The worker's counters: Prometheus text on the Faust web port (`/metrics`) and, for benchmarks
+and tests, a JSON file rewritten every second (`TOUCHSTREAM_SESSIONIZER_STATS_FILE`).
+
+Counters are plain attributes bumped once per batch; the Prometheus collector reads them at
+scrape time, so nothing costs anything per hit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.started = time.time()
+        self.records_in = 0       # records taken from `hits` and acked
+        self.hits = 0             # hits placed by the core (close records and dead letters excluded)
+        self.dead_letters = 0
+        self.sessions_out = 0     # session snapshots produced (after coalescing)
+        self.records_out = 0      # pageview/event/late-hit records produced
+        self.state_writes = 0     # device states written (changelog + RocksDB)
+        self.closed_by_time = 0   # on_time calls made by the sweep
+        self.batches = 0
+        self.last_batch = 0
+        self.retries = 0
+        self.wait_s = 0.0         # time rounds spent producing outputs/changelog and waiting for acks
+        self.first_taken: float | None = None   # wall time the first records were taken
+        self.last_durable: float | None = None  # wall time of the last durable output/state write
+        self.last_records_durable: float | None = None  # ... of a round that took records from hits
+        self.open_sessions: Callable[[], int] = lambda: 0
+        self.inbox: Callable[[], int] = lambda: 0
+        self.partitions: Callable[[], list[int]] = lambda: []  # hits partitions set up and processed
+
+    def on_round(self, records: int, hits: int, dead: int, states: int) -> None:
+        """A round became durable (its offsets are acked)."""
+        self.records_in += records
+        self.hits += hits
+        self.dead_letters += dead
+        self.state_writes += states
+        if records:
+            self.batches += 1
+            self.last_batch = records
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "started": self.started,
+            "records_in": self.records_in,
+            "hits": self.hits,
+            "dead_letters": self.dead_letters,
+            "sessions_out": self.sessions_out,
+            "records_out": self.records_out,
+            "state_writes": self.state_writes,
+            "closed_by_time": self.closed_by_time,
+            "batches": self.batches,
+            "last_batch": self.last_batch,
+            "retries": self.retries,
+            "wait_s": round(self.wait_s, 3),
+            "first_taken": self.first_taken,
+            "last_durable": self.last_durable,
+            "last_records_durable": self.last_records_durable,
+            "open_sessions": self.open_sessions(),
+            "inbox": self.inbox(),
+            "partitions": self.partitions(),
+            "threads": {t.name: t.native_id for t in threading.enumerate()},
+            "written_at": time.time(),
+        }
+
+    def write(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.as_dict()))
+        tmp.replace(path)
+
+
+class _Collector:
+    def __init__(self, stats: Stats) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[Any]:
+        s = self.stats
+        for name, value, doc in (
+            ("records_in", s.records_in, "records taken from hits and acked"),
+            ("hits", s.hits, "hits placed in sessions (or as late hits)"),
+            ("dead_letters", s.dead_letters, "records of hits refused to deadletter"),
+            ("sessions_out", s.sessions_out, "session snapshots produced"),
+            ("records_out", s.records_out, "pageview/event/late-hit records produced"),
+            ("state_writes", s.state_writes, "device states written to the table"),
+            ("closed_by_time", s.closed_by_time, "devices swept by event time"),
+            ("batches", s.batches, "batches processed"),
+            ("retries", s.retries, "batches retried after a Kafka error"),
+        ):
+            yield CounterMetricFamily(f"touchstream_sessionizer_{name}", doc, value=value)
+        yield GaugeMetricFamily("touchstream_sessionizer_open_sessions", "devices with an open session", value=s.open_sessions())
+        yield GaugeMetricFamily("touchstream_sessionizer_inbox", "fetched hits waiting", value=s.inbox())
+        yield GaugeMetricFamily("touchstream_sessionizer_last_batch", "records in the last batch", value=s.last_batch)
+
+
+def prometheus_text(stats: Stats, registry: CollectorRegistry | None = None) -> bytes:
+    if registry is None:
+        registry = CollectorRegistry()
+        registry.register(_Collector(stats))  # type: ignore[arg-type]
+    return generate_latest(registry)
+
+
+def registry_for(stats: Stats) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(_Collector(stats))  # type: ignore[arg-type]
+    return registry
