@@ -104,7 +104,10 @@
     var site = attr('data-site');
     var cookieDomain = attr('data-cookie-domain');
     var autoPageview = attr('data-auto-pageview') !== 'false';
-    var transport = attr('data-transport') === 'fetch' ? 'fetch' : 'beacon';
+    // fetch (keepalive) by default: it survives the page closing like a beacon, and it reads the
+    // edge's answer, so a 503 (Kafka away) is retried rather than lost. A hit stays in storage until
+    // confirmed, so one cut off by an unload goes again from the next page (same hit_id: deduped).
+    var transport = attr('data-transport') === 'beacon' ? 'beacon' : 'fetch';
     var sendable = /^https?:$/.test(window.location.protocol);
     if (!sendable) warn('not sending hits from a ' + window.location.protocol + ' page (the edge takes http(s) URLs only)');
 

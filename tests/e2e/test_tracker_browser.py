@@ -417,10 +417,10 @@ def test_cleared_storage_sends_previous_guid_once(browser: Browser, site: SiteSe
 
 def test_failed_sends_are_retried_with_the_same_hit_id(browser: Browser, site: SiteServer,
                                                        recorder: SiteServer) -> None:
-    # A beacon cannot see the edge's answer, so status-aware retries need the fetch transport.
+    # The default transport (fetch) sees the edge's answer, so a 503 is retried.
     recorder.statuses = [503, 503]
     recorder.retry_after = "0"
-    browser.get(tracker_page(site, recorder, extra_attrs=' data-transport="fetch"'))
+    browser.get(tracker_page(site, recorder))
     browser.wait_for(LOADED)
     posts = []
     deadline = time.monotonic() + 15
