@@ -25,6 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -202,7 +203,27 @@ class HitsTail:
 
 
 async def test_tracker_through_the_real_edge(browser: Browser, site: SiteServer, edge: str,
-                                             services: Any, topic_prefix: str) -> None:
+                                             services: Any, topic_prefix: str, pg_schema: Any,
+                                             tmp_path: Path) -> None:
+    from schemas.topics import Topics
+    from schemas.wire import hit_codec
+    from touchstream.pipeline import Pipeline
+
+    # Behind the edge: a real sessionizer worker and a real sink, as separate processes.
+    pipeline = Pipeline(workdir=tmp_path, kafka_bootstrap=services.kafka_bootstrap, pg_dsn=pg_schema.dsn,
+                        topic_prefix=topic_prefix, pg_schema=pg_schema.schema)
+    pipeline.add_sessionizer()
+    pipeline.add_sink()
+    for component in pipeline.components.values():
+        component.start()
+    try:
+        await _tracker_through_the_pipeline(browser, site, edge, services, topic_prefix, pg_schema, pipeline)
+    finally:
+        pipeline.stop()
+
+
+async def _tracker_through_the_pipeline(browser: Browser, site: SiteServer, edge: str, services: Any,
+                                        topic_prefix: str, pg_schema: Any, pipeline: Any) -> None:
     from schemas.topics import Topics
     from schemas.wire import hit_codec
 
@@ -274,8 +295,46 @@ async def test_tracker_through_the_real_edge(browser: Browser, site: SiteServer,
     assert await asyncio.to_thread(browser.execute, "return document.cookie") == f"ts_guid={new_guid}"
     assert await asyncio.to_thread(stored_queue, browser) == [], "hits left waiting for a retry"
     assert_no_page_errors(browser)
-    # The lead extends this with the PostgreSQL rows (one device, one session with utm source and
-    # channel, the pageviews and the event; then a new guid with a new session).
+
+    # And in PostgreSQL: one device with one session from the newsletter (closed when its storage
+    # was cleared), its two pageviews and the lead; then the new GUID with a session of its own.
+    conn = await pg_schema.connect()
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            pipeline.check_alive()
+            try:
+                sessions = await conn.fetch("SELECT * FROM sessions WHERE guid = ANY($1::uuid[]) ORDER BY started_at",
+                                            [guid, new_guid])
+                counts = await conn.fetchrow(
+                    """SELECT (SELECT count(*) FROM pageviews WHERE guid = $1::uuid) AS pageviews,
+                              (SELECT count(*) FROM events WHERE guid = $1::uuid AND name = 'lead') AS leads,
+                              (SELECT count(*) FROM pageviews WHERE guid = $2::uuid) AS new_pageviews""", guid, new_guid)
+            except asyncpg.UndefinedTableError:  # the sink migrates when it starts
+                sessions, counts = [], None
+            old = [r for r in sessions if str(r["guid"]) == guid]
+            landed = (counts is not None and (counts["pageviews"], counts["leads"], counts["new_pageviews"]) == (2, 1, 1)
+                      and len(sessions) == 2 and old and old[0]["status"] == "closed")
+            if landed or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        device = await conn.fetchrow("SELECT * FROM devices WHERE guid = $1::uuid", guid)
+    finally:
+        await conn.close()
+    assert counts is not None and (counts["pageviews"], counts["leads"], counts["new_pageviews"]) == (2, 1, 1), counts
+    by_guid = {str(r["guid"]): r for r in sessions}
+    assert set(by_guid) == {guid, new_guid} and len(sessions) == 2, [dict(r) for r in sessions]
+    first_session = by_guid[guid]
+    assert (first_session["utm_source"], first_session["utm_medium"], first_session["utm_campaign"]) == ("newsletter", "email", "spring")
+    assert first_session["channel"] == "Email"
+    assert (first_session["pageviews"], first_session["events"], first_session["hits"]) == (2, 1, 3)
+    assert first_session["landing_url"] == page + UTM_QUERY
+    assert (first_session["status"], first_session["end_reason"]) == ("closed", "storage_cleared")
+    assert first_session["browser"] and "Chrome" in first_session["browser"]
+    assert device is not None and device["sessions"] == 1 and device["first_utm_source"] == "newsletter"
+    second_session = by_guid[new_guid]
+    assert second_session["session_index"] == 1 and second_session["pageviews"] == 1
+    assert second_session["session_id"] != first_session["session_id"]
 
 
 # --- the tracker on its own, against a recorder ------------------------------------------------
