@@ -20,6 +20,29 @@ changelog and standby replicas, opening/closing RocksDB partitions, committing a
 the web server. This package does: per-batch decoding, the core, output production through
 aiokafka batches, state writes (the same changelog records and RocksDB bytes Faust would
 write), the event-time clock and the sweep.
+
+SPEC section 6, the sessionizer's part
+--------------------------------------
+- Every hit read from `hits` yields exactly one record on `events` (pageview, event or late
+  hit, with its session_id) or one dead letter. Its offset is acked — and so committed — only
+  after that record and the device's new state are acknowledged by Kafka (acks=all,
+  idempotent producer), outputs before state (`sessionizer.processor`). A crash anywhere
+  (`kill -9` included) resumes from the last commit: a hit whose state was saved is ignored
+  by the core (the device remembers the newest `hits` offset it applied), a hit whose state
+  was not saved gives the same record again, byte for byte; the sink's primary key
+  `(occurred_at, hit_id)` stores it once.
+- Worker loss: the table comes back from the changelog on any worker, also onto an empty data
+  directory; RocksDB is only a local copy (tests: kill -9 with a second worker taking over,
+  and a restart on an empty data dir).
+- Rebalances: the processing task is quiesced before partitions are revoked; buffered hits of
+  revoked partitions were never acked, so the next owner reads them again.
+- Broker restarts: a round whose writes fail is redone from the durable state after a backoff
+  and acks nothing until it succeeds; the consumer reconnects on its own (aiokafka).
+- Replay: session ids are UUIDv5 of guid and opening hit id, so replaying `hits` from the
+  start into fresh state (new app id, empty data dir) gives the same sessions (tested).
+- Bad input never stops the worker: undecodable records, wrong schema versions, field errors,
+  records whose key is not their guid, tombstones, and hits the core fails on go to
+  `deadletter` with the reason and the original bytes.
 """
 
 from __future__ import annotations

@@ -440,7 +440,9 @@ class Processor:
     async def _caught_up(self, tp: TP) -> bool:
         """Lag 0: nothing of the partition waits in the inbox, and everything up to the broker's
         high watermark (as of the last fetch response) has been handed over and processed."""
-        if self.inbox.pending(tp):
+        if self.inbox.pending(tp) or self.inbox.full():
+            # (While the inbox is full `hits` is left out of the fetches, so the high watermark
+            # seen may be stale: do not call anything caught up then.)
             return False
         consumer = self.app.consumer
         try:

@@ -23,8 +23,10 @@ What Faust still does, unchanged: group membership and partition assignment (its
 co-partitioning assignor puts `hits` partition p and changelog partition p on the same
 worker), rebalancing, pausing `hits` partitions until table recovery is done and seeking them
 to the committed offsets afterwards, table recovery and standby replicas from the changelog,
-opening/closing the RocksDB partitions, offset commits (every `broker_commit_interval`, on
-rebalance and at shutdown) and the web/monitoring services.
+opening/closing the RocksDB partitions, offset commits (every `broker_commit_interval` and at
+shutdown; at a rebalance Faust drops what was acked since the last commit, so the next owner
+reads those hits again and the core ignores them as already applied) and the web/monitoring
+services.
 
 What this module does instead of Faust: it delivers `hits` records in chunks rather than
 through the conductor and stream queues, and it acks them in ranges (`ack_range`, the bulk
@@ -33,10 +35,11 @@ commit loop then commits exactly those offsets. Back-pressure: while the inbox h
 than its limit, `hits` partitions are left out of the fetch (other topics keep flowing).
 
 Rebalance: before Faust revokes partitions, `on_partitions_revoked` first lets the receiver
-quiesce (finish the batch in flight, drop buffered chunks of the revoked partitions and
+quiesce (finish the round in flight, drop buffered chunks of the revoked partitions and
 forget their sweep state), so nothing writes a partition's state after it has been handed on.
 Dropped chunks were never acked, so their offsets are not committed and the next owner reads
-them again.
+them again. Shutdown: `wait_empty` (Faust's "wait for streams" step) first lets the receiver
+finish its round and stop, so Faust's last commit includes it and the tables close after it.
 """
 
 from __future__ import annotations
