@@ -55,7 +55,13 @@ OUT = REPO / "bench" / "out"
 PAGES = ("/", "/floorplans", "/amenities", "/gallery", "/contact", "/apply", "/pricing")
 SITES = ("www.oakridge-apts.com", "www.maple-court.com", "www.riverside-lofts.com")
 REFERRERS = ("", "https://www.google.com/", "https://www.facebook.com/", "https://www.apartments.com/listing/123")
-QUERIES = ("", "", "", "?utm_source=google&utm_medium=cpc&utm_campaign=spring&gclid=EAIaIQobChMI", "?utm_source=newsletter&utm_medium=email")
+QUERIES = (
+    "",
+    "",
+    "",
+    "?utm_source=google&utm_medium=cpc&utm_campaign=spring&gclid=EAIaIQobChMI",
+    "?utm_source=newsletter&utm_medium=email",
+)
 UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
 
 LUA = """
@@ -101,8 +107,11 @@ def make_bodies(count: int, hits_per_body: int, devices: int, seed: int) -> list
             }
             if rng.random() < 0.1:
                 hit["type"] = "event"
-                hit["event"] = {"name": rng.choice(["lead", "appointment", "click"]), "module": "contact_form",
-                                "properties": {"unit": "2B", "beds": 2}}
+                hit["event"] = {
+                    "name": rng.choice(["lead", "appointment", "click"]),
+                    "module": "contact_form",
+                    "properties": {"unit": "2B", "beds": 2},
+                }
             hits.append(hit)
         bodies.append(orjson.dumps(hits[0] if hits_per_body == 1 else hits))
     return bodies
@@ -208,9 +217,25 @@ class Result:
     def hits_per_s(self) -> float:
         return (self.requests - self.non2xx) * self.hits_per_request / self.seconds
 
+    @property
+    def cpu_us_per_hit(self) -> float:
+        """Server CPU time per accepted hit: what the edge costs, less sensitive to machine load."""
+        return self.server_cpu * 1e6 / max(self.hits_per_s, 1e-9)
+
 
 def run_wrk(wrk: str, base: str, lua: Path, connections: int, seconds: int) -> dict[str, object]:
-    cmd = [wrk, "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency", "-s", str(lua), base + "/v1/hits"]
+    cmd = [
+        wrk,
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "10s",
+        "--latency",
+        "-s",
+        str(lua),
+        base + "/v1/hits",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
     requests = re.search(r"(\d+) requests in ([\d.]+)(s|m)", out)
     if not requests:
@@ -250,8 +275,18 @@ def edge_accepted(base: str) -> int:
     return int(float(match.group(1))) if match else 0
 
 
-def measure(wrk: str, server: Server, app: str, scenario: str, lua: Path, hits_per_request: int,
-            connections: int, seconds: int, bootstrap: str, topic: str) -> Result:
+def measure(
+    wrk: str,
+    server: Server,
+    app: str,
+    scenario: str,
+    lua: Path,
+    hits_per_request: int,
+    connections: int,
+    seconds: int,
+    bootstrap: str,
+    topic: str,
+) -> Result:
     run_wrk(wrk, server.base, lua, connections, 3)  # warm-up (caches, JIT-free but allocator, Kafka batches)
     is_edge = app == "edge"
     if is_edge:
@@ -264,9 +299,18 @@ def measure(wrk: str, server: Server, app: str, scenario: str, lua: Path, hits_p
     wall = time.monotonic() - wall0
     cpu1, busy1 = cpu_seconds(server.proc.pid), machine_busy()
     result = Result(
-        app=app, scenario=scenario, requests=raw["requests"], seconds=raw["seconds"], non2xx=raw["non2xx"],  # type: ignore[arg-type]
-        errors=raw["errors"], p50_ms=raw["p50"], p99_ms=raw["p99"], hits_per_request=hits_per_request,  # type: ignore[arg-type]
-        server_cpu=(cpu1 - cpu0) / wall, machine_busy=(busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]), load=load,
+        app=app,
+        scenario=scenario,
+        requests=raw["requests"],
+        seconds=raw["seconds"],
+        non2xx=raw["non2xx"],  # type: ignore[arg-type]
+        errors=raw["errors"],
+        p50_ms=raw["p50"],
+        p99_ms=raw["p99"],
+        hits_per_request=hits_per_request,  # type: ignore[arg-type]
+        server_cpu=(cpu1 - cpu0) / wall,
+        machine_busy=(busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]),
+        load=load,
     )
     if is_edge:
         time.sleep(1.0)  # in-flight requests of the run finish
@@ -285,8 +329,10 @@ def wait_quiet(limit: float, within: float) -> None:
 
 
 def table(results: list[Result]) -> str:
-    head = (f"{'scenario':<10} {'app':<5} {'req/s':>9} {'hits/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}"
-            f" {'srv CPU':>8} {'machine':>8} {'load1':>6}  kafka check")
+    head = (
+        f"{'scenario':<10} {'app':<5} {'req/s':>9} {'hits/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}"
+        f" {'srv CPU':>8} {'CPU us/hit':>10} {'machine':>8} {'load1':>6}  kafka check"
+    )
     lines = [head, "-" * len(head)]
     for r in results:
         check = ""
@@ -295,15 +341,18 @@ def table(results: list[Result]) -> str:
             check = f"{r.kafka_records} records for {r.edge_accepted} accepted {'OK' if ok else 'MISMATCH'}"
         lines.append(
             f"{r.scenario:<10} {r.app:<5} {r.rps:>9,.0f} {r.hits_per_s:>10,.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f}"
-            f" {r.non2xx:>8} {r.server_cpu:>7.0%} {r.machine_busy:>8.0%} {r.load:>6.2f}  {check}"
+            f" {r.non2xx:>8} {r.server_cpu:>7.0%} {r.cpu_us_per_hit:>10.1f}"
+            f" {r.machine_busy:>8.0%} {r.load:>6.2f}  {check}"
         )
     lines.append("")
     for scenario in dict.fromkeys(r.scenario for r in results):
         bare = next((r for r in results if r.scenario == scenario and r.app == "bare"), None)
         edge = next((r for r in results if r.scenario == scenario and r.app == "edge"), None)
         if bare and edge:
-            lines.append(f"{scenario}: edge/bare = {edge.hits_per_s / bare.hits_per_s:.2f} (hits/s), "
-                         f"p50 {edge.p50_ms:.2f} vs {bare.p50_ms:.2f} ms")
+            lines.append(
+                f"{scenario}: edge/bare = {edge.hits_per_s / bare.hits_per_s:.2f} (hits/s), "
+                f"p50 {edge.p50_ms:.2f} vs {bare.p50_ms:.2f} ms"
+            )
     return "\n".join(lines)
 
 
@@ -312,17 +361,26 @@ def table(results: list[Result]) -> str:
 
 def serve_profiled(port: int, out: Path) -> int:
     """Run the edge in this process under pyinstrument; write the report on SIGINT."""
-    from pyinstrument import Profiler
-
     import uvicorn
+    from pyinstrument import Profiler
 
     from ingest.__main__ import app_from_env
 
     profiler = Profiler(interval=0.0005, async_mode="disabled")
     profiler.start()
     try:
-        uvicorn.run(app_from_env(), host="127.0.0.1", port=port, loop="uvloop", http="httptools", lifespan="on",
-                    access_log=False, proxy_headers=False, server_header=False, log_level="warning")
+        uvicorn.run(
+            app_from_env(),
+            host="127.0.0.1",
+            port=port,
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+            log_level="warning",
+        )
     except KeyboardInterrupt:
         pass
     finally:
@@ -339,6 +397,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--wait-quiet", type=float, default=0, help="wait up to N s for load1 < 1.0 first")
     parser.add_argument("--only", choices=["bare", "edge"], help="run one app only")
+    parser.add_argument(
+        "--compression",
+        choices=["none", "snappy", "lz4", "zstd", "gzip"],
+        help="the edge's Kafka compression (default: its settings default)",
+    )
+    parser.add_argument("--scenario", choices=["single", "batch"], help="run one scenario only")
     parser.add_argument("--profile", action="store_true", help="profile the edge with pyinstrument (batch scenario)")
     parser.add_argument("--serve-profiled", nargs=2, metavar=("PORT", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -352,9 +416,11 @@ def main(argv: list[str] | None = None) -> int:
     asyncio.run(create_topics(info.kafka_bootstrap, prefix, 8))
     work = Path(tempfile.mkdtemp(prefix="ingest-bench-"))
     scenarios = []
-    for scenario, hits, count, conns in (("single", 1, 20_000, args.single_connections),
-                                         (f"batch{args.batch_size}", args.batch_size, 300, args.batch_connections)):
-        if args.profile and hits == 1:
+    for scenario, hits, count, conns in (
+        ("single", 1, 20_000, args.single_connections),
+        (f"batch{args.batch_size}", args.batch_size, 300, args.batch_connections),
+    ):
+        if (args.profile or args.scenario == "batch") and hits == 1 or args.scenario == "single" and hits > 1:
             continue
         data = work / f"{scenario}.txt"
         data.write_bytes(b"\n".join(make_bodies(count, hits, 10_000, seed=hits)) + b"\n")
@@ -364,16 +430,49 @@ def main(argv: list[str] | None = None) -> int:
 
     python = sys.executable
     env = {**os.environ, "TOUCHSTREAM_KAFKA_BOOTSTRAP": info.kafka_bootstrap, "TOUCHSTREAM_TOPIC_PREFIX": prefix}
+    if args.compression:
+        env["TOUCHSTREAM_INGEST_COMPRESSION"] = args.compression
     apps = []
     if args.only != "edge" and not args.profile:
-        apps.append(("bare", [python, "-m", "uvicorn", "--app-dir", "bench", "asgi_hello:app", "--loop", "uvloop",
-                              "--http", "httptools", "--workers", "1", "--no-access-log", "--no-server-header",
-                              "--no-proxy-headers", "--log-level", "warning", "--timeout-keep-alive", "30",
-                              "--backlog", "4096"], "/"))
+        apps.append(
+            (
+                "bare",
+                [
+                    python,
+                    "-m",
+                    "uvicorn",
+                    "--app-dir",
+                    "bench",
+                    "asgi_hello:app",
+                    "--loop",
+                    "uvloop",
+                    "--http",
+                    "httptools",
+                    "--workers",
+                    "1",
+                    "--no-access-log",
+                    "--no-server-header",
+                    "--no-proxy-headers",
+                    "--log-level",
+                    "warning",
+                    "--timeout-keep-alive",
+                    "30",
+                    "--backlog",
+                    "4096",
+                ],
+                "/",
+            )
+        )
     if args.only != "bare":
         edge_cmd = [python, "-m", "ingest", "--log-level", "warning"]
         if args.profile:
-            edge_cmd = [python, str(Path(__file__).resolve()), "--serve-profiled", "{port}", str(OUT / "ingest-profile.txt")]
+            edge_cmd = [
+                python,
+                str(Path(__file__).resolve()),
+                "--serve-profiled",
+                "{port}",
+                str(OUT / "ingest-profile.txt"),
+            ]
         apps.append(("edge", edge_cmd, "/readyz"))
 
     if args.wait_quiet:
@@ -389,11 +488,15 @@ def main(argv: list[str] | None = None) -> int:
             server = start_server(app, full, env, port, ready)
             try:
                 for scenario, hits, lua, conns in scenarios:
-                    result = measure(wrk, server, app, scenario, lua, hits, conns, args.duration,
-                                     info.kafka_bootstrap, topics.hits)
+                    result = measure(
+                        wrk, server, app, scenario, lua, hits, conns, args.duration, info.kafka_bootstrap, topics.hits
+                    )
                     results.append(result)
-                    print(f"  {app:5} {scenario:9} {result.hits_per_s:>10,.0f} hits/s  p50 {result.p50_ms:.2f} ms"
-                          f"  p99 {result.p99_ms:.2f} ms  (server CPU {result.server_cpu:.0%})", flush=True)
+                    print(
+                        f"  {app:5} {scenario:9} {result.hits_per_s:>10,.0f} hits/s  p50 {result.p50_ms:.2f} ms"
+                        f"  p99 {result.p99_ms:.2f} ms  (server CPU {result.server_cpu:.0%})",
+                        flush=True,
+                    )
             finally:
                 stop_server(server, signal.SIGINT if args.profile else signal.SIGTERM)
     finally:
@@ -401,10 +504,14 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     load_after = os.getloadavg()
     print()
-    print(f"machine: {os.cpu_count()} cores; load average before {load_before[0]:.2f}/{load_before[1]:.2f}/"
-          f"{load_before[2]:.2f}, after {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f} (1/5/15 min)")
-    print(f"wrk -t1, {args.duration} s per run after a 3 s warm-up; single: {args.single_connections} connections,"
-          f" batches of {args.batch_size}: {args.batch_connections} connections; broker on the same machine")
+    print(
+        f"machine: {os.cpu_count()} cores; load average before {load_before[0]:.2f}/{load_before[1]:.2f}/"
+        f"{load_before[2]:.2f}, after {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f} (1/5/15 min)"
+    )
+    print(
+        f"wrk -t1, {args.duration} s per run after a 3 s warm-up; single: {args.single_connections} connections,"
+        f" batches of {args.batch_size}: {args.batch_connections} connections; broker on the same machine"
+    )
     print()
     print(table(results))
     if args.profile:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
 import tempfile
 
@@ -59,11 +60,21 @@ def main(argv: list[str] | None = None) -> int:
         print("touchstream ingest: --workers must be at least 1", file=sys.stderr)
         return 2
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    made_dir = None
     if workers > 1 and not os.environ.get(MULTIPROC_ENV):
         # prometheus-client sums the workers' metrics through files in this folder; it must be
         # set before the workers import it.
-        os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="touchstream-ingest-metrics-")
+        made_dir = os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="touchstream-ingest-metrics-")
 
+    try:
+        _serve(host, port, workers, args.log_level)
+    finally:
+        if made_dir is not None:
+            shutil.rmtree(made_dir, ignore_errors=True)
+    return 0
+
+
+def _serve(host: str, port: int, workers: int, log_level: str) -> None:
     import uvicorn
 
     uvicorn.run(
@@ -78,11 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         access_log=False,
         proxy_headers=False,  # the edge reads X-Forwarded-For itself, from trusted proxies only
         server_header=False,
-        log_level=args.log_level,
+        log_level=log_level,
         timeout_keep_alive=30,
         backlog=4096,
     )
-    return 0
 
 
 if __name__ == "__main__":

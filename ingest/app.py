@@ -16,6 +16,7 @@ with FastAPI 3,500. The edge has six fixed routes; a framework would cost half t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -25,7 +26,7 @@ from typing import Any
 import orjson
 
 from ingest import fastpath
-from ingest.body import Format, check_content_length, media_format, parse, read_body
+from ingest.body import Format, check_content_length, media_format, parse, read_body, too_large
 from ingest.client_ip import ClientIp, forwarded_for
 from ingest.errors import BodyRefused, FieldError, OriginNotAllowed, PublishUnavailable
 from ingest.intake import Edge, Intake, Record, refusal_body
@@ -45,6 +46,7 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
 
 JSON = (b"content-type", b"application/json")
+NO_HEADERS: Headers = []  # shared, never appended to
 GET_METHODS = frozenset({"GET", "HEAD"})
 
 
@@ -76,6 +78,7 @@ class IngestApp:
         self.client_ip = ClientIp(
             settings.ingest_trusted_proxies, settings.ingest_ip_mode, settings.ingest_ip_hash_salt.get_secret_value()
         )
+        self.peer_ip = self.client_ip.peer  # the stored form of a socket peer (remembered)
         self.tracker = TrackerFile(settings.ingest_tracker_file, settings.ingest_tracker_max_age_s)
         self.openapi = orjson.dumps(document(settings))
         origins = settings.ingest_cors_origins
@@ -169,38 +172,47 @@ class IngestApp:
                 await respond(send, 404, {"error": f"no route {path}"})
         except Exception:  # a bug must cost one request, with a log line, never the worker
             log.exception("unhandled error on %s %s", method, path)
-            await respond(send, 500, {"error": "internal error"})
+            with contextlib.suppress(Exception):  # (the response may have started already)
+                await respond(send, 500, {"error": "internal error"})
 
     # --- POST /v1/hits ------------------------------------------------------------------
 
     async def post_hits(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The hot path: written flat (few calls, cached lookups) because a single-hit request
+        # spends as much here as in validating its hit.
         received_at = self.clock()
         raw_headers = scope["headers"]
-        headers = dict(raw_headers)  # in C; the few repeatable ones are read from the list below
+        headers = dict(raw_headers)  # in C; the repeatable X-Forwarded-For is read from the list
         get = headers.get
-        content_type = get(b"content-type")
-        content_length = get(b"content-length")
-        content_encoding = get(b"content-encoding")
         origin = get(b"origin")
         user_agent = get(b"user-agent")
-        xff = [v for k, v in raw_headers if k == b"x-forwarded-for"] if b"x-forwarded-for" in headers else None
-        cors = self.cors_headers(origin)
         client = scope.get("client")
         peer = client[0] if client else None
-        edge = Edge(
-            received_at=received_at,
-            ip=self.client_ip(peer, forwarded_for(xff) if xff else ()),
-            user_agent=user_agent.decode("utf-8", "replace") if user_agent else "",
-        )
+        if b"x-forwarded-for" in headers and self.client_ip.trusts_proxies:
+            ip = self.client_ip(peer, forwarded_for([v for k, v in raw_headers if k == b"x-forwarded-for"]))
+        else:
+            ip = self.peer_ip(peer)
+        edge = Edge(received_at, ip, user_agent.decode("utf-8", "replace") if user_agent else "")
+        cors = NO_HEADERS if origin is None else self.cors_headers(origin)
         body = b""
         try:
             if cors is None:
                 raise OriginNotAllowed(
-                    "origin not allowed", [FieldError("origin", f"{origin.decode('latin-1')!r} may not post hits here")]  # type: ignore[union-attr]
+                    "origin not allowed",
+                    [FieldError("origin", f"{origin.decode('latin-1')!r} may not post hits here")],  # type: ignore[union-attr]
                 )
-            fmt = self.media_format(content_type, content_encoding)
-            check_content_length(content_length, self.max_body)
-            body = await read_body(receive, self.max_body)
+            key = (get(b"content-type"), get(b"content-encoding"))
+            fmt = self._formats.get(key) or self.media_format(*key)
+            content_length = get(b"content-length")
+            if content_length is not None:
+                check_content_length(content_length, self.max_body)
+            message = await receive()
+            if message.get("more_body", False) or message["type"] != "http.request":
+                body = await read_body(_replay(message, receive), self.max_body)
+            else:
+                body = message.get("body", b"")
+                if len(body) > self.max_body:
+                    raise too_large(self.max_body)
             items = parse(body, fmt, self.max_items)
         except BodyRefused as exc:
             await self.refuse(send, exc, body, edge, cors or [])
@@ -208,10 +220,12 @@ class IngestApp:
 
         out = self.intake.process(items, edge)
         metrics = self.metrics
-        metrics.request_hits.observe(len(items))
-        for reason, count in out.refused.items():
-            metrics.hit_refusal[reason].inc(count)
-        if out.accepted:
+        accepted = out.accepted
+        metrics.request_hits.observe(len(items.values))
+        if out.refused:
+            for reason, count in out.refused.items():
+                metrics.hit_refusal[reason].inc(count)
+        if accepted:
             batches: list[tuple[str, list[Record]]] = [(self.hits_topic, out.hits)]
             if out.dead_letters:
                 batches.append((self.deadletter_topic, out.dead_letters))
@@ -219,17 +233,27 @@ class IngestApp:
             try:
                 await self.publisher.publish(batches, self.timeout)
             except PublishUnavailable as exc:
-                await self.unavailable(send, exc, out.accepted, cors)
+                await self.unavailable(send, exc, accepted, cors)
                 return
             metrics.publish_seconds.observe(time.perf_counter() - started)
-            metrics.hits_accepted.inc(out.accepted)
+            metrics.hits_accepted.inc(accepted)
             if out.dead_letters:
                 metrics.dead_letters.inc(len(out.dead_letters))
-        elif out.dead_letters:
-            await self.publish_dead_letters(out.dead_letters)
-        metrics.count_status(out.status)
-        body = self._all_accepted[out.accepted] if not out.rejected else orjson.dumps(out.body())
-        await respond_bytes(send, out.status, body, [JSON, *cors])
+            status = 202
+        else:
+            if out.dead_letters:
+                await self.publish_dead_letters(out.dead_letters)
+            status = 400
+        metrics.count_status(status)
+        payload = self._all_accepted[accepted] if not out.rejected else orjson.dumps(out.body())
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [JSON, (b"content-length", b"%d" % len(payload)), *cors],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
 
     async def refuse(self, send: Send, exc: BodyRefused, body: bytes, edge: Edge, cors: Headers) -> None:
         self.metrics.request_refusal[exc.refusal].inc()
@@ -322,8 +346,13 @@ class IngestApp:
                 await respond(send, 200, {"status": "ready"}, head=head)
             else:
                 reason = getattr(self.publisher, "last_error", "") or "Kafka is not reachable"
-                await respond(send, 503, {"status": "unavailable", "reason": reason},
-                              [(b"retry-after", self.retry_after)], head=head)
+                await respond(
+                    send,
+                    503,
+                    {"status": "unavailable", "reason": reason},
+                    [(b"retry-after", self.retry_after)],
+                    head=head,
+                )
         elif path == "/metrics":
             await respond_bytes(send, 200, self.metrics.render(), [(b"content-type", METRICS_TYPE.encode())], head=head)
         else:
@@ -342,6 +371,16 @@ async def respond_bytes(send: Send, status: int, body: bytes, headers: Headers, 
         headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if head else body})
+
+
+def _replay(first: MutableMapping[str, Any], receive: Receive) -> Receive:
+    """`receive`, with a message already taken from it put back in front."""
+    pending = [first]
+
+    async def replay() -> MutableMapping[str, Any]:
+        return pending.pop() if pending else await receive()
+
+    return replay
 
 
 def create_app(

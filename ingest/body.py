@@ -33,7 +33,11 @@ def media_format(content_type: bytes | None, content_encoding: bytes | None = No
     if content_encoding is not None and content_encoding.strip().lower() not in (b"", b"identity"):
         raise UnsupportedMediaType(
             "unsupported content encoding",
-            [FieldError("content-encoding", f"{_text(content_encoding)!r} is not supported; send the body uncompressed")],
+            [
+                FieldError(
+                    "content-encoding", f"{_text(content_encoding)!r} is not supported; send the body uncompressed"
+                )
+            ],
         )
     if content_type is None or not content_type.strip():
         return "json"
@@ -161,7 +165,9 @@ def parse(body: bytes, fmt: Format, max_items: int) -> Items:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         if not body.strip():
-            raise MalformedBody("empty body", [FieldError("body", "is empty; send a hit object or an array of hits")]) from None
+            raise MalformedBody(
+                "empty body", [FieldError("body", "is empty; send a hit object or an array of hits")]
+            ) from None
         raise MalformedBody("not valid JSON", [FieldError("body", f"is not valid JSON: {exc}")]) from None
     if isinstance(value, dict):
         return Items([value], body, "json", single=True)

@@ -65,7 +65,7 @@ class ClientIp:
         self._key = hashlib.blake2b(salt.encode(), digest_size=32).digest() if salt else b""
         # Peers repeat (proxies, NATs, keep-alive clients): remember what each one becomes.
         self.stored = lru_cache(maxsize=65536)(self._stored)
-        self._stored_peer = lru_cache(maxsize=65536)(self._stored_peer_uncached)
+        self.peer = lru_cache(maxsize=65536)(self._stored_peer)  # peer -> stored form, when no proxy is involved
 
     @property
     def trusts_proxies(self) -> bool:
@@ -104,8 +104,8 @@ class ClientIp:
     def __call__(self, peer: str | None, xff: Sequence[str] = ()) -> str | None:
         """The stored form of the client address of a request."""
         if not xff or not self._trusted:
-            return self._stored_peer(peer)
+            return self.peer(peer)
         return self.stored(self.resolve(peer, xff))
 
-    def _stored_peer_uncached(self, peer: str | None) -> str | None:
+    def _stored_peer(self, peer: str | None) -> str | None:
         return self.stored(parse_ip(peer) if peer else None)

@@ -38,12 +38,26 @@ from schemas.hit import (
     enrich,
     query_campaign_params,
 )
-from schemas.timefmt import parse_timestamp
+from schemas.timefmt import EARLIEST, LATEST, UTC, parse_timestamp
 
 log = logging.getLogger(__name__)
+_fromisoformat = datetime.fromisoformat
 
 FIELDS = frozenset(
-    {"guid", "type", "hit_id", "url", "referrer", "title", "site", "utm", "created_at", "sent_at", "event", "previous_guid"}
+    {
+        "guid",
+        "type",
+        "hit_id",
+        "url",
+        "referrer",
+        "title",
+        "site",
+        "utm",
+        "created_at",
+        "sent_at",
+        "event",
+        "previous_guid",
+    }
 )
 ENABLED = FIELDS == frozenset(HitIn.model_fields)
 if not ENABLED:  # pragma: no cover - only when HitIn changes without this module
@@ -94,6 +108,20 @@ def _text(value: object, low: int, high: int) -> str | None:
     if type(value) is str and low <= len(value) <= high:
         return value
     raise _Defer
+
+
+def _iso_utc(value: str) -> datetime:
+    """`parse_timestamp` for a string (what trackers send), without its type dispatch."""
+    try:
+        parsed = _fromisoformat(value)
+    except ValueError:
+        raise _Defer from None
+    if parsed.tzinfo is None:
+        raise _Defer
+    parsed = parsed.astimezone(UTC)
+    if not (EARLIEST <= parsed < LATEST):
+        raise _Defer
+    return parsed
 
 
 def _event(value: object) -> tuple[str, str | None, dict[str, Any]] | None:
@@ -205,10 +233,10 @@ def fast_enrich(
     try:
         created_at = get("created_at")
         if created_at is not None:
-            created_at = parse_timestamp(created_at)
+            created_at = _iso_utc(created_at) if type(created_at) is str else parse_timestamp(created_at)
         sent_at = get("sent_at")
         if sent_at is not None:
-            sent_at = parse_timestamp(sent_at)
+            sent_at = _iso_utc(sent_at) if type(sent_at) is str else parse_timestamp(sent_at)
         utm_in = get("utm")
         explicit_utm = None if utm_in is None else _utm(utm_in)
         event_in = get("event")
@@ -229,6 +257,12 @@ def fast_enrich(
         utm, click = {}, None
     if explicit_utm is not None:
         utm = {**utm, **explicit_utm}
+    if utm:
+        get_utm = utm.get
+        source, medium, campaign = get_utm("source"), get_utm("medium"), get_utm("campaign")
+        term, content, utm_id = get_utm("term"), get_utm("content"), get_utm("id")
+    else:  # most hits
+        source = medium = campaign = term = content = utm_id = None
     occurred_at = derive_occurred_at(received_at, created_at, sent_at)
     hit_id = hit_id or new_id()
     is_event = kind == "event"
@@ -244,12 +278,12 @@ def fast_enrich(
         "referrer": referrer,
         "referrer_host": referrer_host,
         "title": title,
-        "utm_source": utm.get("source"),
-        "utm_medium": utm.get("medium"),
-        "utm_campaign": utm.get("campaign"),
-        "utm_term": utm.get("term"),
-        "utm_content": utm.get("content"),
-        "utm_id": utm.get("id"),
+        "utm_source": source,
+        "utm_medium": medium,
+        "utm_campaign": campaign,
+        "utm_term": term,
+        "utm_content": content,
+        "utm_id": utm_id,
         "click_id": click[1] if click else None,
         "click_id_type": click[0] if click else None,
         "event_name": event[0] if is_event else None,  # type: ignore[index]
@@ -315,7 +349,7 @@ def self_check(received_at: datetime) -> bool:
         slow = enrich(HitIn.model_validate(sample), new_id=lambda: "00000000-0000-4000-8000-000000000000", **kwargs)
         same = fast is not None and all(
             (a is None and b is None) or (a is not None and b is not None and encode(a) == encode(b))
-            for a, b in zip(fast, slow)
+            for a, b in zip(fast, slow, strict=True)
         )
         if not same:
             ENABLED = False

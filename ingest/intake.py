@@ -129,7 +129,11 @@ class Intake:
         hit_id = value.get("hit_id") if isinstance(value, dict) else None
         out.dead_letters.append(
             self._dead_letter(
-                items.raw(index), _REASON_TEXT[reason], errors, edge, key=key,
+                items.raw(index),
+                _REASON_TEXT[reason],
+                errors,
+                edge,
+                key=key,
                 hit_id=hit_id if isinstance(hit_id, str) else None,
             )
         )
@@ -155,8 +159,13 @@ class Intake:
             reason = f"{reason} (payload cut to its first {limit} of {len(payload)} bytes)"
             payload = payload[:limit]
         letter = dead_letter(
-            source="ingest", reason=reason, payload=payload, errors=errors, key=key,
-            hit_id=hit_id[:64] if hit_id else None, at=edge.received_at,
+            source="ingest",
+            reason=reason,
+            payload=payload,
+            errors=errors,
+            key=key,
+            hit_id=hit_id[:64] if hit_id else None,
+            at=edge.received_at,
         )
         return (key.encode() if key else None, encode(letter))
 

@@ -97,27 +97,45 @@ class Metrics:
             Counter("ingest_hits_accepted", "hits acknowledged by Kafka and answered 202", registry=r)
         )
         self.dead_letters = Count(Counter("ingest_dead_letters", "records written to the deadletter topic", registry=r))
-        self.dead_letter_failures = Count(Counter(
-            "ingest_dead_letter_failures", "dead letters Kafka did not take (the request was still answered)",
-            registry=r,
-        ))
-        self.publish_seconds = Distribution(Histogram(
-            "ingest_publish_seconds",
-            "time from queueing a request's records to Kafka's acknowledgement of all of them",
-            buckets=SECONDS, registry=r,
-        ))
-        self.request_hits = Distribution(Histogram(
-            "ingest_request_hits", "hits per POST /v1/hits request",
-            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000), registry=r,
-        ))
-        self.kafka_batch_records = Distribution(Histogram(
-            "ingest_kafka_batch_records", "records per Kafka batch the edge sent",
-            buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000), registry=r,
-        ))
-        self.kafka_batch_seconds = Distribution(Histogram(
-            "ingest_kafka_batch_seconds", "time from sending a Kafka batch to its acknowledgement",
-            buckets=SECONDS, registry=r,
-        ))
+        self.dead_letter_failures = Count(
+            Counter(
+                "ingest_dead_letter_failures",
+                "dead letters Kafka did not take (the request was still answered)",
+                registry=r,
+            )
+        )
+        self.publish_seconds = Distribution(
+            Histogram(
+                "ingest_publish_seconds",
+                "time from queueing a request's records to Kafka's acknowledgement of all of them",
+                buckets=SECONDS,
+                registry=r,
+            )
+        )
+        self.request_hits = Distribution(
+            Histogram(
+                "ingest_request_hits",
+                "hits per POST /v1/hits request",
+                buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+                registry=r,
+            )
+        )
+        self.kafka_batch_records = Distribution(
+            Histogram(
+                "ingest_kafka_batch_records",
+                "records per Kafka batch the edge sent",
+                buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000),
+                registry=r,
+            )
+        )
+        self.kafka_batch_seconds = Distribution(
+            Histogram(
+                "ingest_kafka_batch_seconds",
+                "time from sending a Kafka batch to its acknowledgement",
+                buckets=SECONDS,
+                registry=r,
+            )
+        )
         self.buffered_bytes = Gauge(
             "ingest_buffered_bytes", "bytes of records waiting for Kafka", registry=r, multiprocess_mode="livesum"
         )
@@ -125,9 +143,16 @@ class Metrics:
         self.hit_refusal = {reason: Count(hits_refused.labels(reason)) for reason in HIT_REFUSALS}
         self.request_refusal = {reason: Count(requests_refused.labels(reason)) for reason in REQUEST_REFUSALS}
         self._all: list[Count | Distribution] = [
-            self.hits_accepted, self.dead_letters, self.dead_letter_failures, self.publish_seconds,
-            self.request_hits, self.kafka_batch_records, self.kafka_batch_seconds,
-            *self.status.values(), *self.hit_refusal.values(), *self.request_refusal.values(),
+            self.hits_accepted,
+            self.dead_letters,
+            self.dead_letter_failures,
+            self.publish_seconds,
+            self.request_hits,
+            self.kafka_batch_records,
+            self.kafka_batch_seconds,
+            *self.status.values(),
+            *self.hit_refusal.values(),
+            *self.request_refusal.values(),
         ]
 
     def count_status(self, code: int) -> None:

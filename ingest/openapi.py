@@ -33,19 +33,33 @@ def hit_schema() -> tuple[dict[str, Any], dict[str, Any]]:
     defs = schema.pop("$defs", {})
     props = schema["properties"]
     props["guid"] = {**_UUID, "description": "the device's machine_guid; stored lower-case"}
-    props["hit_id"] = {"anyOf": [_UUID, {"type": "null"}], "default": None,
-                       "description": "the client's id of the hit (duplicates are dropped); assigned when absent"}
-    props["previous_guid"] = {"anyOf": [_UUID, {"type": "null"}], "default": None,
-                              "description": "the device's former guid, when local storage was cleared (closes its session)"}
-    props["url"] = {"type": "string", "format": "uri", "maxLength": MAX_URL_LENGTH, "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://",
-                    "description": "absolute http(s) URL of the page"}
-    props["referrer"] = {"anyOf": [{"type": "string", "maxLength": MAX_URL_LENGTH}, {"type": "null"}], "default": "",
-                         "description": "absolute URL (any scheme with a host) or empty"}
+    props["hit_id"] = {
+        "anyOf": [_UUID, {"type": "null"}],
+        "default": None,
+        "description": "the client's id of the hit (duplicates are dropped); assigned when absent",
+    }
+    props["previous_guid"] = {
+        "anyOf": [_UUID, {"type": "null"}],
+        "default": None,
+        "description": "the device's former guid, when local storage was cleared (closes its session)",
+    }
+    props["url"] = {
+        "type": "string",
+        "format": "uri",
+        "maxLength": MAX_URL_LENGTH,
+        "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://",
+        "description": "absolute http(s) URL of the page",
+    }
+    props["referrer"] = {
+        "anyOf": [{"type": "string", "maxLength": MAX_URL_LENGTH}, {"type": "null"}],
+        "default": "",
+        "description": "absolute URL (any scheme with a host) or empty",
+    }
     props["site"]["description"] = "defaults to the URL's host"
     props["created_at"] = {**_TIME, "description": "when the hit happened on the device"}
     props["sent_at"] = {**_TIME, "description": "when the device sent it (with created_at, cancels device clock skew)"}
     props["utm"]["description"] = "explicit campaign values; absent keys are read from the URL's utm_* parameters"
-    props["event"]["description"] = "required when type is \"event\""
+    props["event"]["description"] = 'required when type is "event"'
     schema["if"] = {"properties": {"type": {"const": "event"}}, "required": ["type"]}
     schema["then"] = {"required": ["event"], "properties": {"event": {"$ref": REF.format(model="EventIn")}}}
     schema["title"] = "Hit"
@@ -83,7 +97,8 @@ def document(settings: IngestSettings) -> dict[str, Any]:
                 "post": {
                     "operationId": "postHits",
                     "summary": "Send one hit, an array of hits, or NDJSON",
-                    "description": f"Body at most {max_bytes} bytes (413 beyond), at most {max_items} hits (400 beyond). "
+                    "description": f"Body at most {max_bytes} bytes (413 beyond), "
+                    f"at most {max_items} hits (400 beyond). "
                     "text/plain is read as JSON (navigator.sendBeacon); so is a body with no Content-Type. "
                     "Invalid items are reported by index and dead-lettered; valid items are accepted.",
                     "requestBody": {
@@ -120,14 +135,22 @@ def document(settings: IngestSettings) -> dict[str, Any]:
                     "operationId": "getTracker",
                     "summary": "The browser tracker",
                     "responses": {
-                        "200": {"description": "JavaScript", "content": {"text/javascript": {"schema": {"type": "string"}}}},
+                        "200": {
+                            "description": "JavaScript",
+                            "content": {"text/javascript": {"schema": {"type": "string"}}},
+                        },
                         "304": {"description": "not modified (If-None-Match)"},
                         "404": {"description": "no tracker installed"},
                     },
                 }
             },
-            "/healthz": {"get": {"operationId": "healthz", "summary": "Liveness",
-                                 "responses": {"200": {"description": "the process serves requests"}}}},
+            "/healthz": {
+                "get": {
+                    "operationId": "healthz",
+                    "summary": "Liveness",
+                    "responses": {"200": {"description": "the process serves requests"}},
+                }
+            },
             "/readyz": {
                 "get": {
                     "operationId": "readyz",
@@ -135,10 +158,20 @@ def document(settings: IngestSettings) -> dict[str, Any]:
                     "responses": {"200": {"description": "ready"}, "503": {"description": "Kafka unreachable"}},
                 }
             },
-            "/metrics": {"get": {"operationId": "metrics", "summary": "Prometheus metrics",
-                                 "responses": {"200": {"description": "Prometheus text format"}}}},
-            "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document",
-                                      "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+            "/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    "summary": "Prometheus metrics",
+                    "responses": {"200": {"description": "Prometheus text format"}},
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "summary": "This document",
+                    "responses": {"200": {"description": "OpenAPI 3.1"}},
+                }
+            },
         },
         "components": {
             "schemas": {
@@ -153,8 +186,10 @@ def document(settings: IngestSettings) -> dict[str, Any]:
                     "type": "object",
                     "required": ["index", "errors"],
                     "properties": {
-                        "index": {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "null"}],
-                                  "description": "the item's position (NDJSON: among non-blank lines); null: the whole body"},
+                        "index": {
+                            "anyOf": [{"type": "integer", "minimum": 0}, {"type": "null"}],
+                            "description": "the item's position (NDJSON: among non-blank lines); null: the whole body",
+                        },
                         "errors": {"type": "array", "items": {"$ref": REF.format(model="FieldError")}},
                     },
                 },

@@ -54,7 +54,9 @@ class TrackerFile:
     def get(self, if_none_match: bytes | None) -> Reply:
         asset = self._load()
         if asset is None:
-            return Reply(404, [(b"content-type", b"text/plain; charset=utf-8")], b"tracker.js is not installed on this edge\n")
+            return Reply(
+                404, [(b"content-type", b"text/plain; charset=utf-8")], b"tracker.js is not installed on this edge\n"
+            )
         headers = [
             (b"content-type", CONTENT_TYPE),
             (b"cache-control", self.cache_control),

@@ -35,7 +35,9 @@ async def running_edge(
         await app.shutdown()
 
 
-async def consume(bootstrap: str, topic: str, expected: int, timeout: float = 30.0, settle: float = 0.5) -> list[ConsumerRecord]:
+async def consume(
+    bootstrap: str, topic: str, expected: int, timeout: float = 30.0, settle: float = 0.5
+) -> list[ConsumerRecord]:
     """Every record of `topic` from the beginning: at least `expected` of them (waiting up to
     `timeout`), then whatever else arrives within `settle` seconds (to catch extras)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")

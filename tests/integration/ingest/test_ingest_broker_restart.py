@@ -44,16 +44,26 @@ async def post_until_accepted(client: httpx.AsyncClient, body: Any, within: floa
 @pytest.mark.parametrize("hard", [False, True], ids=["sigterm", "sigkill"])
 async def test_broker_stop_gives_bounded_503_and_restart_recovers(services: Any, tmp_path: Any, hard: bool) -> None:
     shared = services.stack_config or StackConfig.from_env()
-    cfg = StackConfig(root=tmp_path / "stack", kafka_port=free_port(), kafka_controller_port=free_port(),
-                      pg_port=free_port(), kafka_libs=shared.kafka_libs_dir)
+    cfg = StackConfig(
+        root=tmp_path / "stack",
+        kafka_port=free_port(),
+        kafka_controller_port=free_port(),
+        pg_port=free_port(),
+        kafka_libs=shared.kafka_libs_dir,
+    )
     prefix = "restart."
     topics = Topics(prefix)
     accepted: list[str] = []
     try:
         await asyncio.to_thread(devstack.start_kafka, cfg)
         await create_topics(cfg.kafka_bootstrap, prefix, 8)
-        async with running_edge(cfg.kafka_bootstrap, prefix, ingest_publish_timeout_s=TIMEOUT_S,
-                                ingest_retry_after_s=RETRY_AFTER, ingest_ready_cache_s=0) as (client, _):
+        async with running_edge(
+            cfg.kafka_bootstrap,
+            prefix,
+            ingest_publish_timeout_s=TIMEOUT_S,
+            ingest_retry_after_s=RETRY_AFTER,
+            ingest_ready_cache_s=0,
+        ) as (client, _):
             first = [hit() for _ in range(10)]
             response = await post_until_accepted(client, first, within=60)  # new topics: leaders settle
             assert response.status_code == 202, response.text

@@ -24,14 +24,21 @@ def guid() -> str:
     return str(uuid.uuid4())
 
 
-async def test_posted_hits_land_keyed_by_guid_on_the_murmur2_partition_enriched(services: Any, topic_prefix: str) -> None:
+async def test_posted_hits_land_keyed_by_guid_on_the_murmur2_partition_enriched(
+    services: Any, topic_prefix: str
+) -> None:
     topics = Topics(topic_prefix)
     guids = [guid() for _ in range(40)]
     hits = [
-        {"guid": g.upper() if i % 3 == 0 else g, "hit_id": str(uuid.uuid4()),
-         "url": f"https://www.oakridge-apts.com/floorplans?utm_source=google&utm_medium=cpc&gclid=G{i}",
-         "referrer": "https://www.google.com/", "title": f"Page {i}",
-         "created_at": "2026-03-02T09:00:00.000Z", "sent_at": "2026-03-02T09:00:02.000Z"}
+        {
+            "guid": g.upper() if i % 3 == 0 else g,
+            "hit_id": str(uuid.uuid4()),
+            "url": f"https://www.oakridge-apts.com/floorplans?utm_source=google&utm_medium=cpc&gclid=G{i}",
+            "referrer": "https://www.google.com/",
+            "title": f"Page {i}",
+            "created_at": "2026-03-02T09:00:00.000Z",
+            "sent_at": "2026-03-02T09:00:02.000Z",
+        }
         for i, g in enumerate(guids)
     ]
     async with running_edge(services.kafka_bootstrap, topic_prefix) as (client, _):
@@ -44,7 +51,7 @@ async def test_posted_hits_land_keyed_by_guid_on_the_murmur2_partition_enriched(
     assert len(records) == 40, "every accepted hit exactly once"
     by_hit_id = {orjson.loads(r.value)["hit_id"]: r for r in records}
     java = java_partitions([g.encode() for g in guids], len(PARTITIONS))
-    for sent, g, java_partition in zip(hits, guids, java):
+    for sent, g, java_partition in zip(hits, guids, java, strict=True):
         record = by_hit_id[sent["hit_id"]]
         assert record.key == g.encode(), "key = lower-cased guid"
         expected = DefaultPartitioner()(record.key, PARTITIONS, PARTITIONS)
@@ -53,17 +60,26 @@ async def test_posted_hits_land_keyed_by_guid_on_the_murmur2_partition_enriched(
         assert isinstance(hit, Hit)
         assert hit.guid == g and hit.received_at == NOW
         assert hit.occurred_at == NOW.replace(microsecond=250000) - (hit.sent_at - hit.created_at)  # type: ignore[operator]
-        assert (hit.ip, hit.user_agent, hit.site, hit.path) == ("198.51.100.0", "Mozilla/5.0 (Test)", "www.oakridge-apts.com", "/floorplans")
+        assert (hit.ip, hit.user_agent, hit.site, hit.path) == (
+            "198.51.100.0",
+            "Mozilla/5.0 (Test)",
+            "www.oakridge-apts.com",
+            "/floorplans",
+        )
         assert (hit.utm_source, hit.utm_medium, hit.click_id_type) == ("google", "cpc", "gclid")
         assert (hit.referrer_host, hit.title) == ("www.google.com", sent["title"])
     assert await consume(services.kafka_bootstrap, topics.deadletter, 0, settle=0.3) == []
 
 
-async def test_previous_guid_publishes_a_close_record_keyed_by_the_previous_guid(services: Any, topic_prefix: str) -> None:
+async def test_previous_guid_publishes_a_close_record_keyed_by_the_previous_guid(
+    services: Any, topic_prefix: str
+) -> None:
     topics = Topics(topic_prefix)
     new, old = guid(), guid()
     async with running_edge(services.kafka_bootstrap, topic_prefix) as (client, _):
-        response = await client.post("/v1/hits", json={"guid": new, "url": "https://e.com/", "previous_guid": old.upper()})
+        response = await client.post(
+            "/v1/hits", json={"guid": new, "url": "https://e.com/", "previous_guid": old.upper()}
+        )
     assert response.status_code == 202
     records = await consume(services.kafka_bootstrap, topics.hits, 2)
     assert len(records) == 2
@@ -79,28 +95,84 @@ GOOD = {"guid": "6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a01", "url": "https://www.exam
 
 # (name, body, content type, status, field, words in the message, dead-lettered)
 BAD_INPUTS: list[tuple[str, bytes, str, int, str, str, bool]] = [
-    ("malformed JSON", b'{"guid": "6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a01", "url": ', "application/json", 400, "body",
-     "not valid JSON", True),
+    (
+        "malformed JSON",
+        b'{"guid": "6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a01", "url": ',
+        "application/json",
+        400,
+        "body",
+        "not valid JSON",
+        True,
+    ),
     ("wrong type of body", b"[1, 2]", "application/json", 400, "body", "must be a hit object, not a number", True),
-    ("wrong field types", orjson.dumps({"guid": 42, "url": ["https://e.com/"]}), "application/json", 400, "guid",
-     "must be a UUID string", True),
+    (
+        "wrong field types",
+        orjson.dumps({"guid": 42, "url": ["https://e.com/"]}),
+        "application/json",
+        400,
+        "guid",
+        "must be a UUID string",
+        True,
+    ),
     ("missing guid", orjson.dumps({"url": "https://e.com/"}), "text/plain", 400, "guid", "is required", True),
     ("missing url", orjson.dumps({"guid": GOOD["guid"]}), "application/json", 400, "url", "is required", True),
-    ("bad UUID", orjson.dumps({**GOOD, "guid": "6f1c2b0e-not-a-uuid"}), "application/json", 400, "guid",
-     "must be a UUID", True),
-    ("bad URL scheme", orjson.dumps({**GOOD, "url": "javascript:alert(1)"}), "application/json", 400, "url",
-     "absolute http(s) URL", True),
-    ("huge properties", orjson.dumps({**GOOD, "type": "event", "event": {"name": "lead", "properties": {"x": "y" * 9000}}}),
-     "application/json", 400, "event.properties", "the limit is 8192", True),
-    ("naive timestamp", orjson.dumps({**GOOD, "created_at": "2026-03-02T09:00:00"}), "application/json", 400,
-     "created_at", "must include a time zone", True),
-    ("event without event", orjson.dumps({**GOOD, "type": "event"}), "application/json", 400, "event",
-     "is required when type is", True),
+    (
+        "bad UUID",
+        orjson.dumps({**GOOD, "guid": "6f1c2b0e-not-a-uuid"}),
+        "application/json",
+        400,
+        "guid",
+        "must be a UUID",
+        True,
+    ),
+    (
+        "bad URL scheme",
+        orjson.dumps({**GOOD, "url": "javascript:alert(1)"}),
+        "application/json",
+        400,
+        "url",
+        "absolute http(s) URL",
+        True,
+    ),
+    (
+        "huge properties",
+        orjson.dumps({**GOOD, "type": "event", "event": {"name": "lead", "properties": {"x": "y" * 9000}}}),
+        "application/json",
+        400,
+        "event.properties",
+        "the limit is 8192",
+        True,
+    ),
+    (
+        "naive timestamp",
+        orjson.dumps({**GOOD, "created_at": "2026-03-02T09:00:00"}),
+        "application/json",
+        400,
+        "created_at",
+        "must include a time zone",
+        True,
+    ),
+    (
+        "event without event",
+        orjson.dumps({**GOOD, "type": "event"}),
+        "application/json",
+        400,
+        "event",
+        "is required when type is",
+        True,
+    ),
     ("bad NDJSON line", b"{nope\n", "application/x-ndjson", 400, "body", "not valid JSON", True),
     ("too many items", orjson.dumps([GOOD] * 501), "application/json", 400, "body", "the limit is 500", True),
     ("unknown content type", orjson.dumps(GOOD), "application/xml", 415, "content-type", "not supported", False),
-    ("oversized body", b"[" + b" " * (1024 * 1024) + b"]", "application/json", 413, "body", "larger than 1048576 bytes",
-     False),
+    (
+        "oversized body",
+        b"[" + b" " * (1024 * 1024) + b"]",
+        "application/json",
+        413,
+        "body",
+        "larger than 1048576 bytes",
+        False,
+    ),
 ]
 
 
@@ -147,12 +219,13 @@ async def test_mixed_batch_accepts_the_valid_and_dead_letters_the_rest(services:
     assert base64.b64decode(deadletter_codec.decode(by_reason["invalid hit"].value).payload_b64) == orjson.dumps(bad)
 
 
-@pytest.mark.parametrize("compression", ["none", "lz4"])
+@pytest.mark.parametrize("compression", ["none", "zstd", "lz4", "snappy"])
 async def test_large_batches_all_acknowledged(services: Any, topic_prefix: str, compression: str) -> None:
     topics = Topics(topic_prefix)
     sent = 0
-    async with running_edge(services.kafka_bootstrap, topic_prefix, ingest_compression=compression,
-                            ingest_max_batch_bytes=16 * 1024) as (client, _):
+    async with running_edge(
+        services.kafka_bootstrap, topic_prefix, ingest_compression=compression, ingest_max_batch_bytes=16 * 1024
+    ) as (client, _):
         for _ in range(5):
             batch = [{"guid": guid(), "url": "https://e.com/" + "p" * 200, "title": "t" * 300} for _ in range(500)]
             response = await client.post("/v1/hits", json=batch)

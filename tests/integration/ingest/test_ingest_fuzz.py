@@ -14,7 +14,11 @@ from ingest_edge_helpers import running_edge
 from tests.unit.ingest.test_ingest_fastpath import hits
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=10),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=10),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
     max_leaves=15,
 )
@@ -36,16 +40,28 @@ bodies = st.one_of(
     st.binary(max_size=300),
     st.lists(items, min_size=1, max_size=4).map(lambda xs: orjson.dumps(xs)[: len(orjson.dumps(xs)) // 2]),
 )
-content_types = st.sampled_from([
-    "application/json", "text/plain;charset=UTF-8", "application/x-ndjson", "", "application/xml",
-    "text/plain; charset=latin-1", "application/json; charset=utf-8", "multipart/form-data", "text/html",
-])
-headers = st.fixed_dictionaries({}, optional={
-    "x-forwarded-for": st.sampled_from(["1.2.3.4", "garbage", "::1, 10.0.0.1", "[::1]:80", ""]),
-    "origin": st.sampled_from(["https://www.example.com", "null", ""]),
-    "user-agent": st.text(max_size=50).map(lambda t: t.encode("utf-8", "replace")),  # raw bytes, any UTF-8
-    "content-encoding": st.sampled_from(["gzip", "identity", "br"]),
-})
+content_types = st.sampled_from(
+    [
+        "application/json",
+        "text/plain;charset=UTF-8",
+        "application/x-ndjson",
+        "",
+        "application/xml",
+        "text/plain; charset=latin-1",
+        "application/json; charset=utf-8",
+        "multipart/form-data",
+        "text/html",
+    ]
+)
+headers = st.fixed_dictionaries(
+    {},
+    optional={
+        "x-forwarded-for": st.sampled_from(["1.2.3.4", "garbage", "::1, 10.0.0.1", "[::1]:80", ""]),
+        "origin": st.sampled_from(["https://www.example.com", "null", ""]),
+        "user-agent": st.text(max_size=50).map(lambda t: t.encode("utf-8", "replace")),  # raw bytes, any UTF-8
+        "content-encoding": st.sampled_from(["gzip", "identity", "br"]),
+    },
+)
 
 SHAPE = {"accepted", "rejected"}
 
@@ -53,8 +69,13 @@ SHAPE = {"accepted", "rejected"}
 def test_no_5xx_while_kafka_is_up(services: Any, topic_prefix: str) -> None:
     loop = asyncio.new_event_loop()
     try:
-        edge = running_edge(services.kafka_bootstrap, topic_prefix, ingest_max_items=10, ingest_max_body_bytes=4096,
-                            ingest_trusted_proxies="127.0.0.0/8,198.51.100.0/24")
+        edge = running_edge(
+            services.kafka_bootstrap,
+            topic_prefix,
+            ingest_max_items=10,
+            ingest_max_body_bytes=4096,
+            ingest_trusted_proxies="127.0.0.0/8,198.51.100.0/24",
+        )
         client, _ = loop.run_until_complete(edge.__aenter__())
         try:
             run_fuzz(loop, client)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -23,15 +24,38 @@ from touchstream.devstack.process import free_port
 REPO = Path(__file__).resolve().parents[3]
 
 
-@pytest.fixture
-def edge(services: Any, topic_prefix: str, tmp_path: Path) -> Iterator[str]:
+@pytest.fixture(params=[1], ids=["1-worker"])
+def edge(services: Any, topic_prefix: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    workers = request.param
     port = free_port()
     log = tmp_path / "edge.log"
-    env = {**os.environ, "TOUCHSTREAM_KAFKA_BOOTSTRAP": services.kafka_bootstrap, "TOUCHSTREAM_TOPIC_PREFIX": topic_prefix,
-           "TOUCHSTREAM_INGEST_MAX_BODY_BYTES": str(64 * 1024), "TOUCHSTREAM_INGEST_IP_MODE": "full"}
+    env = {
+        **os.environ,
+        "TOUCHSTREAM_KAFKA_BOOTSTRAP": services.kafka_bootstrap,
+        "TOUCHSTREAM_TOPIC_PREFIX": topic_prefix,
+        "TOUCHSTREAM_INGEST_MAX_BODY_BYTES": str(64 * 1024),
+        "TOUCHSTREAM_INGEST_IP_MODE": "full",
+    }
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "touchstream.cli", "ingest", "--port", str(port), "--log-level", "info"],
-                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "touchstream.cli",
+                "ingest",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--log-level",
+                "info",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -58,8 +82,9 @@ def edge(services: Any, topic_prefix: str, tmp_path: Path) -> Iterator[str]:
 async def test_serves_hits_and_the_small_routes(edge: str, services: Any, topic_prefix: str) -> None:
     guid = str(uuid.uuid4())
     async with httpx.AsyncClient(base_url=edge, timeout=30) as client:
-        response = await client.post("/v1/hits", json={"guid": guid, "url": "https://e.com/"},
-                                     headers={"x-forwarded-for": "203.0.113.50"})
+        response = await client.post(
+            "/v1/hits", json={"guid": guid, "url": "https://e.com/"}, headers={"x-forwarded-for": "203.0.113.50"}
+        )
         assert response.status_code == 202 and response.json() == {"accepted": 1, "rejected": []}
         assert "server" not in response.headers
         tracker = await client.get("/v1/tracker.js")
@@ -97,12 +122,34 @@ def _raw_request(base: str, head: bytes, chunks: Iterator[bytes]) -> tuple[int, 
 
 def test_oversized_bodies_are_refused_while_streaming(edge: str) -> None:
     # Declared too large: refused from the headers alone.
-    head = (b"POST /v1/hits HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 104857600\r\n\r\n")
+    head = (
+        b"POST /v1/hits HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\nContent-Length: 104857600\r\n\r\n"
+    )
     status, seconds = _raw_request(edge, head, iter([b"[" + b" " * 65536]))
     assert status == 413 and seconds < 10
     # Chunked, no length: refused once 64 KiB have arrived, not after the 100 MB offered.
-    head = b"POST /v1/hits HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    head = (
+        b"POST /v1/hits HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
     chunk = b"%x\r\n%s\r\n" % (16384, b" " * 16384)
     status, seconds = _raw_request(edge, head, iter([chunk] * 6400))
     assert status == 413 and seconds < 10
+
+
+@pytest.mark.parametrize("edge", [2], indirect=True, ids=["2-workers"])
+def test_several_workers_share_the_port_and_sum_their_metrics(edge: str, services: Any, topic_prefix: str) -> None:
+    accepted = 0
+    for _ in range(30):  # a new connection each time, so the kernel spreads them over the workers
+        hits = [{"guid": str(uuid.uuid4()), "url": "https://e.com/"} for _ in range(3)]
+        response = httpx.post(f"{edge}/v1/hits", json=hits, headers={"connection": "close"}, timeout=30)
+        assert response.status_code == 202
+        accepted += 3
+    deadline = time.monotonic() + 10
+    while True:  # each worker hands its counts over every second
+        metrics = httpx.get(f"{edge}/metrics", timeout=10).text
+        if f"ingest_hits_accepted_total {accepted:.1f}" in metrics or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert f"ingest_hits_accepted_total {accepted:.1f}" in metrics, "metrics must sum every worker's"
+    records = asyncio.run(consume(services.kafka_bootstrap, Topics(topic_prefix).hits, accepted))
+    assert len(records) == accepted

@@ -36,7 +36,9 @@ def make(tracker: Path, **overrides: Any) -> tuple[httpx.AsyncClient, FakePublis
     return httpx.AsyncClient(transport=transport, base_url="http://edge"), publisher, app
 
 
-async def post(client: httpx.AsyncClient, body: Any, content_type: str = "application/json", **headers: str) -> httpx.Response:
+async def post(
+    client: httpx.AsyncClient, body: Any, content_type: str = "application/json", **headers: str
+) -> httpx.Response:
     content = body if isinstance(body, bytes) else orjson.dumps(body)
     return await client.post("/v1/hits", content=content, headers={"content-type": content_type, **headers})
 
@@ -136,8 +138,12 @@ async def test_kafka_down_is_503_with_retry_after_and_nothing_accepted(tracker: 
     response = await post(client, [HIT, HIT])
     assert response.status_code == 503
     assert response.headers["retry-after"] == "7"
-    assert response.json() == {"accepted": 0, "rejected": [{"index": None, "errors": [
-        {"field": "kafka", "message": "Kafka did not acknowledge within 5 s"}]}]}
+    assert response.json() == {
+        "accepted": 0,
+        "rejected": [
+            {"index": None, "errors": [{"field": "kafka", "message": "Kafka did not acknowledge within 5 s"}]}
+        ],
+    }
     metrics = (await client.get("/metrics")).text
     assert 'ingest_hits_refused_total{reason="unavailable"} 2.0' in metrics
     assert "ingest_hits_accepted_total 0.0" in metrics
@@ -184,9 +190,14 @@ async def test_cors_any_origin_by_default(tracker: Path) -> None:
     assert response.headers["access-control-allow-origin"] == "*"
     assert "retry-after" in response.headers["access-control-expose-headers"]
     assert "access-control-allow-credentials" not in response.headers
-    preflight = await client.options("/v1/hits", headers={
-        "origin": "https://a.example", "access-control-request-method": "POST",
-        "access-control-request-headers": "content-type"})
+    preflight = await client.options(
+        "/v1/hits",
+        headers={
+            "origin": "https://a.example",
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "content-type",
+        },
+    )
     assert preflight.status_code == 204
     assert preflight.headers["access-control-allow-origin"] == "*"
     assert "POST" in preflight.headers["access-control-allow-methods"]
@@ -251,9 +262,14 @@ async def test_health_ready_metrics_openapi(tracker: Path) -> None:
     metrics = await client.get("/metrics")
     assert metrics.headers["content-type"].startswith("text/plain")
     text = metrics.text
-    for line in ["ingest_hits_accepted_total 2.0", 'ingest_hits_refused_total{reason="invalid_hit"} 1.0',
-                 'ingest_requests_total{status="202"} 1.0', "ingest_request_hits_count 1.0",
-                 "ingest_publish_seconds_count 1.0", "ingest_dead_letters_total 1.0"]:
+    for line in [
+        "ingest_hits_accepted_total 2.0",
+        'ingest_hits_refused_total{reason="invalid_hit"} 1.0',
+        'ingest_requests_total{status="202"} 1.0',
+        "ingest_request_hits_count 1.0",
+        "ingest_publish_seconds_count 1.0",
+        "ingest_dead_letters_total 1.0",
+    ]:
         assert line in text, line
     document = (await client.get("/openapi.json")).json()
     assert document["openapi"].startswith("3.1")

@@ -35,7 +35,7 @@ HIT = {"guid": "6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a01", "url": "https://example.c
         (None, "json"),  # sendBeacon of an untyped Blob sends no content type
         (b"", "json"),
         (b"application/x-ndjson", "ndjson"),
-        (b"application/x-ndjson; charset=\"utf-8\"", "ndjson"),
+        (b'application/x-ndjson; charset="utf-8"', "ndjson"),
     ],
 )
 def test_accepted_content_types(header: bytes | None, expected: str) -> None:
@@ -43,7 +43,8 @@ def test_accepted_content_types(header: bytes | None, expected: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "header", [b"application/xml", b"application/x-www-form-urlencoded", b"multipart/form-data; boundary=x", b"image/png"]
+    "header",
+    [b"application/xml", b"application/x-www-form-urlencoded", b"multipart/form-data; boundary=x", b"image/png"],
 )
 def test_other_content_types_are_415(header: bytes) -> None:
     with pytest.raises(UnsupportedMediaType) as caught:
@@ -138,7 +139,13 @@ def test_array() -> None:
 def test_array_raw_bytes_are_the_original_bytes() -> None:
     body = b'[ {"guid": "A", "url": "u,]"} ,\n  7 , "x\\"]" , [1,{"a":[]}], null ]'
     items = parse(body, "json", 500)
-    assert [items.raw(i) for i in range(5)] == [b'{"guid": "A", "url": "u,]"}', b"7", b'"x\\"]"', b'[1,{"a":[]}]', b"null"]
+    assert [items.raw(i) for i in range(5)] == [
+        b'{"guid": "A", "url": "u,]"}',
+        b"7",
+        b'"x\\"]"',
+        b'[1,{"a":[]}]',
+        b"null",
+    ]
 
 
 def test_ndjson_lines_blank_lines_and_a_bad_line() -> None:
@@ -186,7 +193,10 @@ def test_too_many_items(fmt: str) -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(alphabet=st.characters(codec="utf-8"), max_size=8),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=4), children, max_size=4),
     max_leaves=12,

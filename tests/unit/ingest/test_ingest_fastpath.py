@@ -20,53 +20,163 @@ FIXED_ID = "00000000-0000-4000-8000-000000000000"
 EDGE: dict[str, Any] = {"received_at": RECEIVED, "ip": "198.51.100.0", "user_agent": "Mozilla/5.0 (X11) Firefox/127"}
 MISSING = object()
 
-guids = st.sampled_from([
-    "6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a01", "6F1C2B0E-4A57-4C3E-9D61-0B8F3F1E7A01", "{6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a01}",
-    "6f1c2b0e4a574c3e9d610b8f3f1e7a01", "urn:uuid:6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a01", "6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a0",
-    "6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a0g", "not-a-uuid", "", "6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a01 ",
-    "11111111-2222-4333-8444-555555555555",
-]) | st.uuids().map(str) | st.integers() | st.none()
-urls = st.sampled_from([
-    "https://example.com", "https://example.com/", "http://Example.COM/Path?x=1#frag", "HTTP://example.com/",
-    "https://user:pw@example.com/", "https://[2001:db8::1]/x", "https://example.com:8443/a?b", "https://example.com:/a",
-    "https://ex.com/p q", "https://ex.com/\tp", "ftp://example.com/", "https://", "https:///path", "example.com/x",
-    "https://ex.com/ü?utm_source=ä", "https://ex.com/?utm_source=google&utm_medium=cpc&gclid=G1&fbclid=F",
-    "https://ex.com/#?utm_source=x", "https://ex.com?UTM_SOURCE=Up&utm_campaign=a+b%20c", "https://ex.com/?", "https://-/",
-    "https://a..b/", "https://ex.com/" + "a" * 4080, "https://ex.com/" + "a" * 4090, " https://ex.com/", "https://ex.com/\x7f",
-    "https://ex.com/?li_fat_id=L&twclid=T&utm_id=7", "https://ex.com\u3000/x",
-]) | st.builds(lambda s: "https://ex.com/" + s, st.text(max_size=30)) | st.integers() | st.none()
-referrers = st.sampled_from([
-    "", "https://www.google.com/", "http://Ref.Example.org/a?b=c", "android-app://com.google.android.gm/", "notaurl",
-    "https://", "//ex.com/x", "https://ex.com/" + "r" * 4090, "HTTPS://x.com/",
-]) | st.none() | st.integers()
-texts = st.text(max_size=6) | st.sampled_from(["a" * 2048, "a" * 2049, "b" * 253, "b" * 254, "", "Ünïcødé"]) | st.none() | st.integers()
-times = st.sampled_from([
-    "2026-03-02T09:00:00.000Z", "2026-03-02T10:00:00+01:00", "2026-03-02T09:00:00", "2026-03-02", "garbage",
-    "1999-12-31T23:59:59Z", "2026-03-02T09:00:06Z",
-]) | st.integers(-10**15, 10**16) | st.floats(allow_nan=False) | st.booleans() | st.none()
-utms = st.none() | st.just({}) | st.dictionaries(
-    st.sampled_from(["source", "medium", "campaign", "term", "content", "id", "other"]),
-    st.none() | st.text(max_size=4) | st.just("c" * 2049) | st.integers(), max_size=4,
-) | st.sampled_from([[], "utm", 3])
-properties = st.none() | st.just(MISSING) | st.dictionaries(st.text(max_size=3), st.integers() | st.text(max_size=5), max_size=3) | st.just(
-    {"big": "x" * 9000}) | st.just([1]) | st.just({"n": [1, 2.5, None, {"deep": True}]})
-events = st.none() | st.sampled_from(["click", 1, []]) | st.fixed_dictionaries(
-    {"name": st.sampled_from(["lead", "", "x" * 64, "x" * 65, None, 7])},
-    optional={"module": st.sampled_from(["chat", "", "m" * 65, None, 3]), "properties": properties},
+guids = (
+    st.sampled_from(
+        [
+            "6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a01",
+            "6F1C2B0E-4A57-4C3E-9D61-0B8F3F1E7A01",
+            "{6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a01}",
+            "6f1c2b0e4a574c3e9d610b8f3f1e7a01",
+            "urn:uuid:6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a01",
+            "6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a0",
+            "6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a0g",
+            "not-a-uuid",
+            "",
+            "6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a01 ",
+            "11111111-2222-4333-8444-555555555555",
+        ]
+    )
+    | st.uuids().map(str)
+    | st.integers()
+    | st.none()
+)
+urls = (
+    st.sampled_from(
+        [
+            "https://example.com",
+            "https://example.com/",
+            "http://Example.COM/Path?x=1#frag",
+            "HTTP://example.com/",
+            "https://user:pw@example.com/",
+            "https://[2001:db8::1]/x",
+            "https://example.com:8443/a?b",
+            "https://example.com:/a",
+            "https://ex.com/p q",
+            "https://ex.com/\tp",
+            "ftp://example.com/",
+            "https://",
+            "https:///path",
+            "example.com/x",
+            "https://ex.com/ü?utm_source=ä",
+            "https://ex.com/?utm_source=google&utm_medium=cpc&gclid=G1&fbclid=F",
+            "https://ex.com/#?utm_source=x",
+            "https://ex.com?UTM_SOURCE=Up&utm_campaign=a+b%20c",
+            "https://ex.com/?",
+            "https://-/",
+            "https://a..b/",
+            "https://ex.com/" + "a" * 4080,
+            "https://ex.com/" + "a" * 4090,
+            " https://ex.com/",
+            "https://ex.com/\x7f",
+            "https://ex.com/?li_fat_id=L&twclid=T&utm_id=7",
+            "https://ex.com\u3000/x",
+        ]
+    )
+    | st.builds(lambda s: "https://ex.com/" + s, st.text(max_size=30))
+    | st.integers()
+    | st.none()
+)
+referrers = (
+    st.sampled_from(
+        [
+            "",
+            "https://www.google.com/",
+            "http://Ref.Example.org/a?b=c",
+            "android-app://com.google.android.gm/",
+            "notaurl",
+            "https://",
+            "//ex.com/x",
+            "https://ex.com/" + "r" * 4090,
+            "HTTPS://x.com/",
+        ]
+    )
+    | st.none()
+    | st.integers()
+)
+texts = (
+    st.text(max_size=6)
+    | st.sampled_from(["a" * 2048, "a" * 2049, "b" * 253, "b" * 254, "", "Ünïcødé"])
+    | st.none()
+    | st.integers()
+)
+times = (
+    st.sampled_from(
+        [
+            "2026-03-02T09:00:00.000Z",
+            "2026-03-02T10:00:00+01:00",
+            "2026-03-02T09:00:00",
+            "2026-03-02",
+            "garbage",
+            "1999-12-31T23:59:59Z",
+            "2026-03-02T09:00:06Z",
+        ]
+    )
+    | st.integers(-(10**15), 10**16)
+    | st.floats(allow_nan=False)
+    | st.booleans()
+    | st.none()
+)
+utms = (
+    st.none()
+    | st.just({})
+    | st.dictionaries(
+        st.sampled_from(["source", "medium", "campaign", "term", "content", "id", "other"]),
+        st.none() | st.text(max_size=4) | st.just("c" * 2049) | st.integers(),
+        max_size=4,
+    )
+    | st.sampled_from([[], "utm", 3])
+)
+properties = (
+    st.none()
+    | st.just(MISSING)
+    | st.dictionaries(st.text(max_size=3), st.integers() | st.text(max_size=5), max_size=3)
+    | st.just({"big": "x" * 9000})
+    | st.just([1])
+    | st.just({"n": [1, 2.5, None, {"deep": True}]})
+)
+events = (
+    st.none()
+    | st.sampled_from(["click", 1, []])
+    | st.fixed_dictionaries(
+        {"name": st.sampled_from(["lead", "", "x" * 64, "x" * 65, None, 7])},
+        optional={"module": st.sampled_from(["chat", "", "m" * 65, None, 3]), "properties": properties},
+    )
 )
 
 
 # Mostly-valid values, so most draws reach the fast path's acceptance (and the comparison).
 hosts = st.from_regex(r"[a-zA-Z0-9](?:[a-zA-Z0-9.\-]{0,20}[a-zA-Z0-9])?", fullmatch=True)
-paths = st.lists(st.text(alphabet="abcXYZ019-_.~%é", min_size=1, max_size=6), max_size=3).map(lambda p: "/" + "/".join(p))
+paths = st.lists(st.text(alphabet="abcXYZ019-_.~%é", min_size=1, max_size=6), max_size=3).map(
+    lambda p: "/" + "/".join(p)
+)
 queries = st.lists(
-    st.tuples(st.sampled_from(["utm_source", "UTM_Medium", "utm_campaign", "utm_term", "utm_content", "utm_id", "gclid",
-                               "fbclid", "msclkid", "q", "page"]), st.text(alphabet="ab%2B+Z9é", max_size=5)),
+    st.tuples(
+        st.sampled_from(
+            [
+                "utm_source",
+                "UTM_Medium",
+                "utm_campaign",
+                "utm_term",
+                "utm_content",
+                "utm_id",
+                "gclid",
+                "fbclid",
+                "msclkid",
+                "q",
+                "page",
+            ]
+        ),
+        st.text(alphabet="ab%2B+Z9é", max_size=5),
+    ),
     max_size=4,
 ).map(lambda pairs: "&".join(f"{k}={v}" for k, v in pairs))
 valid_urls = st.builds(
     lambda scheme, host, port, path, query, frag: f"{scheme}://{host}{port}{path}{'?' + query if query else ''}{frag}",
-    st.sampled_from(["http", "https"]), hosts, st.sampled_from(["", ":8080", ":443"]), paths | st.just(""), queries,
+    st.sampled_from(["http", "https"]),
+    hosts,
+    st.sampled_from(["", ":8080", ":443"]),
+    paths | st.just(""),
+    queries,
     st.sampled_from(["", "#top", "#a?utm_source=x"]),
 )
 valid = {
@@ -77,23 +187,45 @@ valid = {
     "referrer": st.just("") | valid_urls | st.none(),
     "title": st.text(max_size=20) | st.none(),
     "site": st.text(min_size=1, max_size=12) | st.none(),
-    "utm": st.dictionaries(st.sampled_from(["source", "medium", "campaign", "term", "content", "id", "x"]),
-                           st.text(max_size=6) | st.none(), max_size=4) | st.none(),
-    "created_at": st.integers(946_684_800_000, 7_258_118_400_000) | st.sampled_from(
-        ["2026-03-02T09:00:00.000Z", "2026-03-02T10:00:00+01:00", "2026-03-02T09:00:04.5-03:30"]) | st.none(),
-    "sent_at": st.integers(946_684_800_000, 7_258_118_400_000) | st.sampled_from(
-        ["2026-03-02T09:00:01.000Z", "2026-03-02T09:00:09Z"]) | st.none(),
-    "event": st.none() | st.fixed_dictionaries(
+    "utm": st.dictionaries(
+        st.sampled_from(["source", "medium", "campaign", "term", "content", "id", "x"]),
+        st.text(max_size=6) | st.none(),
+        max_size=4,
+    )
+    | st.none(),
+    "created_at": st.integers(946_684_800_000, 7_258_118_400_000)
+    | st.sampled_from(["2026-03-02T09:00:00.000Z", "2026-03-02T10:00:00+01:00", "2026-03-02T09:00:04.5-03:30"])
+    | st.none(),
+    "sent_at": st.integers(946_684_800_000, 7_258_118_400_000)
+    | st.sampled_from(["2026-03-02T09:00:01.000Z", "2026-03-02T09:00:09Z"])
+    | st.none(),
+    "event": st.none()
+    | st.fixed_dictionaries(
         {"name": st.text(min_size=1, max_size=10)},
-        optional={"module": st.text(min_size=1, max_size=5) | st.none(), "properties": st.dictionaries(
-            st.text(max_size=3), st.integers() | st.text(max_size=5) | st.none(), max_size=3)}),
+        optional={
+            "module": st.text(min_size=1, max_size=5) | st.none(),
+            "properties": st.dictionaries(
+                st.text(max_size=3), st.integers() | st.text(max_size=5) | st.none(), max_size=3
+            ),
+        },
+    ),
     "previous_guid": st.uuids().map(str) | st.none(),
     "extra": st.integers(),
 }
 tricky = {
-    "guid": guids, "type": st.sampled_from(["event", "Event", None, 1]), "hit_id": guids, "url": urls,
-    "referrer": referrers, "title": texts, "site": texts, "utm": utms, "created_at": times, "sent_at": times,
-    "event": events, "previous_guid": guids, "extra": st.integers(),
+    "guid": guids,
+    "type": st.sampled_from(["event", "Event", None, 1]),
+    "hit_id": guids,
+    "url": urls,
+    "referrer": referrers,
+    "title": texts,
+    "site": texts,
+    "utm": utms,
+    "created_at": times,
+    "sent_at": times,
+    "event": events,
+    "previous_guid": guids,
+    "extra": st.integers(),
 }
 
 
@@ -149,14 +281,29 @@ def test_fast_path_agrees_with_the_model_or_defers(item: dict[str, Any]) -> None
 
 TYPICAL = [
     {"guid": "6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a01", "url": "https://www.example.com/"},
-    {"guid": "6F1C2B0E-4A57-4C3E-9D61-0B8F3F1E7A01", "hit_id": "0b8f3f1e-7a01-4c3e-9d61-6f1c2b0e4a57",
-     "url": "https://www.example.com/floorplans?utm_source=google&utm_medium=cpc&gclid=abc",
-     "referrer": "https://www.google.com/", "title": "Floorplans", "created_at": "2026-03-02T09:00:00.000Z",
-     "sent_at": "2026-03-02T09:00:01.000Z"},
-    {"guid": "6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a01", "type": "event", "url": "https://www.example.com/contact",
-     "event": {"name": "lead", "module": "contact_form", "properties": {"unit": "2B"}}, "created_at": 1772442000000},
-    {"guid": "6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a01", "url": "https://www.example.com/", "site": "Example.com",
-     "previous_guid": "11111111-2222-4333-8444-555555555555", "utm": {"campaign": "spring"}},
+    {
+        "guid": "6F1C2B0E-4A57-4C3E-9D61-0B8F3F1E7A01",
+        "hit_id": "0b8f3f1e-7a01-4c3e-9d61-6f1c2b0e4a57",
+        "url": "https://www.example.com/floorplans?utm_source=google&utm_medium=cpc&gclid=abc",
+        "referrer": "https://www.google.com/",
+        "title": "Floorplans",
+        "created_at": "2026-03-02T09:00:00.000Z",
+        "sent_at": "2026-03-02T09:00:01.000Z",
+    },
+    {
+        "guid": "6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a01",
+        "type": "event",
+        "url": "https://www.example.com/contact",
+        "event": {"name": "lead", "module": "contact_form", "properties": {"unit": "2B"}},
+        "created_at": 1772442000000,
+    },
+    {
+        "guid": "6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a01",
+        "url": "https://www.example.com/",
+        "site": "Example.com",
+        "previous_guid": "11111111-2222-4333-8444-555555555555",
+        "utm": {"campaign": "spring"},
+    },
 ]
 
 

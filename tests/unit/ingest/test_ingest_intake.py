@@ -18,7 +18,11 @@ NOW = datetime(2026, 3, 2, 9, 0, 5, tzinfo=timezone.utc)
 EDGE = Edge(received_at=NOW, ip="203.0.113.0", user_agent="Mozilla/5.0 (Test)")
 GUID = "6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a01"
 OLD = "11111111-2222-4333-8444-555555555555"
-HIT = {"guid": GUID, "url": "https://www.example.com/a?utm_source=news", "hit_id": "0b8f3f1e-7a01-4c3e-9d61-6f1c2b0e4a57"}
+HIT = {
+    "guid": GUID,
+    "url": "https://www.example.com/a?utm_source=news",
+    "hit_id": "0b8f3f1e-7a01-4c3e-9d61-6f1c2b0e4a57",
+}
 
 
 def run(body: bytes, intake: Intake | None = None, fmt: str = "json"):
@@ -33,7 +37,13 @@ def test_valid_hit_is_accepted_enriched_and_keyed_by_guid(fast_path: bool) -> No
     assert key == GUID.encode()  # lower-cased
     hit = hit_codec.decode(value)
     assert isinstance(hit, Hit)
-    assert (hit.guid, hit.received_at, hit.occurred_at, hit.ip, hit.user_agent) == (GUID, NOW, NOW, "203.0.113.0", "Mozilla/5.0 (Test)")
+    assert (hit.guid, hit.received_at, hit.occurred_at, hit.ip, hit.user_agent) == (
+        GUID,
+        NOW,
+        NOW,
+        "203.0.113.0",
+        "Mozilla/5.0 (Test)",
+    )
     assert (hit.site, hit.path, hit.utm_source, hit.hit_id) == ("www.example.com", "/a", "news", HIT["hit_id"])
 
 
@@ -74,7 +84,10 @@ def test_mixed_batch_is_202_with_rejections_by_index_and_dead_letters() -> None:
     assert out.refused == {"invalid_hit": 3}
     letters = [deadletter_codec.decode(v) for _, v in out.dead_letters]
     assert [base64.b64decode(d.payload_b64) for d in letters] == [
-        b'{"guid":"nope","url":"ftp://x"}', b"7", orjson.dumps({**HIT, "created_at": "2026-03-02T09:00:00"})]
+        b'{"guid":"nope","url":"ftp://x"}',
+        b"7",
+        orjson.dumps({**HIT, "created_at": "2026-03-02T09:00:00"}),
+    ]
     assert all(d.source == "ingest" and d.reason == "invalid hit" and d.at == NOW for d in letters)
     assert letters[0].errors == out.rejected[0]["errors"]
     assert [k for k, _ in out.dead_letters] == [b"nope", None, GUID.encode()]  # keyed like the device's hits
@@ -106,7 +119,9 @@ def test_site_allow_list() -> None:
     body = orjson.dumps([HIT, {**HIT, "url": "https://spam.example.net/"}, {**HIT, "site": "WWW.EXAMPLE.COM"}])
     out = run(body, intake)
     assert out.accepted == 2
-    assert out.rejected == [{"index": 1, "errors": [{"field": "site", "message": "'spam.example.net' is not on this edge's allow-list"}]}]
+    assert out.rejected == [
+        {"index": 1, "errors": [{"field": "site", "message": "'spam.example.net' is not on this edge's allow-list"}]}
+    ]
     assert out.refused == {"site_not_allowed": 1}
     assert deadletter_codec.decode(out.dead_letters[0][1]).reason == "site not on the allow-list"
 

@@ -140,7 +140,7 @@ def key(n: int) -> bytes:
 async def test_producer_is_idempotent_acks_all(started) -> None:
     _, producer, _ = started
     assert producer.config["enable_idempotence"] is True and producer.config["acks"] == "all"
-    assert producer.config["compression_type"] == "lz4" and producer.config["linger_ms"] == 0
+    assert producer.config["compression_type"] == "zstd" and producer.config["linger_ms"] == 0
 
 
 async def test_records_land_on_the_default_partitioners_partition_and_wait_for_acks(started) -> None:

@@ -118,8 +118,12 @@ async def test_documented_paths_and_methods_are_served(tmp_path) -> None:
     for path, operations in doc["paths"].items():
         for method in operations:
             body = orjson.dumps({"guid": "6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a01", "url": "https://e.com/"})
-            response = await client.request(method.upper(), path, content=body if method == "post" else None,
-                                            headers={"content-type": "application/json"})
+            response = await client.request(
+                method.upper(),
+                path,
+                content=body if method == "post" else None,
+                headers={"content-type": "application/json"},
+            )
             assert str(response.status_code) in operations[method]["responses"], (method, path, response.status_code)
 
 
