@@ -29,12 +29,12 @@ venv: $(STAMP)
 
 # Re-installs only when pyproject.toml changed (the install is editable: code changes need nothing).
 $(STAMP): pyproject.toml
-	@if [ ! -x $(BIN)/python ]; then \
+	@if [ ! -x $(BIN)/pip ]; then \
 	  [ -n "$(PYTHON)" ] || { echo "make venv: python3.11 not found (set PYTHON=...)" >&2; exit 1; }; \
 	  "$(PYTHON)" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 	    || { echo "make venv: $(PYTHON) is older than Python 3.11" >&2; exit 1; }; \
 	  echo "creating $(VENV) with $(PYTHON)"; \
-	  "$(PYTHON)" -m venv $(VENV); \
+	  "$(PYTHON)" -m venv --clear $(VENV); \
 	fi
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
 	@touch $@
