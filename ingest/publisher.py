@@ -27,6 +27,8 @@ settings, never unbounded queues.
 
 from __future__ import annotations
 
+from aiokafka import errors as aiokafka_errors
+
 import asyncio
 import contextlib
 import heapq
@@ -42,6 +44,13 @@ from ingest.errors import PublishUnavailable
 from ingest.metrics import Metrics
 from ingest.partition import _positive_hash
 from ingest.settings import IngestSettings
+
+# Errors after which an idempotent producer never recovers: replace it (a new producer id).
+_PRODUCER_STATE_LOST: tuple[type[BaseException], ...] = (
+    aiokafka_errors.OutOfOrderSequenceNumber,
+    aiokafka_errors.UnknownProducerId,
+    aiokafka_errors.InvalidProducerEpoch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +110,7 @@ class KafkaPublisher:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
+        self._fatal = False  # set by a delivery error this producer cannot recover from
         self._topics = tuple(topics)
         self._metrics = metrics
         self._factory = producer_factory
@@ -248,8 +258,11 @@ class KafkaPublisher:
                 log.warning("Kafka watcher: %s", _describe(exc))
 
     def _producer_broken(self) -> bool:
-        # A fatal error (e.g. OutOfOrderSequenceNumber) ends aiokafka's sender task for good;
-        # the producer then fails every batch. aiokafka exposes no public flag for it.
+        # A fatal error (e.g. OutOfOrderSequenceNumber) ends aiokafka's sender task for good, or
+        # leaves it running while every batch fails; aiokafka exposes no public flag for either.
+        if self._fatal:
+            self._fatal = False
+            return True
         sender = getattr(self._producer, "_sender", None)
         task = getattr(sender, "sender_task", None) if sender is not None else None
         return task is not None and task.done()
@@ -434,6 +447,10 @@ class KafkaPublisher:
         except Exception as exc:
             error = f"Kafka refused {st.topic}[{st.partition}]: {exc!r}"
             log.warning("%s", error)
+            if isinstance(exc, _PRODUCER_STATE_LOST):
+                # After a broker restart the idempotent producer's sequence numbers no longer
+                # match the broker's; this producer will fail every batch from now on.
+                self._fatal = True
         finally:
             st.inflight_since = None
             self._buffered -= size

@@ -48,6 +48,7 @@ SPEC section 6, the sessionizer's part
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -139,6 +140,10 @@ class SessionizerService(Service):
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
+        self.processor.replace_producer = self.replace_producer
+        await self._new_producer()
+
+    async def _new_producer(self) -> None:
         s = self.settings
         # Outputs and changelog: idempotent, acks=all; big batches (see sessionizer.output).
         self.producer = AIOKafkaProducer(
@@ -153,6 +158,15 @@ class SessionizerService(Service):
         )
         await self.producer.start()
         self.sender.producer = self.producer
+
+    async def replace_producer(self) -> None:
+        """After a broker restart an idempotent producer can lose its sequence state for good
+        (OutOfOrderSequenceNumber on every batch): start a new one (a new producer id)."""
+        old, self.producer = self.producer, None
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(old.stop(), 10)
+        await self._new_producer()
 
     async def on_stop(self) -> None:
         if self.producer is not None:

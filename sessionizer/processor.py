@@ -36,10 +36,12 @@ at a time, until Kafka takes them; outputs already written are written again ide
 
 from __future__ import annotations
 
+from aiokafka import errors as aiokafka_errors
+
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -59,6 +61,14 @@ from sessionizer.stats import Stats
 from sessionizer.store import DeviceStore
 from sessionizer.sweep import DeadlineHeap, deadlines_from_store
 from sessionizer.transport import Chunk, Inbox
+
+# Errors after which an idempotent producer never recovers (e.g. after a broker restart).
+PRODUCER_STATE_LOST: tuple[type[BaseException], ...] = (
+    aiokafka_errors.OutOfOrderSequenceNumber,
+    aiokafka_errors.UnknownProducerId,
+    aiokafka_errors.InvalidProducerEpoch,
+)
+DEADLETTER_PAYLOAD_MAX = 64 * 1024  # original bytes kept in a dead letter, as the edge does
 
 log = logging.getLogger("touchstream.sessionizer")
 
@@ -136,6 +146,8 @@ class Processor:
         self.inbox = inbox
         self.store = store
         self.sender = sender
+        # Set by the service that owns the producer: replaces it after a fatal producer error.
+        self.replace_producer: Callable[[], Awaitable[None]] | None = None
         self.batch_max = batch_max
         self.tick_s = tick_s
         self.sweep_max = sweep_max
@@ -262,6 +274,11 @@ class Processor:
         while True:
             self.stats.retries += 1
             log.warning("writing to Kafka failed (%r): processing %d chunks again in %.1fs", error, len(chunks), delay)
+            if isinstance(error, PRODUCER_STATE_LOST) and self.replace_producer is not None:
+                try:
+                    await self.replace_producer()
+                except Exception as exc:  # Kafka still away: the next attempt tries again
+                    log.warning("could not replace the producer: %r", exc)
             self._reset_all()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
@@ -336,8 +353,14 @@ class Processor:
                     if key is None or (key != guid.encode() and key.decode("utf-8", "replace").lower() != guid):
                         raise InvalidInput("record key does not match its guid: hits must be keyed by guid")
                 except InvalidInput as exc:
+                    payload, reason = raw or b"", exc.reason
+                    if len(payload) > DEADLETTER_PAYLOAD_MAX:
+                        # A dead letter must fit in a Kafka record (base64 grows it by a third): an
+                        # oversized one would be refused and stop the worker's output for good.
+                        reason = f"{reason} (payload cut to its first {DEADLETTER_PAYLOAD_MAX} of {len(payload)} bytes)"
+                        payload = payload[:DEADLETTER_PAYLOAD_MAX]
                     dead.append((rec.key, encode(dead_letter(
-                        "sessionizer", exc.reason, raw or b"", errors=exc.errors, topic=hits_topic,
+                        "sessionizer", reason, payload, errors=exc.errors, topic=hits_topic,
                         partition=partition, offset=rec.offset, key=rec.key,
                     )), partition))
                     continue
