@@ -27,7 +27,6 @@ settings, never unbounded queues.
 
 from __future__ import annotations
 
-from aiokafka import errors as aiokafka_errors
 
 import asyncio
 import contextlib
@@ -44,13 +43,8 @@ from ingest.errors import PublishUnavailable
 from ingest.metrics import Metrics
 from ingest.partition import _positive_hash
 from ingest.settings import IngestSettings
+from schemas.producer import PRODUCER_STATE_LOST
 
-# Errors after which an idempotent producer never recovers: replace it (a new producer id).
-_PRODUCER_STATE_LOST: tuple[type[BaseException], ...] = (
-    aiokafka_errors.OutOfOrderSequenceNumber,
-    aiokafka_errors.UnknownProducerId,
-    aiokafka_errors.InvalidProducerEpoch,
-)
 
 log = logging.getLogger(__name__)
 
@@ -447,7 +441,7 @@ class KafkaPublisher:
         except Exception as exc:
             error = f"Kafka refused {st.topic}[{st.partition}]: {exc!r}"
             log.warning("%s", error)
-            if isinstance(exc, _PRODUCER_STATE_LOST):
+            if isinstance(exc, PRODUCER_STATE_LOST):
                 # After a broker restart the idempotent producer's sequence numbers no longer
                 # match the broker's; this producer will fail every batch from now on.
                 self._fatal = True

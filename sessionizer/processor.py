@@ -36,7 +36,6 @@ at a time, until Kafka takes them; outputs already written are written again ide
 
 from __future__ import annotations
 
-from aiokafka import errors as aiokafka_errors
 
 import asyncio
 import logging
@@ -50,6 +49,7 @@ from faust.types import TP
 from pydantic import TypeAdapter, ValidationError
 
 from schemas.errors import InvalidInput
+from schemas.producer import PRODUCER_STATE_LOST
 from schemas.hit import HitRecord
 from schemas.timefmt import EPOCH
 from schemas.topics import Topics
@@ -62,12 +62,6 @@ from sessionizer.store import DeviceStore
 from sessionizer.sweep import DeadlineHeap, deadlines_from_store
 from sessionizer.transport import Chunk, Inbox
 
-# Errors after which an idempotent producer never recovers (e.g. after a broker restart).
-PRODUCER_STATE_LOST: tuple[type[BaseException], ...] = (
-    aiokafka_errors.OutOfOrderSequenceNumber,
-    aiokafka_errors.UnknownProducerId,
-    aiokafka_errors.InvalidProducerEpoch,
-)
 DEADLETTER_PAYLOAD_MAX = 64 * 1024  # original bytes kept in a dead letter, as the edge does
 
 log = logging.getLogger("touchstream.sessionizer")
