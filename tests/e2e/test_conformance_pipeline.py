@@ -19,6 +19,7 @@ import time
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -73,12 +74,19 @@ def clock_guids() -> list[str]:
     return [found[p] for p in range(PARTITIONS)]
 
 
-def expected_rows(scenarios: list[dict]) -> dict[tuple[str, int], dict]:
+def expected_rows(scenarios: list[dict]) -> dict[tuple[str, str, int], dict]:
+    """Keyed by (guid, site, session_index): under scope=site one guid has a session 1 per site.
+
+    No scenario posts `site`, so the edge takes it from the URL's host, as here.
+    """
     rows = {}
     for scenario in scenarios:
         for s in scenario["sessions"]:
             guid = mapped(scenario["name"], s["guid"])
-            rows[(guid, s["session_index"])] = {k: s[k] for k in COMPARED} | {"scenario": scenario["name"]}
+            site = (urlsplit(s["landing_url"]).hostname or "").lower()
+            key = (guid, site, s["session_index"])
+            assert key not in rows, f"two expected sessions share {key}"
+            rows[key] = {k: s[k] for k in COMPARED} | {"scenario": scenario["name"]}
     return rows
 
 
@@ -125,7 +133,7 @@ async def test_conformance_through_the_pipeline(group, services, topic_prefix, p
                 assert response.status_code == 202, response.text
 
         expected = expected_rows(scenarios)
-        guids = sorted({g for g, _ in expected})
+        guids = sorted({g for g, _, _ in expected})
         conn = await pg_schema.connect()
         try:
             deadline = time.monotonic() + 180
@@ -138,8 +146,8 @@ async def test_conformance_through_the_pipeline(group, services, topic_prefix, p
                     )
                 except asyncpg.UndefinedTableError:  # the sink migrates when it starts
                     rows = []
-                actual = {(r["guid_text"], r["session_index"]): as_compared(r) for r in rows}
-                done = len(actual) == len(expected) and all(r["status"] == "closed" for r in rows)
+                actual = {(r["guid_text"], r["site"], r["session_index"]): as_compared(r) for r in rows}
+                done = len(rows) == len(expected) and all(r["status"] == "closed" for r in rows)
                 if done or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(1.0)
@@ -151,8 +159,10 @@ async def test_conformance_through_the_pipeline(group, services, topic_prefix, p
             got = actual.get(key)
             want_fields = {k: want[k] for k in COMPARED}
             if got != want_fields:
-                problems.append(f"{want['scenario']} session {key[1]}:\n  want {want_fields}\n  got  {got}")
+                problems.append(f"{want['scenario']} site {key[1]} session {key[2]}:\n  want {want_fields}\n  got  {got}")
         extra = sorted(set(actual) - set(expected))
+        if len(rows) != len(actual):
+            problems.append(f"{len(rows)} session rows but {len(actual)} distinct (guid, site, session_index)")
         if extra:
             problems.append(f"unexpected sessions: {extra}")
         assert not problems, "\n".join(problems)
