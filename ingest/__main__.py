@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from ingest.app import IngestApp, create_app
 from ingest.metrics import Metrics
 from ingest.settings import IngestSettings
+from schemas.runtime import tune_gc
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -28,7 +29,9 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 def app_from_env() -> IngestApp:
     """uvicorn's app factory (one call per worker)."""
     settings = IngestSettings()
-    return create_app(settings, metrics=Metrics(multiprocess=bool(os.environ.get(MULTIPROC_ENV))))
+    app = create_app(settings, metrics=Metrics(multiprocess=bool(os.environ.get(MULTIPROC_ENV))))
+    tune_gc(settings)
+    return app
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from schemas.settings import KafkaSettings
+from schemas.settings import KafkaSettings, RuntimeSettings
 
 MiB = 1024 * 1024
 IpMode = Literal["full", "truncate", "hash", "drop"]
@@ -28,7 +28,7 @@ def _split(value: object) -> object:
     return value
 
 
-class IngestSettings(KafkaSettings):
+class IngestSettings(KafkaSettings, RuntimeSettings):
     """Settings of the HTTP ingest edge (SPEC section 2). Extends the shared Kafka settings."""
 
     # --- serving ----------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import unquote_plus, urlsplit
 
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from schemas import SCHEMA_VERSION
@@ -169,10 +169,10 @@ class Hit(BaseModel):
     event_module: str | None = None
     event_properties: dict[str, Any] | None = None
     previous_guid: str | None = None
-    created_at: datetime | None = None
-    sent_at: datetime | None = None
-    received_at: datetime
-    occurred_at: datetime
+    created_at: AwareDatetime | None = None
+    sent_at: AwareDatetime | None = None
+    received_at: AwareDatetime
+    occurred_at: AwareDatetime
     ip: str | None = None
     user_agent: str = ""
 
@@ -188,8 +188,8 @@ class CloseRecord(BaseModel):
     guid: str
     new_guid: str
     hit_id: str
-    occurred_at: datetime
-    received_at: datetime
+    occurred_at: AwareDatetime
+    received_at: AwareDatetime
 
 
 class ForgetRecord(BaseModel):
@@ -202,7 +202,7 @@ class ForgetRecord(BaseModel):
     v: Literal[1] = SCHEMA_VERSION
     kind: Literal["forget"] = "forget"
     guid: str
-    requested_at: datetime
+    requested_at: AwareDatetime
 
 
 HitRecord = Annotated[Hit | CloseRecord | ForgetRecord, Field(discriminator="kind")]

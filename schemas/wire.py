@@ -23,14 +23,15 @@ from schemas.timefmt import UTC
 
 T = TypeVar("T")
 
-_OPTS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
+# Datetimes as UTC ISO 8601 with "Z". Exported for hot paths that call orjson.dumps directly.
+WIRE_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 
 
 def encode(record: BaseModel | dict[str, Any]) -> bytes:
     """A model or a plain dict (hot paths build dicts) to JSON bytes. Datetimes become UTC ISO 8601 with Z."""
     if isinstance(record, BaseModel):
         record = record.model_dump()
-    return orjson.dumps(record, option=_OPTS)
+    return orjson.dumps(record, option=WIRE_OPTIONS)
 
 
 def field_errors(exc: ValidationError) -> list[FieldError]:
@@ -39,6 +40,8 @@ def field_errors(exc: ValidationError) -> list[FieldError]:
     for err in exc.errors(include_url=False, include_input=False):
         loc = ".".join(str(p) for p in err["loc"] if p not in ("function-after", "function-before"))
         msg = "is required" if err["type"] == "missing" else err["msg"]
+        if not loc and err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc = str(err.get("ctx", {}).get("discriminator", "")).strip("'")  # the tag field: "kind"
         # A model-level check (e.g. "event is required for type event") has no location: its type names the field.
         out.append(FieldError(loc or err["type"], msg))
     return out

@@ -13,6 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
+from schemas.runtime import tune_gc
 from sessionizer.settings import SessionizerSettings
 
 
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         loglevel=settings.sessionizer_log_level.upper(),
         quiet=True,
     )
+    tune_gc(settings)  # after the app is built: its objects are frozen out of the collector's walks
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

@@ -50,7 +50,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from schemas.hit import CloseRecord, Hit
+from schemas.hitview import CloseView, HitView
 from schemas.timefmt import EPOCH
 from sessionizer.channel import channel_for
 from sessionizer.days import day_number
@@ -122,7 +122,8 @@ def to_ms(value: datetime) -> int:
 
 
 def on_hit(
-    state: DeviceState | None, hit: Hit, rules: Rules, event_time_ms: int, out: Emitted, *, offset: int | None = None
+    state: DeviceState | None, hit: HitView, rules: Rules, event_time_ms: int, out: Emitted, *,
+    offset: int | None = None, occurred_ms: int | None = None,
 ) -> DeviceState | None:
     """Place one hit of the device (see the module docstring); returns the state to keep.
 
@@ -135,8 +136,10 @@ def on_hit(
     (nothing published), however many hits of the device a replayed batch holds — the
     64-fingerprint memory of rule 8 only covers recent duplicates. Offsets of one guid
     always come from the same partition (the partition count of `hits` is fixed).
+
+    `occurred_ms`, optional: `hit.occurred_at` in epoch ms, when the caller has it already.
     """
-    t = to_ms(hit.occurred_at)
+    t = to_ms(hit.occurred_at) if occurred_ms is None else occurred_ms
     now = event_time_ms if event_time_ms > t else t
     if state is not None:
         _expire(state, rules, now, out)
@@ -163,7 +166,7 @@ def on_hit(
 
 
 def on_close(
-    state: DeviceState | None, close: CloseRecord, rules: Rules, event_time_ms: int, out: Emitted, *,
+    state: DeviceState | None, close: CloseView, rules: Rules, event_time_ms: int, out: Emitted, *,
     offset: int | None = None,
 ) -> DeviceState | None:
     """Rule 12: the device cleared its storage at `close.occurred_at`; its open sessions end now.
@@ -213,7 +216,7 @@ def next_deadline_ms(state: DeviceState, rules: Rules) -> int | None:
 # -- placing a hit -------------------------------------------------------------------------
 
 
-def _place(guid: str, slot: Slot, hit: Hit, t: int, now: int, rules: Rules, out: Emitted) -> None:
+def _place(guid: str, slot: Slot, hit: HitView, t: int, now: int, rules: Rules, out: Emitted) -> None:
     current = slot.open
     if current is not None and t >= current.first:
         reason = None if t <= current.last else _split_reason(current, hit, t, rules)
@@ -276,7 +279,7 @@ def _nearer(last: Session, current: Session, t: int) -> Session:
     return last if to_last <= to_current else current
 
 
-def _open(guid: str, slot: Slot, hit: Hit, t: int, now: int, rules: Rules, out: Emitted) -> None:
+def _open(guid: str, slot: Slot, hit: HitView, t: int, now: int, rules: Rules, out: Emitted) -> None:
     slot.count += 1
     session = _new_session(guid, hit, t, slot.count)
     if t + rules.timeout_ms < now:
@@ -323,14 +326,14 @@ def _publish(guid: str, session: Session, is_open: bool, out: Emitted) -> None:
 # -- the rules -----------------------------------------------------------------------------
 
 
-def _hit_campaign(hit: Hit) -> tuple[str | None, ...]:
+def _hit_campaign(hit: HitView) -> tuple[str | None, ...]:
     return (
         hit.utm_source, hit.utm_medium, hit.utm_campaign, hit.utm_term, hit.utm_content, hit.utm_id,
         hit.click_id_type, hit.click_id,
     )
 
 
-def _split_reason(session: Session, hit: Hit, t: int, rules: Rules) -> str | None:
+def _split_reason(session: Session, hit: HitView, t: int, rules: Rules) -> str | None:
     """Why a hit after the session's last hit starts a new session, or None if it joins."""
     if t - session.last > rules.timeout_ms:
         return INACTIVITY
@@ -345,7 +348,7 @@ def _split_reason(session: Session, hit: Hit, t: int, rules: Rules) -> str | Non
     return None
 
 
-def _fits_before(session: Session, hit: Hit, t: int, rules: Rules) -> bool:
+def _fits_before(session: Session, hit: HitView, t: int, rules: Rules) -> bool:
     """Whether a hit earlier than the session's first hit extends it backwards: whether time
     order (the hit first, then the session's hits) would have kept them in one session."""
     if session.first - t > rules.timeout_ms or session.last - t > rules.max_length_ms:
@@ -360,7 +363,7 @@ def _fits_before(session: Session, hit: Hit, t: int, rules: Rules) -> bool:
     return True
 
 
-def _fits(session: Session, hit: Hit, t: int, rules: Rules) -> bool:
+def _fits(session: Session, hit: HitView, t: int, rules: Rules) -> bool:
     if t < session.first:
         return _fits_before(session, hit, t, rules)
     return t <= session.last or _split_reason(session, hit, t, rules) is None
@@ -369,7 +372,7 @@ def _fits(session: Session, hit: Hit, t: int, rules: Rules) -> bool:
 # -- session attributes --------------------------------------------------------------------
 
 
-def _channel(hit: Hit) -> str:
+def _channel(hit: HitView) -> str:
     has_campaign = bool(
         hit.utm_source or hit.utm_medium or hit.utm_campaign or hit.utm_term or hit.utm_content or hit.utm_id
         or hit.click_id_type
@@ -379,7 +382,7 @@ def _channel(hit: Hit) -> str:
     return channel_for(hit.utm_source, hit.utm_medium, hit.click_id_type, referrer_host, hit.site, page_host, has_campaign)
 
 
-def _new_session(guid: str, hit: Hit, t: int, index: int) -> Session:
+def _new_session(guid: str, hit: HitView, t: int, index: int) -> Session:
     is_pageview = hit.type != "event"
     return Session(
         session_id(guid, hit.hit_id), index, 0, t, t, None,
@@ -391,7 +394,7 @@ def _new_session(guid: str, hit: Hit, t: int, index: int) -> Session:
     )
 
 
-def _apply(session: Session, hit: Hit, t: int) -> None:
+def _apply(session: Session, hit: HitView, t: int) -> None:
     if t < session.first:
         session.first = t
         _take_landing(session, hit)
@@ -406,7 +409,7 @@ def _apply(session: Session, hit: Hit, t: int) -> None:
             session.exit_at = t
 
 
-def _take_landing(session: Session, hit: Hit) -> None:
+def _take_landing(session: Session, hit: HitView) -> None:
     session.url = hit.url
     session.path = hit.path
     session.site = hit.site

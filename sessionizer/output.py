@@ -7,9 +7,9 @@ a few µs a record — submits each with `send_batch`, and `flush()` returns onl
 broker has acknowledged every batch (the producer is idempotent with acks=all). The caller
 orders its flushes: outputs first, then the table changelog, then the source offsets.
 
-Partitions are chosen exactly as the Java client and aiokafka's default partitioner choose
-them for a key (murmur2, `Partitioner`), so a session's snapshots always land in one
-partition of the compacted `sessions` topic and a device's events stay together.
+The processor co-partitions its outputs with `hits` (a device's records and snapshots go to
+its `hits` partition number); `Partitioner` — murmur2, exactly as the Java client and
+aiokafka's default partitioner — places what has no `hits` partition to follow.
 """
 
 from __future__ import annotations

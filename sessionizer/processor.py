@@ -44,16 +44,16 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from aiokafka.errors import KafkaError
 from faust.types import TP
-from pydantic import TypeAdapter, ValidationError
 
 from schemas.errors import InvalidInput
+from schemas.hitview import ForgetView, HitView, decode_hit_record
 from schemas.producer import PRODUCER_STATE_LOST
-from schemas.hit import HitRecord
 from schemas.timefmt import EPOCH
 from schemas.topics import Topics
-from schemas.wire import dead_letter, encode, hit_codec
+from schemas.wire import WIRE_OPTIONS, dead_letter, encode
 from sessionizer.clock import PartitionClock
 from sessionizer.machine import DeviceState, Emitted, Rules, next_deadline_ms, on_close, on_hit, on_time
 from sessionizer.output import BatchWriter, Partitioner, Sender
@@ -65,11 +65,6 @@ from sessionizer.transport import Chunk, Inbox
 DEADLETTER_PAYLOAD_MAX = 64 * 1024  # original bytes kept in a dead letter, as the edge does
 
 log = logging.getLogger("touchstream.sessionizer")
-
-# `hits` records (hit, close or forget) straight from JSON bytes to the model: pydantic's own
-# parser, ~30% faster than orjson + validate. What fails is decoded again by the shared codec
-# (`schemas.wire.hit_codec`) for its precise error: bad JSON, wrong version, field errors.
-_hit_adapter: TypeAdapter[Any] = TypeAdapter(HitRecord)
 
 RETRYABLE = (KafkaError, asyncio.TimeoutError, OSError)
 _MS = timedelta(milliseconds=1)
@@ -152,9 +147,7 @@ class Processor:
         self.partitions: dict[int, PartitionState] = {}
         self._ready: set[TP] = set()  # recovered, waiting to be set up by the task
         self._in_flight: tuple[Round, asyncio.Future[None]] | None = None
-        self._sessions_partition = Partitioner(partitions)
         self._events_partition = Partitioner(partitions)
-        self._dead_partition = Partitioner(partitions)
 
     # -- rebalance and shutdown hooks (called by sessionizer.transport / the table) -------------
 
@@ -311,7 +304,7 @@ class Processor:
         out = Emitted(coalesce=True)
         records = out.records
         store_get = store.get
-        validate = _hit_adapter.validate_json
+        decode = decode_hit_record
         dead: list[tuple[bytes | None, bytes, int]] = []
         touched: dict[int, dict[str, DeviceState | None]] = {}
         taken: list[Chunk] = []
@@ -337,10 +330,7 @@ class Processor:
                 try:
                     if raw is None:
                         raise InvalidInput("empty record (tombstone) on hits")
-                    try:
-                        obj = validate(raw)  # JSON bytes straight to the model (pydantic's parser)
-                    except ValidationError:
-                        obj = hit_codec.decode(raw)  # raises the InvalidInput with the precise reason
+                    obj = decode(raw)  # msgspec; what it refuses, pydantic decodes or says why
                     guid = obj.guid.lower()
                     key = rec.key
                     # The key places the device's state (partition); it must be the guid.
@@ -358,8 +348,8 @@ class Processor:
                         partition=partition, offset=rec.offset, key=rec.key,
                     )), partition))
                     continue
-                kind = obj.kind
-                if kind == "forget":
+                kind = type(obj)
+                if kind is ForgetView:
                     # `touchstream forget`: drop the device's state (a changelog tombstone), emit
                     # nothing, and leave event time alone (the record carries no hit time).
                     if guid in states or store_get(partition, guid) is not None:
@@ -377,8 +367,8 @@ class Processor:
                 try:
                     # `offset`: the core ignores a record at or below the newest offset it applied
                     # to the device, so a batch processed again after a crash emits nothing twice.
-                    if kind == "hit":
-                        state = on_hit(state, obj, rules, event_time, out, offset=rec.offset)
+                    if kind is HitView:
+                        state = on_hit(state, obj, rules, event_time, out, offset=rec.offset, occurred_ms=occurred)
                         n_hits += 1
                     else:
                         state = on_close(state, obj, rules, event_time, out, offset=rec.offset)
@@ -403,7 +393,7 @@ class Processor:
 
         out.flush()  # the round's session snapshots, now: the next round changes the states
         outputs = BatchWriter(self.sender)
-        n_out = self._add_outputs(outputs, out, dead)
+        n_out = self._add_outputs(outputs, out, dead, touched)
         outputs.submit()  # on their way while the previous round finishes and this one waits
 
         # A clock is saved when it saw a newer hit, or when the sweep closed something with it
@@ -478,8 +468,17 @@ class Processor:
             return False
         return position is not None and position >= highwater
 
-    def _add_outputs(self, writer: BatchWriter, out: Emitted, dead: list[tuple[bytes | None, bytes, int]]) -> int:
+    def _add_outputs(self, writer: BatchWriter, out: Emitted, dead: list[tuple[bytes | None, bytes, int]],
+                     touched: dict[int, dict[str, DeviceState | None]]) -> int:
         topics = self.topics
+        # Co-partitioning (as Kafka Streams does): a device's snapshots and records go to the
+        # partition number of its `hits` partition — every topic has one partition count
+        # (`sessionizer.app.ensure_topics` refuses to start otherwise). A device's state lives
+        # in one `hits` partition for good, so every snapshot of a session lands in one
+        # partition of the compacted `sessions` topic; and for `events`, keyed by guid, it is
+        # the partition the default partitioner picks, since the edge keys hits by guid with it.
+        # A dict lookup instead of a murmur2 of every new session id.
+        home = {guid: partition for partition, states in touched.items() for guid in states}
         # Only the newest snapshot of each session matters (the topic is compacted and the
         # sink keeps the highest version), so a session changed by many hits is sent once.
         latest: dict[str, dict[str, Any]] = {}
@@ -488,19 +487,26 @@ class Processor:
             prev = latest.get(sid)
             if prev is None or snap["version"] > prev["version"]:
                 latest[sid] = snap
+        add = writer.add
         sessions_topic = topics.sessions
-        partition_of = self._sessions_partition
+        by_key = self._events_partition  # (a device without a stored state: a dropped bot's hit)
         for sid, snap in latest.items():
-            key = sid.encode()
-            writer.add(sessions_topic, partition_of(key), key, encode(snap))
+            guid = snap["guid"]
+            partition = home.get(guid)
+            if partition is None:
+                partition = by_key(guid.encode())
+            add(sessions_topic, partition, sid.encode(), orjson.dumps(snap, option=WIRE_OPTIONS))
         events_topic = topics.events
-        partition_of = self._events_partition
         for rec in out.records:
-            key = rec["guid"].encode()
-            writer.add(events_topic, partition_of(key), key, encode(rec))
+            guid = rec["guid"]
+            key = guid.encode()
+            partition = home.get(guid)
+            if partition is None:
+                partition = by_key(key)
+            add(events_topic, partition, key, orjson.dumps(rec, option=WIRE_OPTIONS))
         for key, value, source_partition in dead:
-            partition = self._dead_partition(key) if key else source_partition % self._dead_partition.partitions
-            writer.add(topics.deadletter, partition, key, value)
+            partition = by_key(key) if key else source_partition % by_key.partitions
+            add(topics.deadletter, partition, key, value)
         self.stats.sessions_out += len(latest)
         self.stats.records_out += len(out.records)
         return len(latest) + len(out.records) + len(dead)

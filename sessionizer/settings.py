@@ -14,11 +14,11 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from schemas.settings import ENV_PREFIX, KafkaSettings
+from schemas.settings import ENV_PREFIX, KafkaSettings, RuntimeSettings
 from sessionizer.rules import HOUR_MS, MINUTE_MS, Rules
 
 
-class SessionizerSettings(KafkaSettings):
+class SessionizerSettings(KafkaSettings, RuntimeSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     # --- the session rules (SPEC section 3) -------------------------------------------------

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from schemas import SCHEMA_VERSION
-from schemas.hit import Hit
+from schemas.hitview import HitView
 from schemas.timefmt import EPOCH
 from sessionizer.state import Session
 from sessionizer.useragent import describe
@@ -80,7 +80,7 @@ def _static_fields(guid: str, s: Session) -> dict[str, Any]:
     }
 
 
-def hit_record(hit: Hit, guid: str, session_id: str) -> dict[str, Any]:
+def hit_record(hit: HitView, guid: str, session_id: str) -> dict[str, Any]:
     if hit.type == "event":
         return {
             "v": SCHEMA_VERSION,
@@ -112,7 +112,7 @@ def hit_record(hit: Hit, guid: str, session_id: str) -> dict[str, Any]:
     }
 
 
-def late_record(hit: Hit, guid: str, reason: str) -> dict[str, Any]:
+def late_record(hit: HitView, guid: str, reason: str) -> dict[str, Any]:
     return {
         "v": SCHEMA_VERSION,
         "kind": "late_hit",
@@ -121,5 +121,5 @@ def late_record(hit: Hit, guid: str, reason: str) -> dict[str, Any]:
         "occurred_at": hit.occurred_at,
         "received_at": hit.received_at,
         "reason": reason,
-        "hit": hit.model_dump(),
+        "hit": hit.wire(),
     }

@@ -17,6 +17,7 @@ import sys
 
 from sink.consumer import SinkConsumer
 from sink.metrics import start_exporter
+from schemas.runtime import tune_gc
 from sink.settings import SinkSettings
 
 
@@ -67,6 +68,7 @@ def main(argv: list[str]) -> int:
     configure_logging(args.log_level)
     settings = SinkSettings()
     start_exporter(settings.sink_metrics_port)
+    tune_gc(settings)
     try:
         from uvloop import run
     except ImportError:  # pragma: no cover - uvloop is a dependency, but the sink runs without it

@@ -10,7 +10,7 @@ import re
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from schemas.settings import ENV_PREFIX, KafkaSettings, PostgresSettings
+from schemas.settings import ENV_PREFIX, KafkaSettings, PostgresSettings, RuntimeSettings
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 
@@ -22,7 +22,7 @@ def _identifier(value: str) -> str:
     return value
 
 
-class SinkSettings(KafkaSettings, PostgresSettings):
+class SinkSettings(KafkaSettings, PostgresSettings, RuntimeSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     # --- consumer ---------------------------------------------------------------------

@@ -52,12 +52,14 @@ HIT_IDS = {orjson.loads(v)["hit_id"] for _, v in _hits()}
 
 async def _collect(bootstrap: str, topics: Topics, sessions_from: dict[int, int] | None = None,
                    events_from: dict[int, int] | None = None) -> Run:
-    sessions = await latest_sessions(bootstrap, topics, sessions_from)
+    # Events first: a session an event names was written in the same round, so it is there by
+    # the time `sessions` is read (and `done` below checks it is).
     by_hit: dict[str, set[bytes]] = defaultdict(set)
     for r in await read_all(bootstrap, topics.events, events_from):
         rec = orjson.loads(r.value)
         assert r.key.decode() == rec["guid"], "events are keyed by guid"
         by_hit[rec["hit_id"]].add(r.value)
+    sessions = await latest_sessions(bootstrap, topics, sessions_from)
     differing = {h: v for h, v in by_hit.items() if len(v) > 1}
     assert not differing, f"{len(differing)} hits have differing records on events"
     return Run(sessions, {h: next(iter(v)) for h, v in by_hit.items()})
@@ -74,6 +76,11 @@ async def _until_done(bootstrap: str, topics: Topics, workers: list[Worker], tim
         run = await _collect(bootstrap, topics, sessions_from, events_from)
         if set(run.events) != HIT_IDS:
             return False
+        # Every session an event names must have been read: the two topics are read one after
+        # the other while the worker may still be writing the last round.
+        named = {orjson.loads(raw).get("session_id") for raw in run.events.values()} - {None}  # (late hits: none)
+        if not named <= set(run.sessions):
+            return False
         if not run.sessions or any(s["status"] != "closed" for s in run.sessions.values()):
             return False
         result[:] = [run]
@@ -85,7 +92,13 @@ async def _until_done(bootstrap: str, topics: Topics, workers: list[Worker], tim
 
 def _same_as(run: Run, reference: Run) -> None:
     assert set(run.events) == HIT_IDS
-    assert set(run.sessions) == set(reference.sessions), "same session ids"
+    missing = set(reference.sessions) - set(run.sessions)
+    extra = set(run.sessions) - set(reference.sessions)
+    assert not missing and not extra, (
+        f"same session ids: {len(missing)} of the reference's {len(reference.sessions)} missing, e.g. "
+        f"{[reference.sessions[s] for s in sorted(missing)[:2]]}; {len(extra)} extra, e.g. "
+        f"{[run.sessions[s] for s in sorted(extra)[:2]]}"
+    )
     for sid, snap in reference.sessions.items():
         assert without(run.sessions[sid], "version") == without(snap, "version"), sid
     for hit_id, raw in reference.events.items():

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from schemas.hit import CloseRecord, Hit, HitIn, enrich
+from schemas.hitview import CloseView, HitView, view_of
 from schemas.records import EventRecord, LateHitRecord, PageviewRecord
 from schemas.session import SessionSnapshot
 from schemas.timefmt import from_ms, iso, parse_timestamp, to_ms
@@ -49,8 +50,9 @@ def make_hit(
     received_at: int | None = None,
     title: str | None = None,
     event_name: str = "lead",
-) -> Hit:
-    """A hit as the edge publishes it (HitIn -> enrich -> Hit), occurring at `at` (ms or ISO)."""
+) -> HitView:
+    """A hit as the edge publishes it (HitIn -> enrich -> Hit), occurring at `at` (ms or ISO),
+    as the sessionizer reads it (HitView)."""
     created = from_ms(at) if isinstance(at, int) else parse_timestamp(at)
     body: dict[str, Any] = {"guid": guid, "type": type, "url": url, "referrer": referrer, "created_at": created}
     if hid is not None:
@@ -65,19 +67,29 @@ def make_hit(
         body["event"] = {"name": event_name, "module": "contact_form", "properties": {"unit": "2B"}}
     received = from_ms(received_at) if received_at is not None else created
     record, _ = enrich(HitIn.model_validate(body), received_at=received, ip=ip, user_agent=user_agent)
-    return Hit.model_validate(record)
+    return _view(record)
 
 
-def scenario_hit(raw: dict[str, Any]) -> Hit:
+def _view(record: dict[str, Any]) -> HitView:
+    Hit.model_validate(record)  # what the edge publishes is a valid `Hit`
+    view = view_of(record)
+    assert isinstance(view, HitView)
+    return view
+
+
+def scenario_hit(raw: dict[str, Any]) -> HitView:
     """A conformance scenario's hit through the edge's pure step (occurred_at = created_at)."""
     created = parse_timestamp(raw["created_at"])
     record, _ = enrich(HitIn.model_validate(raw), received_at=created, ip=None, user_agent="")
-    return Hit.model_validate(record)
+    return _view(record)
 
 
-def close_record(guid: str, at: int, new_guid: str = OTHER_GUID) -> CloseRecord:
+def close_record(guid: str, at: int, new_guid: str = OTHER_GUID) -> CloseView:
     when = from_ms(at)
-    return CloseRecord(guid=guid, new_guid=new_guid, hit_id=str(uuid.uuid4()), occurred_at=when, received_at=when)
+    record = CloseRecord(guid=guid, new_guid=new_guid, hit_id=str(uuid.uuid4()), occurred_at=when, received_at=when)
+    view = view_of(record.model_dump())
+    assert isinstance(view, CloseView)
+    return view
 
 
 def ms(value: datetime) -> int:

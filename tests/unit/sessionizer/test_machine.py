@@ -595,3 +595,15 @@ def test_interface_accepts_a_fresh_state_object() -> None:
     out = Emitted()
     assert on_time(state, Rules(), T0, out) is state and next_deadline_ms(state, Rules()) is None
     assert on_hit(state, make_hit(T0, hid=1), Rules(), 0, out) is state
+
+
+def test_occurred_ms_given_by_the_caller_places_the_hit_as_its_own_time_does() -> None:
+    rules = Rules()
+    hits = [make_hit(T0, hid=1), make_hit(T0 + 5 * MIN, hid=2), make_hit(T0 + 50 * MIN, hid=3), make_hit(T0 + MIN, hid=4)]
+    plain, given = Emitted(), Emitted()
+    a = b = None
+    for n, hit in enumerate(hits):
+        a = on_hit(a, hit, rules, T0, plain, offset=n)
+        b = on_hit(b, hit, rules, T0, given, offset=n, occurred_ms=to_ms(hit.occurred_at))
+    assert plain.sessions == given.sessions and plain.records == given.records
+    assert len(plain.records) == 4 and a == b

@@ -23,7 +23,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.hit import Hit
+from schemas.hitview import HitView
 from schemas.timefmt import to_ms
 from sessionizer.days import day_number
 from sessionizer.identity import session_id
@@ -62,7 +62,7 @@ def hit_specs(span_minutes: int) -> st.SearchStrategy[tuple[int, int, bool, int,
     )
 
 
-def build(specs: list[tuple[int, int, bool, int, int]]) -> list[Hit]:
+def build(specs: list[tuple[int, int, bool, int, int]]) -> list[HitView]:
     return [
         make_hit(T0 + m * MIN + jitter, hid=n + 1, type="event" if ev else "pageview", utm=UTMS[u], url=SITES[s])
         for n, (m, jitter, ev, u, s) in enumerate(specs)
@@ -70,7 +70,7 @@ def build(specs: list[tuple[int, int, bool, int, int]]) -> list[Hit]:
 
 
 @st.composite
-def streams(draw: Any) -> tuple[Rules, list[Hit], list[int], list[int]]:
+def streams(draw: Any) -> tuple[Rules, list[HitView], list[int], list[int]]:
     """Rules, hits, an arrival order (with duplicates) and an event-time step after each arrival."""
     rules = draw(st.sampled_from(RULESETS))
     # Dense streams make splits, bridges and late hits meet; sparse ones cross max length and midnight.
@@ -87,7 +87,7 @@ def streams(draw: Any) -> tuple[Rules, list[Hit], list[int], list[int]]:
     return rules, hits, arrival, steps
 
 
-def play(rules: Rules, hits: list[Hit], arrival: list[int], steps: list[int] | None = None, *,
+def play(rules: Rules, hits: list[HitView], arrival: list[int], steps: list[int] | None = None, *,
          roundtrip: bool = False) -> Partition:
     part = Partition(rules=rules, roundtrip=roundtrip, validate=False)
     newest = 0
@@ -120,7 +120,7 @@ def test_every_hit_is_placed_once_and_sessions_are_sound(stream) -> None:
     assert set(placed) == {h.hit_id for h in hits}
 
     sessions = {s["session_id"]: s for s in part.sessions()}
-    members: dict[str, list[Hit]] = defaultdict(list)
+    members: dict[str, list[HitView]] = defaultdict(list)
     by_id = {h.hit_id: h for h in hits}
     for rec in placed.values():
         if rec["kind"] == "late_hit":
@@ -177,7 +177,7 @@ DISORDER = TIMEOUT // 2
 
 
 @st.composite
-def clustered(draw: Any) -> tuple[list[Hit], list[int]]:
+def clustered(draw: Any) -> tuple[list[HitView], list[int]]:
     """Visits whose inner gaps are <= timeout / 2, apart by more than timeout + disorder, and an
     arrival order in which no hit comes after a hit more than DISORDER younger than itself."""
     specs: list[tuple[int, bool]] = []
@@ -194,7 +194,7 @@ def clustered(draw: Any) -> tuple[list[Hit], list[int]]:
     return hits, arrival
 
 
-def time_order_sessions(hits: list[Hit], rules: Rules) -> list[tuple[int, int, int, int]]:
+def time_order_sessions(hits: list[HitView], rules: Rules) -> list[tuple[int, int, int, int]]:
     """The reference: sort by time, split on gaps over the timeout or past the max length."""
     out: list[list[int]] = []
     for hit in sorted(hits, key=lambda h: to_ms(h.occurred_at)):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from schemas.hit import Hit
+from schemas.hitview import HitView
 from sessionizer.machine import DeviceState, Emitted, Rules, next_deadline_ms, on_hit, on_time
 from sessionizer.sweep import DeadlineHeap, deadlines_from_store
 
@@ -76,8 +76,8 @@ def test_rebuild_replaces_contents() -> None:
     assert heap.pop_due(100) == ["c", "a"]
 
 
-def _hit(guid: str, hit_id: str, at: datetime) -> Hit:
-    return Hit(hit_id=hit_id, guid=guid, type="pageview", url="https://example.com/", path="/", site="example.com",
+def _hit(guid: str, hit_id: str, at: datetime) -> HitView:
+    return HitView(hit_id=hit_id, guid=guid, type="pageview", url="https://example.com/", path="/", site="example.com",
                received_at=at, occurred_at=at)
 
 
