@@ -50,7 +50,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from schemas.hitview import CloseView, HitView
+from schemas.views import CloseView, HitView
 from schemas.timefmt import EPOCH
 from sessionizer.channel import channel_for
 from sessionizer.days import day_number
@@ -91,7 +91,7 @@ class Emitted:
     """
 
     sessions: list[dict[str, Any]] = field(default_factory=list)  # SessionSnapshot wire dicts
-    records: list[dict[str, Any]] = field(default_factory=list)   # PageviewRecord / EventRecord / LateHitRecord dicts
+    records: list[Any] = field(default_factory=list)  # PageviewView / EventView / LateHitView (schemas.views)
     coalesce: bool = False
     pending: dict[str, tuple[str, Session, bool]] = field(default_factory=dict)  # session_id -> (guid, session, is_open)
 

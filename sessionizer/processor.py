@@ -49,7 +49,7 @@ from aiokafka.errors import KafkaError
 from faust.types import TP
 
 from schemas.errors import InvalidInput
-from schemas.hitview import ForgetView, HitView, decode_hit_record
+from schemas.views import ForgetView, HitView, decode_hit_record, encode_view
 from schemas.producer import PRODUCER_STATE_LOST
 from schemas.timefmt import EPOCH
 from schemas.topics import Topics
@@ -498,12 +498,12 @@ class Processor:
             add(sessions_topic, partition, sid.encode(), orjson.dumps(snap, option=WIRE_OPTIONS))
         events_topic = topics.events
         for rec in out.records:
-            guid = rec["guid"]
+            guid = rec.guid
             key = guid.encode()
             partition = home.get(guid)
             if partition is None:
                 partition = by_key(key)
-            add(events_topic, partition, key, orjson.dumps(rec, option=WIRE_OPTIONS))
+            add(events_topic, partition, key, encode_view(rec))
         for key, value, source_partition in dead:
             partition = by_key(key) if key else source_partition % by_key.partitions
             add(topics.deadletter, partition, key, value)

@@ -1,11 +1,13 @@
-"""What the core publishes, as plain wire dicts (no pydantic models on the hot path).
+"""What the core publishes (no pydantic models on the hot path).
 
-- `session_snapshot` : a complete `schemas.session.SessionSnapshot` dict (topic `sessions`);
-- `hit_record`       : a `PageviewRecord` or `EventRecord` dict for an applied hit (topic `events`);
-- `late_record`      : a `LateHitRecord` dict for a hit that fits no session, with the reason.
+- `session_snapshot` : a complete `schemas.session.SessionSnapshot` wire dict (topic `sessions`);
+- `hit_record`       : a `PageviewRecord` or `EventRecord` view for an applied hit (topic `events`);
+- `late_record`      : a `LateHitRecord` view for a hit that fits no session, with the reason.
 
-Datetimes are aware UTC `datetime`s; `schemas.wire.encode` turns them into ISO 8601 with Z.
-Unit tests validate every dict against its model.
+Views are the msgspec Structs of `schemas.views` (the same fields as the models).
+Datetimes are aware UTC `datetime`s; `schemas.wire.encode` (dicts) and
+`schemas.views.encode_view` (views) turn them into ISO 8601 with Z. Unit tests validate every
+output against its model.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from schemas import SCHEMA_VERSION
-from schemas.hitview import HitView
+from schemas.views import EventView, HitView, LateHitView, PageviewView
 from schemas.timefmt import EPOCH
 from sessionizer.state import Session
 from sessionizer.useragent import describe
@@ -80,46 +82,21 @@ def _static_fields(guid: str, s: Session) -> dict[str, Any]:
     }
 
 
-def hit_record(hit: HitView, guid: str, session_id: str) -> dict[str, Any]:
+def hit_record(hit: HitView, guid: str, session_id: str) -> PageviewView | EventView:
     if hit.type == "event":
-        return {
-            "v": SCHEMA_VERSION,
-            "kind": "event",
-            "hit_id": hit.hit_id,
-            "session_id": session_id,
-            "guid": guid,
-            "site": hit.site,
-            "occurred_at": hit.occurred_at,
-            "received_at": hit.received_at,
-            "name": hit.event_name or "",
-            "module": hit.event_module,
-            "url": hit.url,
-            "properties": hit.event_properties or {},
-        }
-    return {
-        "v": SCHEMA_VERSION,
-        "kind": "pageview",
-        "hit_id": hit.hit_id,
-        "session_id": session_id,
-        "guid": guid,
-        "site": hit.site,
-        "occurred_at": hit.occurred_at,
-        "received_at": hit.received_at,
-        "url": hit.url,
-        "path": hit.path,
-        "referrer": hit.referrer,
-        "title": hit.title,
-    }
+        return EventView(
+            hit_id=hit.hit_id, session_id=session_id, guid=guid, site=hit.site, occurred_at=hit.occurred_at,
+            received_at=hit.received_at, name=hit.event_name or "", module=hit.event_module, url=hit.url,
+            properties=hit.event_properties or {},
+        )
+    return PageviewView(
+        hit_id=hit.hit_id, session_id=session_id, guid=guid, site=hit.site, occurred_at=hit.occurred_at,
+        received_at=hit.received_at, url=hit.url, path=hit.path, referrer=hit.referrer, title=hit.title,
+    )
 
 
-def late_record(hit: HitView, guid: str, reason: str) -> dict[str, Any]:
-    return {
-        "v": SCHEMA_VERSION,
-        "kind": "late_hit",
-        "hit_id": hit.hit_id,
-        "guid": guid,
-        "occurred_at": hit.occurred_at,
-        "received_at": hit.received_at,
-        "reason": reason,
-        "hit": hit.wire(),
-    }
+def late_record(hit: HitView, guid: str, reason: str) -> LateHitView:
+    return LateHitView(
+        hit_id=hit.hit_id, guid=guid, occurred_at=hit.occurred_at, received_at=hit.received_at, reason=reason,
+        hit=hit.wire(),
+    )

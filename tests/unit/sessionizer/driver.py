@@ -11,7 +11,8 @@ from datetime import datetime
 from typing import Any
 
 from schemas.hit import CloseRecord, Hit, HitIn, enrich
-from schemas.hitview import CloseView, HitView, view_of
+from schemas.views import CloseView, HitView, encode_view, view_of
+from schemas.wire import encode
 from schemas.records import EventRecord, LateHitRecord, PageviewRecord
 from schemas.session import SessionSnapshot
 from schemas.timefmt import from_ms, iso, parse_timestamp, to_ms
@@ -138,9 +139,13 @@ class Partition:
             assert snap["version"] > previous, f"version did not grow for {snap['session_id']}"
             self._versions[snap["session_id"]] = snap["version"]
             self.snapshots.append(snap)
-        for rec in out.records:
+        for view in out.records:
+            rec = view.wire()  # as a dict, the form the tests read
             if self.validate:
-                _MODELS[rec["kind"]].model_validate(rec)
+                model = _MODELS[rec["kind"]]
+                model.model_validate(rec)
+                # and its JSON is the model's JSON
+                assert encode(model.model_validate_json(encode_view(view))) == encode(model.model_validate(rec))
             self.records.append(rec)
 
     # -- the adapter's calls --------------------------------------------------------------

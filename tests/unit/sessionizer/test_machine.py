@@ -489,7 +489,7 @@ def test_drop_bots_keeps_no_state_and_accounts_for_the_hit() -> None:
     rules = Rules(drop_bots=True)
     out = Emitted()
     assert on_hit(None, make_hit(T0, hid=1, user_agent=GOOGLEBOT), rules, T0, out) is None
-    assert out.sessions == [] and [r["reason"] for r in out.records] == [BOT]
+    assert out.sessions == [] and [r.reason for r in out.records] == [BOT]
     silent = Rules(drop_bots=True, record_dropped_bots=False)
     out = Emitted()
     assert on_hit(None, make_hit(T0, hid=1, user_agent=GOOGLEBOT), silent, T0, out) is None

@@ -23,7 +23,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.hitview import HitView
+from schemas.views import HitView
 from schemas.timefmt import to_ms
 from sessionizer.days import day_number
 from sessionizer.identity import session_id

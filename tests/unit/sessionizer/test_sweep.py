@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from schemas.hitview import HitView
+from schemas.views import HitView
 from sessionizer.machine import DeviceState, Emitted, Rules, next_deadline_ms, on_hit, on_time
 from sessionizer.sweep import DeadlineHeap, deadlines_from_store
 
