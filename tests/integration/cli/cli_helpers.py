@@ -182,36 +182,3 @@ async def journeys(migrated: Any) -> Journeys:
     finally:
         await writer.close()
     return j
-
-
-async def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 30.0, settle: float = 0.5) -> list[Any]:
-    """Every record of `topic` from the beginning: at least `expected` (waiting up to `timeout`),
-    then whatever else arrives within `settle` seconds (to catch extras)."""
-    import asyncio
-    import time
-
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        partitions = sorted(consumer.partitions_for_topic(topic) or [])
-        if not partitions:
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - a topic made after start
-            partitions = sorted(consumer.partitions_for_topic(topic) or [])
-        assert partitions, f"no partitions known for {topic}"
-        consumer.assign([TopicPartition(topic, p) for p in partitions])
-        await consumer.seek_to_beginning()
-        records: list[Any] = []
-        deadline = time.monotonic() + timeout
-        while len(records) < expected and time.monotonic() < deadline:
-            for batch in (await consumer.getmany(timeout_ms=300, max_records=10_000)).values():
-                records.extend(batch)
-        quiet_until = time.monotonic() + settle
-        while time.monotonic() < quiet_until:
-            for batch in (await consumer.getmany(timeout_ms=100, max_records=10_000)).values():
-                records.extend(batch)
-            await asyncio.sleep(0)
-        return records
-    finally:
-        await consumer.stop()

@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 
-from cli_helpers import cli_env, read_topic, run_cli
+from cli_helpers import cli_env, run_cli
+
+from tests.topic_reader import read_topic
 from schemas.hit import Hit
 from schemas.topics import Topics
 from schemas.wire import deadletter_codec, hit_codec

@@ -17,7 +17,9 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from ingest_edge_helpers import consume, running_edge
+from ingest_edge_helpers import running_edge
+
+from tests.topic_reader import read_topic
 
 from schemas.topics import Topics, create_topics
 from touchstream import devstack
@@ -95,7 +97,7 @@ async def test_broker_stop_gives_bounded_503_and_restart_recovers(services: Any,
             metrics = (await client.get("/metrics")).text
             assert 'ingest_requests_refused_total{reason="unavailable"}' in metrics
 
-        records = await consume(cfg.kafka_bootstrap, topics.hits, len(accepted))
+        records = await read_topic(cfg.kafka_bootstrap, topics.hits, len(accepted))
         landed = {orjson.loads(r.value)["hit_id"] for r in records}
         assert set(accepted) <= landed, "a hit answered 202 is missing from Kafka"
     finally:

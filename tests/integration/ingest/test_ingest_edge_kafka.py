@@ -10,7 +10,9 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
-from ingest_edge_helpers import NOW, consume, running_edge
+from ingest_edge_helpers import NOW, running_edge
+
+from tests.topic_reader import read_topic
 
 from schemas.hit import CloseRecord, Hit
 from schemas.topics import Topics
@@ -47,7 +49,7 @@ async def test_posted_hits_land_keyed_by_guid_on_the_murmur2_partition_enriched(
     assert (single.status_code, single.json()) == (202, {"accepted": 1, "rejected": []})
     assert (batch.status_code, batch.json()) == (202, {"accepted": 39, "rejected": []})
 
-    records = await consume(services.kafka_bootstrap, topics.hits, 40)
+    records = await read_topic(services.kafka_bootstrap, topics.hits, 40)
     assert len(records) == 40, "every accepted hit exactly once"
     by_hit_id = {orjson.loads(r.value)["hit_id"]: r for r in records}
     java = java_partitions([g.encode() for g in guids], len(PARTITIONS))
@@ -68,7 +70,7 @@ async def test_posted_hits_land_keyed_by_guid_on_the_murmur2_partition_enriched(
         )
         assert (hit.utm_source, hit.utm_medium, hit.click_id_type) == ("google", "cpc", "gclid")
         assert (hit.referrer_host, hit.title) == ("www.google.com", sent["title"])
-    assert await consume(services.kafka_bootstrap, topics.deadletter, 0, settle=0.3) == []
+    assert await read_topic(services.kafka_bootstrap, topics.deadletter, 0, settle=0.3) == []
 
 
 async def test_previous_guid_publishes_a_close_record_keyed_by_the_previous_guid(
@@ -81,7 +83,7 @@ async def test_previous_guid_publishes_a_close_record_keyed_by_the_previous_guid
             "/v1/hits", json={"guid": new, "url": "https://e.com/", "previous_guid": old.upper()}
         )
     assert response.status_code == 202
-    records = await consume(services.kafka_bootstrap, topics.hits, 2)
+    records = await read_topic(services.kafka_bootstrap, topics.hits, 2)
     assert len(records) == 2
     by_key = {r.key: r for r in records}
     close = hit_codec.decode(by_key[old.encode()].value)
@@ -187,7 +189,7 @@ async def test_every_bad_input_gets_its_status_message_and_dead_letter(services:
             errors = [e for rejection in payload["rejected"] for e in rejection["errors"]]
             assert any(e["field"] == field and words in e["message"] for e in errors), (name, errors)
     expected = [(name, body) for name, body, *_, lettered in BAD_INPUTS if lettered]
-    records = await consume(services.kafka_bootstrap, topics.deadletter, len(expected) + 1)  # "wrong type": 2 items
+    records = await read_topic(services.kafka_bootstrap, topics.deadletter, len(expected) + 1)  # "wrong type": 2 items
     letters = [deadletter_codec.decode(r.value) for r in records]
     payloads = [base64.b64decode(letter.payload_b64) for letter in letters]
     assert all(letter.source == "ingest" and letter.errors and letter.reason for letter in letters)
@@ -197,7 +199,7 @@ async def test_every_bad_input_gets_its_status_message_and_dead_letter(services:
         else:
             assert body in payloads or body.strip() in payloads, name
     assert len(letters) == len(expected) + 1, "one dead letter per refused item or body, nothing for 413/415"
-    assert await consume(services.kafka_bootstrap, topics.hits, 0, settle=0.3) == []
+    assert await read_topic(services.kafka_bootstrap, topics.hits, 0, settle=0.3) == []
 
 
 async def test_mixed_batch_accepts_the_valid_and_dead_letters_the_rest(services: Any, topic_prefix: str) -> None:
@@ -210,9 +212,9 @@ async def test_mixed_batch_accepts_the_valid_and_dead_letters_the_rest(services:
     assert response.status_code == 202
     assert response.json()["accepted"] == 2
     assert [r["index"] for r in response.json()["rejected"]] == [1, 3]
-    hits = await consume(services.kafka_bootstrap, topics.hits, 2)
+    hits = await read_topic(services.kafka_bootstrap, topics.hits, 2)
     assert sorted(r.key for r in hits) == sorted([good[0]["guid"].encode(), good[1]["guid"].encode()])
-    letters = await consume(services.kafka_bootstrap, topics.deadletter, 2)
+    letters = await read_topic(services.kafka_bootstrap, topics.deadletter, 2)
     by_reason = {deadletter_codec.decode(r.value).reason: r for r in letters}
     assert set(by_reason) == {"invalid hit", "site not on the allow-list"}
     assert by_reason["invalid hit"].key == bad["guid"].encode()
@@ -232,7 +234,7 @@ async def test_large_batches_all_acknowledged(services: Any, topic_prefix: str, 
             assert response.status_code == 202 and response.json()["accepted"] == 500
             sent += 500
         metrics = (await client.get("/metrics")).text
-    records = await consume(services.kafka_bootstrap, topics.hits, sent)
+    records = await read_topic(services.kafka_bootstrap, topics.hits, sent)
     assert len(records) == sent
     assert len({orjson.loads(r.value)["hit_id"] for r in records}) == sent
     assert "ingest_kafka_batch_records_count" in metrics

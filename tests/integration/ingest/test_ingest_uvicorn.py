@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from ingest_edge_helpers import consume
+from tests.topic_reader import read_topic
 
 from schemas.topics import Topics
 from touchstream.devstack.process import free_port
@@ -92,7 +92,7 @@ async def test_serves_hits_and_the_small_routes(edge: str, services: Any, topic_
         assert (await client.get("/healthz")).status_code == 200
         assert "ingest_hits_accepted_total 1.0" in (await client.get("/metrics")).text
         assert (await client.get("/openapi.json")).json()["openapi"] == "3.1.0"
-    [record] = await consume(services.kafka_bootstrap, Topics(topic_prefix).hits, 1)
+    [record] = await read_topic(services.kafka_bootstrap, Topics(topic_prefix).hits, 1)
     import orjson
 
     assert record.key == guid.encode()
@@ -151,5 +151,5 @@ def test_several_workers_share_the_port_and_sum_their_metrics(edge: str, service
             break
         time.sleep(0.5)
     assert f"ingest_hits_accepted_total {accepted:.1f}" in metrics, "metrics must sum every worker's"
-    records = asyncio.run(consume(services.kafka_bootstrap, Topics(topic_prefix).hits, accepted))
+    records = asyncio.run(read_topic(services.kafka_bootstrap, Topics(topic_prefix).hits, accepted))
     assert len(records) == accepted
