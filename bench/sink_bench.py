@@ -45,6 +45,8 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from schemas.runtime import tune_gc  # noqa: E402
+from schemas.settings import RuntimeSettings  # noqa: E402
 from schemas.timefmt import UTC  # noqa: E402
 from schemas.topics import Topics, create_topics, delete_topics  # noqa: E402
 from schemas.wire import encode  # noqa: E402
@@ -241,6 +243,7 @@ async def main(argv: list[str]) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the events comparison (best is shown)")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args(argv)
+    tune_gc(RuntimeSettings())  # the collector's policy of a sink process (sink/__main__.py)
 
     dsn, bootstrap = services()
     schema = f"bench_{uuid.uuid4().hex[:8]}"
