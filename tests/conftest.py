@@ -399,3 +399,20 @@ async def pg_schema(services: Services) -> Any:
     except Exception as exc:  # e.g. a fault test left PostgreSQL stopped
         warnings.warn(f"could not drop schema {schema}: {exc!r}", stacklevel=1)
 
+
+@pytest_asyncio.fixture
+async def migrated(pg_schema: Any) -> Any:
+    """pg_schema with every migration of the sink applied."""
+    from sink.migrations import migrate
+
+    await migrate(pg_schema.dsn, pg_schema.schema)
+    return pg_schema
+
+
+@pytest_asyncio.fixture
+async def db(migrated: Any) -> Any:
+    """An asyncpg connection to the migrated schema (superuser, search_path = the schema)."""
+    conn = await migrated.connect()
+    yield conn
+    await conn.close()
+

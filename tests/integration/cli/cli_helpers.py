@@ -22,7 +22,6 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -33,7 +32,6 @@ import pytest_asyncio
 from schemas.timefmt import UTC
 from schemas.wire import dead_letter
 from sink.batch import TopicRoles, decode_batch
-from sink.migrations import migrate
 from sink.testing import RecordStream, event, late_hit, pageview, session
 from sink.writer import Writer
 
@@ -97,19 +95,6 @@ def run_cli(*args: str, env: dict[str, str], input: bytes | None = None, timeout
         capture_output=True, timeout=timeout,
     )
     return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(), proc.stderr.decode())
-
-
-@pytest_asyncio.fixture
-async def migrated(pg_schema: Any) -> Any:
-    await migrate(pg_schema.dsn, pg_schema.schema)
-    return pg_schema
-
-
-@pytest_asyncio.fixture
-async def db(migrated: Any) -> AsyncIterator[Any]:
-    conn = await migrated.connect()
-    yield conn
-    await conn.close()
 
 
 @pytest_asyncio.fixture

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cli_helpers import cli_env, journeys, migrated, run_cli  # noqa: F401  (fixtures)
+from cli_helpers import cli_env, journeys, run_cli  # noqa: F401  (fixtures)
 
 from tests.topic_reader import read_topic
 from schemas.hit import ForgetRecord

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 
-from cli_helpers import SITE, T, cli_env, journeys, migrated, run_cli  # noqa: F401  (fixtures)
+from cli_helpers import SITE, T, cli_env, journeys, run_cli  # noqa: F401  (fixtures)
 
 
 def table_rows(text: str) -> list[list[str]]:

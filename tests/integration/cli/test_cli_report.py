@@ -18,7 +18,7 @@ import struct
 
 import pytest
 
-from cli_helpers import cli_env, db, journeys, migrated, run_cli  # noqa: F401  (fixtures)
+from cli_helpers import cli_env, journeys, run_cli  # noqa: F401  (fixtures)
 from touchstream.report import MODELS, attribution_table, channel_summary
 
 MIN = 1 / 1440  # a minute in days

@@ -1,6 +1,6 @@
 """Fixtures for the sink's integration tests (real PostgreSQL, and Kafka where a test asks for it).
 
-Helpers (no fixtures) are in sink_helpers.py, imported by module name: this folder has no
+`migrated` and `db` come from tests/conftest.py. Helpers (no fixtures) are in sink_helpers.py, imported by module name: this folder has no
 __init__.py, so pytest puts it on sys.path.
 """
 
@@ -14,24 +14,8 @@ import pytest
 import pytest_asyncio
 
 from sink.batch import TopicRoles
-from sink.migrations import migrate
 from sink.settings import SinkSettings
 from sink.writer import Writer
-
-
-@pytest_asyncio.fixture
-async def migrated(pg_schema: Any) -> Any:
-    """pg_schema with every migration applied."""
-    await migrate(pg_schema.dsn, pg_schema.schema)
-    return pg_schema
-
-
-@pytest_asyncio.fixture
-async def db(migrated: Any) -> AsyncIterator[Any]:
-    """An asyncpg connection (superuser, search_path = the test's schema)."""
-    conn = await migrated.connect()
-    yield conn
-    await conn.close()
 
 
 @pytest_asyncio.fixture
