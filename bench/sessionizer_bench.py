@@ -54,40 +54,6 @@ def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-async def raw_explicit_partition(bootstrap: str, source: str, dest: str, total: int, group: str) -> dict[str, float]:
-    """The raw loop, producing to the input's partition (no per-record partitioner call)."""
-    from aiokafka import AIOKafkaProducer
-
-    consumer = AIOKafkaConsumer(
-        source, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest",
-        max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024,
-    )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
-                                max_batch_size=512 * 1024)
-    await consumer.start()
-    await producer.start()
-    done, started = 0, None
-    try:
-        while done < total:
-            batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
-            if not batches:
-                continue
-            if started is None:
-                started = time.perf_counter()
-            futures = []
-            for tp, records in batches.items():
-                for r in records:
-                    futures.append(await producer.send(dest, r.value, key=r.key, partition=tp.partition))
-            await asyncio.gather(*futures)
-            await consumer.commit()
-            done += len(futures)
-        elapsed = time.perf_counter() - (started or time.perf_counter())
-    finally:
-        await producer.stop()
-        await consumer.stop()
-    return {"records": done, "seconds": elapsed, "per_s": done / elapsed if elapsed else 0.0}
-
-
 def run_worker(env: dict[str, str], stats_file: Path, total: int, timeout: float, log_path: Path,
                profile: str | None = None) -> dict:
     cmd = [sys.executable, "-m", "sessionizer"]
@@ -216,7 +182,7 @@ async def main_async(args: argparse.Namespace) -> int:
             raw = await kb.raw_loop(bootstrap, hits_topic, prefix + "raw-out", total, prefix + "raw")
             results["raw"] = raw["per_s"]
             print(f"(a)  raw aiokafka loop, default partitioner : {raw['per_s']:>9,.0f} records/s  ({raw['seconds']:.2f}s)")
-            raw2 = await raw_explicit_partition(bootstrap, hits_topic, prefix + "raw-out2", total, prefix + "raw2")
+            raw2 = await kb.raw_loop(bootstrap, hits_topic, prefix + "raw-out2", total, prefix + "raw2", explicit_partition=True)
             results["raw_explicit"] = raw2["per_s"]
             print(f"(a') raw aiokafka loop, explicit partition   : {raw2['per_s']:>9,.0f} records/s  ({raw2['seconds']:.2f}s)")
 
