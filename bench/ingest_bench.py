@@ -59,7 +59,7 @@ QUERIES = (
     "",
     "",
     "",
-    "?utm_source=google&utm_medium=cpc&utm_campaign=spring&gclid=EAIaIQobChMI",
+    "?utm_source=google&utm_medium=cpc&utm_campaign=spring&gclid={click}",  # a new click id per hit, as ads give
     "?utm_source=newsletter&utm_medium=email",
 )
 UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
@@ -99,7 +99,8 @@ def make_bodies(count: int, hits_per_body: int, devices: int, seed: int) -> list
                 "guid": rng.choice(guids),
                 "hit_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
                 "type": "pageview",
-                "url": f"https://{rng.choice(SITES)}{rng.choice(PAGES)}{rng.choice(QUERIES)}",
+                "url": f"https://{rng.choice(SITES)}{rng.choice(PAGES)}"
+                       + rng.choice(QUERIES).format(click="EAIaIQobChMI%016x" % rng.getrandbits(64)),
                 "referrer": rng.choice(REFERRERS),
                 "title": "Luxury apartments - floor plans and pricing",
                 "created_at": iso(from_ms(created)),

@@ -82,6 +82,7 @@ _MEMO_SIZE = 65_536
 _GUIDS: dict[str, str] = {}  # as sent -> canonical (only valid ones)
 _URLS: dict[str, tuple[str, str | None, str | None]] = {}  # url -> (host, path, "?query")
 _REFERRER_HOSTS: dict[str, str] = {}  # referrer -> lower-case host
+_CAMPAIGNS: dict[str, tuple[dict[str, str], tuple[str, str] | None]] = {}  # "?query" -> (utm, click id)
 
 
 def _remember(memo: dict[str, Any], key: str, value: Any) -> None:
@@ -252,7 +253,11 @@ def fast_enrich(
     utm: dict[str, str]
     click: tuple[str, str] | None
     if query is not None and len(query) > 1:
-        utm, click = query_campaign_params(query[1:])
+        campaign = _CAMPAIGNS.get(query)  # landing URLs of one campaign repeat
+        if campaign is None:
+            campaign = query_campaign_params(query[1:])
+            _remember(_CAMPAIGNS, query, campaign)
+        utm, click = campaign  # (shared: read here, never changed; merging below makes a new dict)
     else:
         utm, click = {}, None
     if explicit_utm is not None:

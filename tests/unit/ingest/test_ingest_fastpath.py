@@ -342,3 +342,17 @@ def test_self_check_passes_and_detects_disagreement(monkeypatch: pytest.MonkeyPa
 
 def test_fields_match_hitin() -> None:
     assert fastpath.FIELDS == frozenset(HitIn.model_fields)
+
+
+def test_a_remembered_campaign_query_gives_each_hit_its_own_values() -> None:
+    """The campaign params of a query are remembered; explicit `utm` of one hit must not leak
+    into the next hit with the same URL."""
+    url = "https://www.example.com/spring?utm_source=news&utm_medium=email&fbclid=x1"
+    guid = "6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a01"
+    plain = {"guid": guid, "url": url}
+    explicit = {"guid": guid, "url": url, "utm": {"source": "override", "campaign": "spring"}}
+    for item in (plain, explicit, plain, explicit):
+        got, want = fast(item), slow(item)
+        assert got is not None and want is not None
+        assert_same(got, want)
+    assert fast(plain)[0]["utm_source"] == "news" and fast(plain)[0]["utm_campaign"] is None
