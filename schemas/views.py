@@ -29,6 +29,7 @@ from pydantic import AwareDatetime, BaseModel
 
 from schemas.hit import CloseRecord, ForgetRecord, Hit
 from schemas.records import EventRecord, LateHitRecord, PageviewRecord
+from schemas.wire import hit_codec
 
 # Timestamps on `hits` are always written with their offset ("Z"); a naive one is refused.
 AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
@@ -102,8 +103,6 @@ def decode_hit_record(raw: bytes) -> HitRecordView:
         return _decoder.decode(raw)
     except msgspec.DecodeError:  # (ValidationError is one): the codec says why, precisely
         pass
-    from schemas.wire import hit_codec  # (pydantic: only for what msgspec refused)
-
     return view_of(hit_codec.decode(raw).model_dump())
 
 

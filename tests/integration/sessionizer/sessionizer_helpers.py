@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from schemas.hit import HitIn, enrich
 from schemas.topics import Topics
 from schemas.wire import encode
+from tests.topic_reader import end_offsets, read_all  # noqa: F401  (re-exported for the tests here)
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -149,49 +150,6 @@ async def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | No
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
-
-
-async def read_all(bootstrap: str, topic: str, start: dict[int, int] | None = None) -> list[Any]:
-    """Every record of `topic` up to its current end (from `start` offsets per partition if given)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        parts = consumer.partitions_for_topic(topic)
-        if not parts:
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        for tp in tps:
-            consumer.seek(tp, (start or {}).get(tp.partition, 0))
-        remaining = {tp for tp in tps if ends[tp] > (start or {}).get(tp.partition, 0)}
-        out: list[Any] = []
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=2000)
-            for tp, records in batch.items():
-                for r in records:
-                    if r.offset < ends[tp]:
-                        out.append(r)
-                    if r.offset + 1 >= ends[tp]:
-                        remaining.discard(tp)
-        return out
-    finally:
-        await consumer.stop()
-
-
-async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        parts = consumer.partitions_for_topic(topic)
-        if not parts:
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(topic) or set()
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in parts])
-        return {tp.partition: o for tp, o in ends.items()}
-    finally:
-        await consumer.stop()
 
 
 async def latest_sessions(bootstrap: str, topics: Topics, start: dict[int, int] | None = None) -> dict[str, dict[str, Any]]:
