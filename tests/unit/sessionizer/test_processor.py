@@ -243,3 +243,19 @@ async def test_a_failed_changelog_write_is_redone_and_nothing_is_acked_before(mo
     # and the offsets of all six hits were acked in the end
     acked = {(p, o) for _, p, first, last in (e for e in log if e[0] == "ack") for o in range(first, last + 1)}
     assert len(acked) == 6
+
+
+async def test_a_devices_outputs_go_to_its_hits_partition(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Co-partitioning: each device's events and session snapshots land in the partition number
+    of the `hits` partition its hits came from (here the edge's murmur2 placement)."""
+    _, producer, _ = await _run(set(), monkeypatch)
+    home = Partitioner(2)
+    placed = 0
+    for (topic, partition), sent in producer.by_partition.items():
+        if topic not in (TOPICS.events, TOPICS.sessions):
+            continue
+        for _, value in sent:
+            guid = orjson.loads(value)["guid"]
+            assert partition == home(guid.encode()), (topic, guid)
+            placed += 1
+    assert placed >= 6 + 2  # 6 event records, and at least one snapshot per device
