@@ -3,15 +3,17 @@
 `schemas.hit.HitIn` + `schemas.hit.enrich` are the definition of what a hit is and what the
 edge publishes. Building a pydantic model costs more than everything else a hit needs, so
 for the hits real trackers send (canonical UUIDs, plain http(s) URLs, string fields of sane
-length) this module computes the same wire dict directly. Anything it is not *sure* about,
+length) this module computes the same wire record directly, as a Struct (`schemas.views.HitOut`)
+that encodes to the same JSON. Anything it is not *sure* about,
 it does not judge: it returns None and the caller runs the pydantic path, which also writes
 every error message. So this module never refuses a hit, and never accepts one HitIn would
 refuse.
 
 Kept honest three ways:
-- `tests/unit/ingest/test_fastpath.py` checks, with hypothesis, that for any input the two
+- `tests/unit/ingest/test_ingest_fastpath.py` checks, with hypothesis, that for any input the two
   paths give identical records (or the fast one defers);
-- `FIELDS` must equal HitIn's fields, else the fast path turns itself off at import;
+- `FIELDS` must equal HitIn's fields and `OUT_FIELDS` Hit's (HitOut is built positionally),
+  else the fast path turns itself off at import;
 - `self_check()` runs both paths over sample hits when the app starts and turns the fast path
   off (with a warning) if they ever disagree, e.g. after someone changes `enrich`.
 """
@@ -39,6 +41,7 @@ from schemas.hit import (
     query_campaign_params,
 )
 from schemas.timefmt import EARLIEST, LATEST, UTC, parse_timestamp
+from schemas.views import CloseView, HitOut, encode_view
 
 log = logging.getLogger(__name__)
 _fromisoformat = datetime.fromisoformat
@@ -59,9 +62,20 @@ FIELDS = frozenset(
         "previous_guid",
     }
 )
-ENABLED = FIELDS == frozenset(HitIn.model_fields)
-if not ENABLED:  # pragma: no cover - only when HitIn changes without this module
-    log.warning("ingest fast path disabled: HitIn's fields changed (%s)", sorted(HitIn.model_fields))
+# The order HitOut is built in, positionally: Hit's fields.
+OUT_FIELDS = (
+    "v", "hit_id", "guid", "type", "url", "path", "site", "referrer", "referrer_host", "title",
+    "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "utm_id", "click_id", "click_id_type",
+    "event_name", "event_module", "event_properties", "previous_guid",
+    "created_at", "sent_at", "received_at", "occurred_at", "ip", "user_agent",
+)  # fmt: skip
+ENABLED = FIELDS == frozenset(HitIn.model_fields) and OUT_FIELDS == HitOut.__struct_fields__
+if not ENABLED:  # pragma: no cover - only when HitIn or Hit changes without this module
+    log.warning(
+        "ingest fast path disabled: HitIn's fields (%s) or Hit's (%s) changed",
+        sorted(HitIn.model_fields),
+        HitOut.__struct_fields__,
+    )
 
 # The canonical lower-case UUID spelling; `uuid.UUID` reads more spellings, those go the slow way.
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -166,8 +180,11 @@ def fast_enrich(
     ip: str | None,
     user_agent: str,
     new_id: Callable[[], str],
-) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+) -> tuple[HitOut, CloseView | None] | None:
     """`enrich(HitIn.model_validate(item), ...)` for the common hit, or None: run that instead.
+
+    The records come as Structs (`schemas.views`), which build and encode (`encode_view`) in
+    2 µs where enrich's dict and orjson take 5: the JSON is the same, up to key order.
 
     Written flat (few calls, None tested first) because it runs once per hit: every branch
     that is not plainly the common case ends in `return None`.
@@ -271,48 +288,42 @@ def fast_enrich(
     occurred_at = derive_occurred_at(received_at, created_at, sent_at)
     hit_id = hit_id or new_id()
     is_event = kind == "event"
-    record: dict[str, Any] = {
-        "v": SCHEMA_VERSION,
-        "kind": "hit",
-        "hit_id": hit_id,
-        "guid": guid,
-        "type": kind,
-        "url": url,
-        "path": path or "/",
-        "site": (site or host).lower(),
-        "referrer": referrer,
-        "referrer_host": referrer_host,
-        "title": title,
-        "utm_source": source,
-        "utm_medium": medium,
-        "utm_campaign": campaign,
-        "utm_term": term,
-        "utm_content": content,
-        "utm_id": utm_id,
-        "click_id": click[1] if click else None,
-        "click_id_type": click[0] if click else None,
-        "event_name": event[0] if is_event else None,  # type: ignore[index]
-        "event_module": event[1] if is_event else None,  # type: ignore[index]
-        "event_properties": event[2] if is_event else None,  # type: ignore[index]
-        "previous_guid": previous_guid,
-        "created_at": created_at,
-        "sent_at": sent_at,
-        "received_at": received_at,
-        "occurred_at": occurred_at,
-        "ip": ip,
-        "user_agent": user_agent if len(user_agent) <= MAX_TEXT else user_agent[:MAX_TEXT],
-    }
+    # Positional, in Hit's field order (checked at import: OUT_FIELDS).
+    record = HitOut(
+        SCHEMA_VERSION,
+        hit_id,
+        guid,
+        kind,
+        url,
+        path or "/",
+        (site or host).lower(),
+        referrer,
+        referrer_host,
+        title,
+        source,
+        medium,
+        campaign,
+        term,
+        content,
+        utm_id,
+        click[1] if click else None,
+        click[0] if click else None,
+        event[0] if is_event else None,  # type: ignore[index]
+        event[1] if is_event else None,  # type: ignore[index]
+        event[2] if is_event else None,  # type: ignore[index]
+        previous_guid,
+        created_at,
+        sent_at,
+        received_at,
+        occurred_at,
+        ip,
+        user_agent if len(user_agent) <= MAX_TEXT else user_agent[:MAX_TEXT],
+    )
     close = None
     if previous_guid is not None and previous_guid != guid:
-        close = {
-            "v": SCHEMA_VERSION,
-            "kind": "close",
-            "guid": previous_guid,
-            "new_guid": guid,
-            "hit_id": hit_id,
-            "occurred_at": occurred_at,
-            "received_at": received_at,
-        }
+        close = CloseView(
+            guid=previous_guid, new_guid=guid, hit_id=hit_id, occurred_at=occurred_at, received_at=received_at
+        )
     return record, close
 
 
@@ -348,12 +359,15 @@ def self_check(received_at: datetime) -> bool:
         return False
     from schemas.wire import encode
 
+    def wire(record: Any) -> Any:
+        return orjson.loads(encode(record) if isinstance(record, dict) else encode_view(record))
+
     for sample in SAMPLES:
         kwargs: dict[str, Any] = {"received_at": received_at, "ip": "192.0.2.0", "user_agent": "self-check"}
         fast = fast_enrich(sample, new_id=lambda: "00000000-0000-4000-8000-000000000000", **kwargs)
         slow = enrich(HitIn.model_validate(sample), new_id=lambda: "00000000-0000-4000-8000-000000000000", **kwargs)
         same = fast is not None and all(
-            (a is None and b is None) or (a is not None and b is not None and encode(a) == encode(b))
+            (a is None and b is None) or (a is not None and b is not None and wire(a) == wire(b))
             for a, b in zip(fast, slow, strict=True)
         )
         if not same:

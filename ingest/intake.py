@@ -19,6 +19,7 @@ from ingest.body import BadJson, Items, json_type
 from ingest.errors import BodyRefused, FieldError
 from ingest.fastpath import fast_enrich
 from schemas.hit import HitIn, enrich
+from schemas.views import CloseView, HitOut, encode_view
 from schemas.wire import dead_letter, encode, field_errors
 
 Record = tuple[bytes | None, bytes]  # (key, value)
@@ -109,13 +110,20 @@ class Intake:
                     self._refuse(out, items, index, INVALID_HIT, errors, edge)
                     continue
             record, close = result  # type: ignore[misc]
-            if allowed and record["site"] not in allowed:
-                message = f"{record['site']!r} is not on this edge's allow-list"
+            if type(record) is HitOut:  # the fast path's Structs
+                site, guid, value = record.site, record.guid, encode_view(record)
+            else:  # the pydantic path's dicts
+                site, guid, value = record["site"], record["guid"], encode(record)
+            if allowed and site not in allowed:
+                message = f"{site!r} is not on this edge's allow-list"
                 self._refuse(out, items, index, SITE_NOT_ALLOWED, [FieldError("site", message)], edge)
                 continue
-            hits.append((record["guid"].encode(), encode(record)))
+            hits.append((guid.encode(), value))
             if close is not None:
-                hits.append((close["guid"].encode(), encode(close)))
+                if type(close) is CloseView:
+                    hits.append((close.guid.encode(), encode_view(close)))
+                else:
+                    hits.append((close["guid"].encode(), encode(close)))
             out.accepted += 1
         return out
 

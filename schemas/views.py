@@ -49,22 +49,25 @@ def _wire(self: Any) -> dict[str, Any]:
     return {"kind": self.__struct_config__.tag, **msgspec.structs.asdict(self)}
 
 
-def struct_of(model: type[BaseModel], name: str) -> Any:
+def struct_of(model: type[BaseModel], name: str, *, positional: bool = False) -> Any:
     """A msgspec Struct with the model's fields (keyword-only, in the model's order), its
-    `kind` as the tag, a `kind` property and `wire()`; untracked by the cyclic GC."""
+    `kind` as the tag, a `kind` property and `wire()`; untracked by the cyclic GC.
+
+    `positional=True`: every field required and positional instead (no defaults), for writers
+    that pass every value: a 29-field Struct builds in 0.5 µs so, 1.5 µs with keywords."""
     kind = model.model_fields["kind"].default
     fields = []
     for field, info in model.model_fields.items():
         if field == "kind":
             continue  # msgspec's tag
-        if info.is_required():
+        if positional or info.is_required():
             fields.append((field, _msgspec_type(info.annotation)))
         elif info.default_factory is not None:
             fields.append((field, _msgspec_type(info.annotation), msgspec.field(default_factory=info.default_factory)))
         else:
             fields.append((field, _msgspec_type(info.annotation), info.default))
     return msgspec.defstruct(
-        name, fields, module=__name__, tag_field="kind", tag=kind, gc=False, kw_only=True,
+        name, fields, module=__name__, tag_field="kind", tag=kind, gc=False, kw_only=not positional,
         namespace={"kind": property(lambda self: kind), "wire": _wire, "__doc__": f"`{model.__name__}` as a Struct."},
     )
 
@@ -76,6 +79,7 @@ if typing.TYPE_CHECKING:  # the Structs carry every field of their model
     PageviewView = PageviewRecord
     EventView = EventRecord
     LateHitView = LateHitRecord
+    HitOut = Hit
 else:
     # `hits`, read by the sessionizer
     HitView = struct_of(Hit, "HitView")
@@ -85,6 +89,8 @@ else:
     PageviewView = struct_of(PageviewRecord, "PageviewView")
     EventView = struct_of(EventRecord, "EventView")
     LateHitView = struct_of(LateHitRecord, "LateHitView")
+    # `hits`, written by the edge's fast path (ingest.fastpath): all 29 values, in Hit's order
+    HitOut = struct_of(Hit, "HitOut", positional=True)
 
 HitRecordView = Union[HitView, CloseView, ForgetView]  # noqa: UP007
 VIEWS: dict[str, Any] = {"hit": HitView, "close": CloseView, "forget": ForgetView}

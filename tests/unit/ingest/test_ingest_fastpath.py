@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 from ingest import fastpath
 from ingest.fastpath import fast_enrich
 from schemas.hit import Hit, HitIn, enrich
+from schemas.views import encode_view
 from schemas.wire import encode
 
 RECEIVED = datetime(2026, 3, 2, 9, 0, 5, 123456, tzinfo=timezone.utc)
@@ -260,11 +262,17 @@ def fast(item: Any) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
     return fast_enrich(item, new_id=lambda: FIXED_ID, **EDGE)
 
 
+def wire(record: Any) -> Any:
+    """A record as the topic carries it: the fast path's Struct and enrich's dict alike."""
+    return orjson.loads(encode(record) if isinstance(record, dict) else encode_view(record))
+
+
 def assert_same(got: tuple, want: tuple) -> None:
-    assert encode(got[0]) == encode(want[0])
+    # Same JSON: every key, value and type (only the key order may differ).
+    assert wire(got[0]) == wire(want[0])
     assert (got[1] is None) == (want[1] is None)
     if got[1] is not None:
-        assert encode(got[1]) == encode(want[1])
+        assert wire(got[1]) == wire(want[1])
 
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -276,7 +284,7 @@ def test_fast_path_agrees_with_the_model_or_defers(item: dict[str, Any]) -> None
     want = slow(item)
     assert want is not None, f"fast path accepted what HitIn refuses: {item!r}"
     assert_same(got, want)
-    Hit.model_validate(got[0])  # and it is a valid wire record
+    Hit.model_validate_json(encode_view(got[0]))  # and it is a valid wire record
 
 
 TYPICAL = [
@@ -319,8 +327,8 @@ def test_typical_hits_take_the_fast_path_and_match(item: dict[str, Any]) -> None
 def test_close_record_for_previous_guid() -> None:
     got = fast(TYPICAL[3])
     assert got is not None and got[1] is not None
-    assert got[1]["guid"] == "11111111-2222-4333-8444-555555555555"
-    assert got[1]["new_guid"] == TYPICAL[3]["guid"]
+    assert got[1].guid == "11111111-2222-4333-8444-555555555555"
+    assert got[1].new_guid == TYPICAL[3]["guid"]
     same_guid = {**TYPICAL[0], "previous_guid": TYPICAL[0]["guid"]}
     assert fast(same_guid)[1] is None  # type: ignore[index]
 
@@ -344,6 +352,22 @@ def test_fields_match_hitin() -> None:
     assert fastpath.FIELDS == frozenset(HitIn.model_fields)
 
 
+def test_the_positional_record_is_built_in_hits_field_order() -> None:
+    """HitOut is built positionally: a swapped pair of fields must show here (and at start-up)."""
+    assert fastpath.OUT_FIELDS == tuple(f for f in Hit.model_fields if f != "kind")
+    got = fast(TYPICAL[1])
+    assert got is not None
+    record = wire(got[0])
+    assert (record["guid"], record["path"], record["referrer_host"], record["utm_medium"], record["click_id_type"]) == (
+        "6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a01",
+        "/floorplans",
+        "www.google.com",
+        "cpc",
+        "gclid",
+    )
+    assert record["received_at"] == "2026-03-02T09:00:05.123456Z" and record["ip"] == EDGE["ip"]
+
+
 def test_a_remembered_campaign_query_gives_each_hit_its_own_values() -> None:
     """The campaign params of a query are remembered; explicit `utm` of one hit must not leak
     into the next hit with the same URL."""
@@ -355,4 +379,4 @@ def test_a_remembered_campaign_query_gives_each_hit_its_own_values() -> None:
         got, want = fast(item), slow(item)
         assert got is not None and want is not None
         assert_same(got, want)
-    assert fast(plain)[0]["utm_source"] == "news" and fast(plain)[0]["utm_campaign"] is None
+    assert fast(plain)[0].utm_source == "news" and fast(plain)[0].utm_campaign is None
