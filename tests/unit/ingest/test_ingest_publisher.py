@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
 
 from ingest.errors import PublishUnavailable
@@ -225,6 +225,40 @@ async def test_failed_batch_fails_its_requests(started) -> None:
     await settle()
     producer.sent[0][3].set_exception(MessageSizeTooLargeError())
     with pytest.raises(PublishUnavailable, match="MessageSizeTooLarge"):
+        await task
+
+
+async def test_a_batch_aiokafka_will_not_take_fails_only_its_requests(started, monkeypatch) -> None:
+    """One task hands a flush's batches over; one refused hand-over must not stop the others."""
+    publisher, producer, _ = started
+    real_send_batch = producer.send_batch
+    refused_partition = publisher._states[TOPICS[0]][0].partition  # noqa: SLF001
+
+    async def send_batch(builder: Any, topic: str, *, partition: int) -> asyncio.Future[None]:
+        if partition == refused_partition:
+            raise KafkaTimeoutError()
+        return await real_send_batch(builder, topic, partition=partition)
+
+    monkeypatch.setattr(producer, "send_batch", send_batch)
+    keys = {}
+    for n in range(200):  # a key for the refused partition and one for another
+        partition = DefaultPartitioner()(key(n), PARTITIONS, PARTITIONS)
+        keys.setdefault(partition == refused_partition, key(n))
+    refused = asyncio.create_task(publisher.publish([(TOPICS[0], [(keys[True], b"a")])], 5))
+    taken = asyncio.create_task(publisher.publish([(TOPICS[0], [(keys[False], b"b")])], 5))
+    await settle()
+    assert producer.ack_all() == 1
+    with pytest.raises(PublishUnavailable, match="KafkaTimeoutError"):
+        await refused
+    await asyncio.wait_for(taken, 1)
+
+
+async def test_a_cancelled_acknowledgement_fails_its_requests(started) -> None:
+    publisher, producer, _ = started
+    task = asyncio.create_task(publisher.publish([(TOPICS[0], [(key(1), b"a")])], 5))
+    await settle()
+    producer.sent[0][3].cancel()  # aiokafka closing under it
+    with pytest.raises(PublishUnavailable, match="shutting down"):
         await task
 
 
