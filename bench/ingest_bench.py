@@ -237,10 +237,13 @@ def run_wrk(wrk: str, base: str, lua: Path, connections: int, seconds: int) -> d
         str(lua),
         base + "/v1/hits",
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    out = run.stdout
     requests = re.search(r"(\d+) requests in ([\d.]+)(s|m)", out)
-    if not requests:
-        raise SystemExit(f"unreadable wrk output:\n{out}")
+    p50 = re.search(r"^\s+50%\s+(\S+)$", out, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)$", out, re.M)
+    if not (requests and p50 and p99):
+        raise SystemExit(f"unreadable wrk output (exit {run.returncode}):\n{out}\n{run.stderr}")
     seconds_run = float(requests.group(2)) * (60 if requests.group(3) == "m" else 1)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
@@ -249,8 +252,8 @@ def run_wrk(wrk: str, base: str, lua: Path, connections: int, seconds: int) -> d
         "seconds": seconds_run,
         "non2xx": int(non2xx.group(1)) if non2xx else 0,
         "errors": errors.group(1).strip() if errors else "",
-        "p50": _ms(re.search(r"^\s+50%\s+(\S+)$", out, re.M).group(1)),  # type: ignore[union-attr]
-        "p99": _ms(re.search(r"^\s+99%\s+(\S+)$", out, re.M).group(1)),  # type: ignore[union-attr]
+        "p50": _ms(p50.group(1)),
+        "p99": _ms(p99.group(1)),
     }
 
 

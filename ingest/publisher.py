@@ -132,6 +132,7 @@ class KafkaPublisher:
         self._states: dict[str, list[_Partition]] = {}
         self._buffered = 0
         self._flush_handle: asyncio.Handle | None = None
+        self._followers: list[_Partition] = []  # partitions to send at the next loop turn
         self._tasks: set[asyncio.Task[None]] = set()
         self._watcher: asyncio.Task[None] | None = None
         self._connecting: asyncio.Task[None] | None = None
@@ -393,37 +394,38 @@ class KafkaPublisher:
             self._schedule_flush()
         return ticket
 
-    def _schedule_flush(self, *, now: bool = False) -> None:
-        """Flush after `linger_ms` (new records wait a little for company), or at the next loop
-        turn when `now` (records that already waited while their partition's batch was in flight)."""
-        handle = self._flush_handle
-        if handle is not None:
-            if not now or not isinstance(handle, asyncio.TimerHandle):
-                return
-            handle.cancel()
-        loop = asyncio.get_running_loop()
-        if self._linger > 0 and not now:
-            self._flush_handle = loop.call_later(self._linger, self._flush)
-        else:
-            self._flush_handle = loop.call_soon(self._flush)
+    def _schedule_flush(self) -> None:
+        if self._flush_handle is None:
+            loop = asyncio.get_running_loop()
+            if self._linger > 0:
+                self._flush_handle = loop.call_later(self._linger, self._flush)
+            else:
+                self._flush_handle = loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         """Send a batch for every partition that has pending records and nothing in flight."""
         self._flush_handle = None
+        self._hand_over_batches([st for states in self._states.values() for st in states])
+
+    def _flush_followers(self) -> None:
+        """Send the records that gathered while their partition's batch was in flight."""
+        followers, self._followers = self._followers, []
+        self._hand_over_batches(followers)
+
+    def _hand_over_batches(self, partitions: list[_Partition]) -> None:
         producer = self._producer
         if producer is None:
             return
         outgoing = []
-        for states in self._states.values():
-            for st in states:
-                if st.pending and st.inflight_since is None:
-                    batch = self._build(producer, st)
-                    if batch is not None:
-                        outgoing.append(batch)
+        for st in partitions:
+            if st.pending and st.inflight_since is None:
+                batch = self._build(producer, st)
+                if batch is not None:
+                    outgoing.append(batch)
         if outgoing:
-            # One task hands every batch of this flush to aiokafka; each acknowledgement then
-            # completes its tickets in a callback. (A task per batch, awaiting its
-            # acknowledgement, cost a sixth of the publishing CPU with small batches.)
+            # One task hands all these batches to aiokafka; each acknowledgement then completes
+            # its tickets in a callback. (A task per batch, awaiting its acknowledgement, cost
+            # a sixth of the publishing CPU with small batches.)
             task = asyncio.get_running_loop().create_task(self._hand_over(producer, outgoing))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -507,7 +509,11 @@ class KafkaPublisher:
             self._metrics.kafka_batch_records.observe(len(batch.tickets))
             self._metrics.kafka_batch_seconds.observe(self._clock() - batch.started)
         if st.pending and self._producer is not None:
-            self._schedule_flush(now=True)  # what gathered while this batch was in flight leaves now
+            # What gathered while this batch was in flight leaves now (at the next loop turn,
+            # with the other partitions this acknowledgement freed: one hand-over for all).
+            if not self._followers:
+                asyncio.get_running_loop().call_soon(self._flush_followers)
+            self._followers.append(st)
 
     def _fail_pending(self, reason: str) -> None:
         for states in self._states.values():

@@ -1,4 +1,5 @@
-"""The records of the sessionizer's hot path as msgspec Structs ("views").
+"""The records of the hot paths (the sessionizer's, and the edge's `hits` writer) as msgspec
+Structs ("views").
 
 The pydantic models (`schemas.hit`, `schemas.records`) are the contract of the topics. On
 the sessionizer's hot path they cost more than the session rules themselves: decoding a
@@ -6,7 +7,11 @@ the sessionizer's hot path they cost more than the session rules themselves: dec
 `events` record as a dict and encoding it with orjson takes 3 µs, as a Struct with msgspec
 1.4 µs. The Structs here are *derived* from the models at import (`struct_of`) — same field
 names, types and defaults, with `kind` as msgspec's tag — so the two cannot drift apart, and
-msgspec writes the same JSON (UTC datetimes with "Z") as `schemas.wire.encode`.
+msgspec writes the same JSON (UTC datetimes with "Z") as `schemas.wire.encode`, up to key
+order (the `kind` tag first).
+
+`HitOut` is `Hit` with every field positional: the edge's fast path (`ingest.fastpath`) builds
+one per accepted hit, 0.5 µs against 1.5 µs with keywords and 3 µs for enrich's dict.
 
 `decode_hit_record(raw)` tries msgspec first. What msgspec refuses goes through the pydantic
 codec (`schemas.wire.hit_codec`): either pydantic accepts it (a form msgspec is stricter about,

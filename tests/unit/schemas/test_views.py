@@ -13,7 +13,19 @@ from hypothesis import strategies as st
 from schemas.errors import InvalidInput
 from schemas.hit import CloseRecord, ForgetRecord, Hit, HitIn, enrich
 from schemas.records import EventRecord, LateHitRecord, PageviewRecord
-from schemas.views import RECORD_VIEWS, VIEWS, CloseView, EventView, ForgetView, HitView, LateHitView, PageviewView, decode_hit_record, encode_view
+from schemas.views import (
+    RECORD_VIEWS,
+    VIEWS,
+    CloseView,
+    EventView,
+    ForgetView,
+    HitOut,
+    HitView,
+    LateHitView,
+    PageviewView,
+    decode_hit_record,
+    encode_view,
+)
 from schemas.wire import encode, hit_codec
 
 MODELS = {"hit": Hit, "close": CloseRecord, "forget": ForgetRecord,
@@ -35,6 +47,17 @@ def test_view_has_the_models_fields_defaults_and_requiredness(kind):
         if not required:
             default = fields[name].default_factory() if fields[name].default is msgspec.NODEFAULT else fields[name].default
             assert default == info.get_default(call_default_factory=True), name
+
+
+def test_the_edges_positional_hit_has_every_field_of_hit_in_order_and_writes_its_json():
+    names = tuple(f for f in Hit.model_fields if f != "kind")
+    assert HitOut.__struct_fields__ == names
+    assert all(f.required for f in msgspec.structs.fields(HitOut))
+    at = datetime(2026, 3, 2, 9, 0, 5, 123456, tzinfo=UTC)
+    model = Hit(hit_id="h1", guid="g1", type="event", url="https://a.example/x?y=1", path="/x", site="a.example",
+                event_name="lead", event_properties={"n": [1, 2.5, None]}, received_at=at, occurred_at=at)
+    out = HitOut(*(getattr(model, name) for name in names))
+    assert orjson.loads(encode_view(out)) == orjson.loads(encode(model))
 
 
 def test_events_views_write_the_json_their_models_write():
