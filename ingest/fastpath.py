@@ -131,9 +131,11 @@ def _iso_utc(value: str) -> datetime:
         parsed = _fromisoformat(value)
     except ValueError:
         raise _Defer from None
-    if parsed.tzinfo is None:
-        raise _Defer
-    parsed = parsed.astimezone(UTC)
+    tz = parsed.tzinfo
+    if tz is not UTC:  # ("Z" and "+00:00" parse to the UTC singleton: nothing to convert)
+        if tz is None:
+            raise _Defer
+        parsed = parsed.astimezone(UTC)
     if not (EARLIEST <= parsed < LATEST):
         raise _Defer
     return parsed
