@@ -1,7 +1,7 @@
 """Benchmark of the ingest edge against a bare ASGI app, both under uvicorn (uvloop,
 httptools, 1 worker), with `wrk` on loopback as the load generator.
 
-    .venv/bin/python bench/ingest_bench.py [--duration 15] [--single-connections 64]
+    .venv/bin/python bench/ingest_bench.py [--rounds 3] [--duration 15] [--single-connections 64]
                                            [--batch-connections 16] [--wait-quiet 120]
                                            [--profile]
 
@@ -9,13 +9,15 @@ What it does, bounded in time and count (every wrk run has a fixed duration; ser
 stopped at the end, pass or fail):
 
 1. brings the dev stack up (the real broker) and creates its own topics (deleted afterwards);
-2. for each app (bare `bench/asgi_hello.py`, then the edge `touchstream ingest`) and each
-   scenario (single-hit requests, 100-hit batches): a short warm-up, then a measured wrk run
-   over pre-built, realistic request bodies (10,000 devices, tracker-like hits with hit_id);
+2. starts both apps (bare `bench/asgi_hello.py` and the edge `touchstream ingest`), then for
+   each round, each scenario (single-hit requests, 100-hit batches) and each app in turn: a
+   short warm-up, then a measured wrk run over pre-built, realistic request bodies (10,000
+   devices, tracker-like hits with hit_id). Alternating keeps a shared machine's drift out of
+   the ratios; with `--rounds N` the summary gives medians and every round's ratio;
 3. for the edge, checks that Kafka really has the hits: the growth of the `hits` topic's end
    offsets must equal the accepted hits the edge reported;
 4. prints a table: requests/s, accepted hits/s, p50/p99 latency, CPU of the server process,
-   machine load, and the edge/bare ratio per scenario.
+   machine load, and the edge/bare ratio per scenario (the median of the rounds' ratios).
 
 `--profile` runs the edge under pyinstrument (pip install pyinstrument) and writes the
 report to bench/out/ingest-profile.txt.
@@ -32,6 +34,7 @@ import random
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -209,6 +212,7 @@ class Result:
     load: float
     kafka_records: int | None = None
     edge_accepted: int | None = None
+    round: int = 1
 
     @property
     def rps(self) -> float:
@@ -334,28 +338,35 @@ def wait_quiet(limit: float, within: float) -> None:
 
 def table(results: list[Result]) -> str:
     head = (
-        f"{'scenario':<10} {'app':<5} {'req/s':>9} {'hits/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}"
+        f"{'scenario':<10} {'app':<5} {'round':>5} {'req/s':>9} {'hits/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}"
         f" {'srv CPU':>8} {'CPU us/hit':>10} {'machine':>8} {'load1':>6}  kafka check"
     )
     lines = [head, "-" * len(head)]
-    for r in results:
+    for r in sorted(results, key=lambda r: (r.scenario, r.app, r.round)):
         check = ""
         if r.kafka_records is not None:
             ok = r.kafka_records == r.edge_accepted
             check = f"{r.kafka_records} records for {r.edge_accepted} accepted {'OK' if ok else 'MISMATCH'}"
         lines.append(
-            f"{r.scenario:<10} {r.app:<5} {r.rps:>9,.0f} {r.hits_per_s:>10,.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f}"
-            f" {r.non2xx:>8} {r.server_cpu:>7.0%} {r.cpu_us_per_hit:>10.1f}"
+            f"{r.scenario:<10} {r.app:<5} {r.round:>5} {r.rps:>9,.0f} {r.hits_per_s:>10,.0f} {r.p50_ms:>8.2f}"
+            f" {r.p99_ms:>8.2f} {r.non2xx:>8} {r.server_cpu:>7.0%} {r.cpu_us_per_hit:>10.1f}"
             f" {r.machine_busy:>8.0%} {r.load:>6.2f}  {check}"
         )
     lines.append("")
     for scenario in dict.fromkeys(r.scenario for r in results):
-        bare = next((r for r in results if r.scenario == scenario and r.app == "bare"), None)
-        edge = next((r for r in results if r.scenario == scenario and r.app == "edge"), None)
-        if bare and edge:
+        bare = [r for r in results if r.scenario == scenario and r.app == "bare"]
+        edge = [r for r in results if r.scenario == scenario and r.app == "edge"]
+        if edge:
             lines.append(
-                f"{scenario}: edge/bare = {edge.hits_per_s / bare.hits_per_s:.2f} (hits/s), "
-                f"p50 {edge.p50_ms:.2f} vs {bare.p50_ms:.2f} ms"
+                f"{scenario}: edge median {statistics.median(r.hits_per_s for r in edge):,.0f} hits/s"
+                f" ({statistics.median(r.cpu_us_per_hit for r in edge):.1f} us CPU/hit) over {len(edge)} run(s)"
+            )
+        if bare and edge:
+            per_round = [e.hits_per_s / b.hits_per_s for b, e in zip(bare, edge, strict=False)]
+            lines.append(
+                f"{scenario}: edge/bare = {statistics.median(per_round):.2f} (median of per-round ratios:"
+                f" {', '.join(f'{x:.2f}' for x in per_round)}), p50 {statistics.median(r.p50_ms for r in edge):.2f}"
+                f" vs {statistics.median(r.p50_ms for r in bare):.2f} ms"
             )
     return "\n".join(lines)
 
@@ -399,6 +410,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--single-connections", type=int, default=64)
     parser.add_argument("--batch-connections", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="measure every app and scenario N times, alternating; medians are reported"
+    )
     parser.add_argument("--wait-quiet", type=float, default=0, help="wait up to N s for load1 < 1.0 first")
     parser.add_argument("--only", choices=["bare", "edge"], help="run one app only")
     parser.add_argument(
@@ -483,27 +497,32 @@ def main(argv: list[str] | None = None) -> int:
         wait_quiet(1.0, args.wait_quiet)
     load_before = os.getloadavg()
     results: list[Result] = []
+    servers: dict[str, Server] = {}
     try:
+        # Every server is up for the whole run and the measurements alternate between them,
+        # round after round: drift of a shared machine then hits both sides of a ratio alike.
         for app, cmd, ready in apps:
             port = free_port()
             full = [c.replace("{port}", str(port)) for c in cmd]
             if "--serve-profiled" not in full:
                 full += ["--port", str(port)]
-            server = start_server(app, full, env, port, ready)
-            try:
-                for scenario, hits, lua, conns in scenarios:
+            servers[app] = start_server(app, full, env, port, ready)
+        for round_no in range(1, args.rounds + 1):
+            for scenario, hits, lua, conns in scenarios:
+                for app, server in servers.items():
                     result = measure(
                         wrk, server, app, scenario, lua, hits, conns, args.duration, info.kafka_bootstrap, topics.hits
                     )
+                    result.round = round_no
                     results.append(result)
                     print(
-                        f"  {app:5} {scenario:9} {result.hits_per_s:>10,.0f} hits/s  p50 {result.p50_ms:.2f} ms"
-                        f"  p99 {result.p99_ms:.2f} ms  (server CPU {result.server_cpu:.0%})",
+                        f"  round {round_no} {app:5} {scenario:9} {result.hits_per_s:>10,.0f} hits/s"
+                        f"  p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms  (server CPU {result.server_cpu:.0%})",
                         flush=True,
                     )
-            finally:
-                stop_server(server, signal.SIGINT if args.profile else signal.SIGTERM)
     finally:
+        for server in servers.values():
+            stop_server(server, signal.SIGINT if args.profile else signal.SIGTERM)
         asyncio.run(delete_topics(info.kafka_bootstrap, topics.all()))
         shutil.rmtree(work, ignore_errors=True)
     load_after = os.getloadavg()

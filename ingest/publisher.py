@@ -13,11 +13,12 @@ aiokafka's public batch API underneath:
   `linger_ms` for company first;
 - a batch is built with `producer.create_batch()` and handed over with `send_batch()`, so
   aiokafka still does compression, idempotence (producer id, sequence numbers), retries and
-  reconnection after a broker restart. One task hands over every batch of a flush; each
-  acknowledgement settles its batch's tickets in a done-callback (no task per batch).
+  reconnection after a broker restart. One task per topic hands over the batches of a flush;
+  each acknowledgement settles its batch's tickets in a done-callback (no task per batch).
 
 Bounds (aiokafka has no max.block.ms): a request waits at most `publish_timeout_s` and then
-gets 503; its records that have not left yet are dropped (`Ticket.abandoned`), so a request
+gets 503; its records that have not left yet are dropped (`Ticket.abandoned`, also when one of
+its batches fails), so a request
 reported as failed cannot be completed later by its own retry logic. Records already in
 flight may still land: the client's retry then duplicates them, which the sessionizer drops
 by `hit_id` (SPEC rule 8; the tracker always sends one). A partition whose batch has been
@@ -78,6 +79,8 @@ class Ticket:
         self.abandoned = False
 
     def fail(self, reason: str) -> None:
+        # The request is answered 503 and will be retried whole: what has not left yet never will.
+        self.abandoned = True
         if not self.future.done():
             self.future.set_result(reason)
 
@@ -96,7 +99,7 @@ class _Partition:
 class _Batch:
     """A partition's batch handed to aiokafka, and the tickets waiting for its acknowledgement."""
 
-    __slots__ = ("partition", "builder", "tickets", "size", "started")
+    __slots__ = ("partition", "builder", "tickets", "size", "started", "handed")
 
     def __init__(self, partition: _Partition, builder: Any, tickets: list[Ticket], size: int, started: float) -> None:
         self.partition = partition
@@ -104,6 +107,7 @@ class _Batch:
         self.tickets = tickets
         self.size = size
         self.started = started
+        self.handed = False  # given to aiokafka (or settled when it refused)
 
 
 class KafkaPublisher:
@@ -422,13 +426,27 @@ class KafkaPublisher:
                 batch = self._build(producer, st)
                 if batch is not None:
                     outgoing.append(batch)
-        if outgoing:
-            # One task hands all these batches to aiokafka; each acknowledgement then completes
-            # its tickets in a callback. (A task per batch, awaiting its acknowledgement, cost
-            # a sixth of the publishing CPU with small batches.)
-            task = asyncio.get_running_loop().create_task(self._hand_over(producer, outgoing))
+        # One task per topic hands its batches to aiokafka; each acknowledgement then completes
+        # its tickets in a callback. (A task per batch, awaiting its acknowledgement, cost a
+        # sixth of the publishing CPU with small batches.) Per topic, because `send_batch` can
+        # wait for a topic's metadata: one topic's wait must not hold the other's batches.
+        by_topic: dict[str, list[_Batch]] = {}
+        for batch in outgoing:
+            by_topic.setdefault(batch.partition.topic, []).append(batch)
+        loop = asyncio.get_running_loop()
+        for batches in by_topic.values():
+            task = loop.create_task(self._hand_over(producer, batches))
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(partial(self._handed_over, batches))
+
+    def _handed_over(self, batches: list[_Batch], task: asyncio.Task[None]) -> None:
+        """The hand-over task ended: a batch it never handed over (the task was cancelled, even
+        before it first ran) is settled here, so no partition stays marked in flight."""
+        self._tasks.discard(task)
+        for batch in batches:
+            if not batch.handed:
+                batch.handed = True
+                self._complete(batch, "the edge is shutting down")
 
     def _build(self, producer: AIOKafkaProducer, st: _Partition) -> _Batch | None:
         """The partition's next batch, from its pending records; None when all were abandoned."""
@@ -461,16 +479,14 @@ class KafkaPublisher:
 
     async def _hand_over(self, producer: AIOKafkaProducer, batches: list[_Batch]) -> None:
         for batch in batches:
+            st = batch.partition
             try:
-                st = batch.partition
                 acknowledged = await producer.send_batch(batch.builder, st.topic, partition=st.partition)
-            except asyncio.CancelledError:
-                for rest in batches[batches.index(batch) :]:
-                    self._complete(rest, "the edge is shutting down")
-                raise
             except Exception as exc:
+                batch.handed = True
                 self._complete(batch, self._refused(batch, exc))
-            else:
+            else:  # (cancelled inside send_batch, the batch never reached aiokafka: _handed_over settles it)
+                batch.handed = True
                 acknowledged.add_done_callback(partial(self._acknowledged, batch))
 
     def _acknowledged(self, batch: _Batch, future: asyncio.Future[Any]) -> None:

@@ -253,6 +253,66 @@ async def test_a_batch_aiokafka_will_not_take_fails_only_its_requests(started, m
     await asyncio.wait_for(taken, 1)
 
 
+async def test_a_topic_waiting_in_send_batch_does_not_hold_another_topics_batches(started, monkeypatch) -> None:
+    """aiokafka's send_batch can wait for a topic's metadata (e.g. during a broker restart)."""
+    publisher, producer, _ = started
+    real_send_batch = producer.send_batch
+    gate = asyncio.Event()
+
+    async def send_batch(builder: Any, topic: str, *, partition: int) -> asyncio.Future[None]:
+        if topic == TOPICS[0]:
+            await gate.wait()
+        return await real_send_batch(builder, topic, partition=partition)
+
+    monkeypatch.setattr(producer, "send_batch", send_batch)
+    task = asyncio.create_task(publisher.publish([(TOPICS[0], [(key(1), b"a")]), (TOPICS[1], [(key(2), b"b")])], 5))
+    await settle()
+    assert [topic for topic, *_ in producer.sent] == [TOPICS[1]]
+    gate.set()
+    await settle()
+    assert producer.ack_all() == 2
+    await asyncio.wait_for(task, 1)
+
+
+async def test_a_hand_over_cancelled_before_it_ran_settles_its_batches(started) -> None:
+    publisher, producer, _ = started
+    task = asyncio.create_task(publisher.publish([(TOPICS[0], [(key(1), b"a")])], 5))
+    for _ in range(2):  # the request is queued and the flush has built its batch...
+        await asyncio.sleep(0)
+    handing = list(publisher._tasks)  # noqa: SLF001
+    assert handing and not producer.sent
+    for hand_over in handing:  # ...but the loop is torn down before the hand-over runs
+        hand_over.cancel()
+    with pytest.raises(PublishUnavailable, match="shutting down"):
+        await task
+    assert publisher._buffered == 0  # noqa: SLF001
+    assert all(st.inflight_since is None for states in publisher._states.values() for st in states)  # noqa: SLF001
+
+
+async def test_a_failed_request_leaves_no_record_behind_to_be_sent_later(started) -> None:
+    """A request answered 503 is retried whole: its records still waiting must not leave."""
+    publisher, producer, _ = started
+    first, second = _two_keys_on_one_partition()
+    other = next(key(n) for n in range(200) if DefaultPartitioner()(key(n), PARTITIONS, PARTITIONS) != 0)
+    busy = asyncio.create_task(publisher.publish([(TOPICS[0], [(first, b"busy")])], 5))  # partition 0 in flight
+    await settle()
+    failing = asyncio.create_task(publisher.publish([(TOPICS[0], [(other, b"x"), (second, b"y")])], 5))
+    await settle()  # its record for partition 0 waits behind "busy"; the other one is in flight
+    batch_of_other = next(sent for sent in producer.sent if sent[2].records[0][1] == b"x")
+    batch_of_other[3].set_exception(MessageSizeTooLargeError())
+    with pytest.raises(PublishUnavailable):
+        await failing
+    producer.ack_all()  # "busy" is acknowledged: partition 0 is free again
+    await asyncio.wait_for(busy, 1)
+    await settle()
+    assert [v for _t, _p, builder, _f in producer.sent for _k, v in builder.records] == [b"busy", b"x"]
+
+
+def _two_keys_on_one_partition() -> tuple[bytes, bytes]:
+    found = [key(n) for n in range(400) if DefaultPartitioner()(key(n), PARTITIONS, PARTITIONS) == 0]
+    return found[0], found[1]
+
+
 async def test_a_cancelled_acknowledgement_fails_its_requests(started) -> None:
     publisher, producer, _ = started
     task = asyncio.create_task(publisher.publish([(TOPICS[0], [(key(1), b"a")])], 5))
