@@ -17,13 +17,13 @@ aiokafka's public batch API underneath:
   each acknowledgement settles its batch's tickets in a done-callback (no task per batch).
 
 Bounds (aiokafka has no max.block.ms): a request waits at most `publish_timeout_s` and then
-gets 503; its records that have not left yet are dropped (`Ticket.abandoned`, also when one of
-its batches fails), so a request reported as failed cannot be completed later by its own
+gets 503; its records that have not left yet are dropped (`Ticket.abandoned`, also when one
+of its batches fails), so a request reported as failed cannot be completed later by its own
 retry logic. Records already in flight may still land: the client's retry then duplicates
-them, which the sessionizer drops by `hit_id` (SPEC rule 8; the tracker always sends one). A partition whose batch has been
-waiting longer than the bound fails new requests at once instead of queueing behind it, and
-the buffer of pending bytes is capped, so a broker outage costs memory and time bounded by
-settings, never unbounded queues.
+them, which the sessionizer drops by `hit_id` (SPEC rule 8; the tracker always sends one). A
+partition whose batch has been waiting longer than the bound fails new requests at once
+instead of queueing behind it, and the buffer of pending bytes is capped, so a broker outage
+costs memory and time bounded by settings, never unbounded queues.
 """
 
 from __future__ import annotations
