@@ -19,7 +19,7 @@ from ingest.body import BadJson, Items, json_type
 from ingest.errors import BodyRefused, FieldError
 from ingest.fastpath import fast_enrich
 from schemas.hit import HitIn, enrich
-from schemas.views import CloseView, HitOut, encode_view
+from schemas.views import encode_view, view_of
 from schemas.wire import dead_letter, encode, field_errors
 
 Record = tuple[bytes | None, bytes]  # (key, value)
@@ -104,26 +104,20 @@ class Intake:
                         hit = HitIn.model_validate(value)
                     except ValidationError as exc:
                         errors = field_errors(exc)
-                    else:
-                        result = enrich(hit, received_at=received_at, ip=ip, user_agent=user_agent, new_id=new_id)
+                    else:  # as Structs, like the fast path's records
+                        record, close = enrich(hit, received_at=received_at, ip=ip, user_agent=user_agent, new_id=new_id)
+                        result = view_of(record), None if close is None else view_of(close)
                 if errors is not None:
                     self._refuse(out, items, index, INVALID_HIT, errors, edge)
                     continue
             record, close = result  # type: ignore[misc]
-            if type(record) is HitOut:  # the fast path's Structs
-                site, guid, value = record.site, record.guid, encode_view(record)
-            else:  # the pydantic path's dicts
-                site, guid, value = record["site"], record["guid"], encode(record)
-            if allowed and site not in allowed:
-                message = f"{site!r} is not on this edge's allow-list"
+            if allowed and record.site not in allowed:
+                message = f"{record.site!r} is not on this edge's allow-list"
                 self._refuse(out, items, index, SITE_NOT_ALLOWED, [FieldError("site", message)], edge)
                 continue
-            hits.append((guid.encode(), value))
+            hits.append((record.guid.encode(), encode_view(record)))
             if close is not None:
-                if type(close) is CloseView:
-                    hits.append((close.guid.encode(), encode_view(close)))
-                else:
-                    hits.append((close["guid"].encode(), encode(close)))
+                hits.append((close.guid.encode(), encode_view(close)))
             out.accepted += 1
         return out
 
