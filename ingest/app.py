@@ -222,23 +222,25 @@ class IngestApp:
         metrics = self.metrics
         accepted = out.accepted
         metrics.request_hits.observe(len(items.values))
+        # From here on the answer needs only counts and per-item errors. A request waiting for
+        # Kafka must not also keep its body and parsed items alive (several times the size of
+        # its records): a slow broker would multiply them by every request in flight.
+        del items, body, message
         if out.refused:
             for reason, count in out.refused.items():
                 metrics.hit_refusal[reason].inc(count)
         if accepted:
-            batches: list[tuple[str, list[Record]]] = [(self.hits_topic, out.hits)]
-            if out.dead_letters:
-                batches.append((self.deadletter_topic, out.dead_letters))
+            dead_letters = len(out.dead_letters)
             started = time.perf_counter()
             try:
-                await self.publisher.publish(batches, self.timeout)
+                await self.publisher.publish(out.take_records(self.hits_topic, self.deadletter_topic), self.timeout)
             except PublishUnavailable as exc:
                 await self.unavailable(send, exc, accepted, cors)
                 return
             metrics.publish_seconds.observe(time.perf_counter() - started)
             metrics.hits_accepted.inc(accepted)
-            if out.dead_letters:
-                metrics.dead_letters.inc(len(out.dead_letters))
+            if dead_letters:
+                metrics.dead_letters.inc(dead_letters)
             status = 202
         else:
             if out.dead_letters:

@@ -66,6 +66,18 @@ class Outcome:
     def body(self) -> dict[str, Any]:
         return {"accepted": self.accepted, "rejected": self.rejected}
 
+    def take_records(self, hits_topic: str, deadletter_topic: str) -> list[tuple[str, list[Record]]]:
+        """The records to publish, per topic, handed over: this outcome keeps none of them.
+
+        A request waiting for Kafka's acknowledgement then holds no copy of what the
+        publisher already holds (and counts against its buffer cap).
+        """
+        batches = [(hits_topic, self.hits)]
+        if self.dead_letters:
+            batches.append((deadletter_topic, self.dead_letters))
+        self.hits, self.dead_letters = [], []
+        return batches
+
 
 def refusal_body(exc: BodyRefused) -> dict[str, Any]:
     """The answer to a request refused as a whole: the same shape, with no index."""

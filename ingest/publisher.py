@@ -319,6 +319,9 @@ class KafkaPublisher:
     async def publish(self, batches: Sequence[tuple[str, Sequence[Record]]], timeout: float) -> None:
         """Return once Kafka acknowledged every record; PublishUnavailable otherwise (within `timeout`)."""
         ticket = self.submit(batches)
+        # The records now sit in the partitions' pending lists; the caller handed them over
+        # (`Outcome.take_records`), so dropping this reference lets a built batch's records go.
+        del batches
         if ticket.remaining == 0:
             return
         # One shared timer enforces every request's deadline: far cheaper per request than

@@ -309,3 +309,36 @@ async def test_lifespan_starts_and_stops_the_publisher(tracker: Path) -> None:
     await app({"type": "lifespan"}, receive, send)
     assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     assert publisher.started and publisher.stopped
+
+
+async def test_request_waiting_for_kafka_holds_no_body_items_or_records(tracker: Path) -> None:
+    """While a request waits for the acknowledgement, its body's parsed items and its records
+    are garbage: a slow broker must cost memory per request in flight of the records alone,
+    which the publisher holds (and caps), not several copies of the body."""
+    import gc
+    import tracemalloc
+
+    hits = [{**HIT, "title": f"page {i} " + "x" * 900, "hit_id": None} for i in range(400)]
+    body = orjson.dumps(hits)
+    held: list[int] = []
+
+    class Measuring(FakePublisher):
+        async def publish(self, batches: Any, timeout: float) -> None:
+            self.published.append(("count", [(b"", b"%d" % sum(len(r) for _, r in batches))]))
+            del batches  # what a publisher does once the records are queued
+            gc.collect()
+            held.append(tracemalloc.get_traced_memory()[0] - baseline)
+
+    settings = IngestSettings(topic_prefix="u.", ingest_tracker_file=tracker)
+    app = create_app(settings, Measuring(), clock=lambda: NOW)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://edge")
+    await post(client, HIT)  # warm: lazily built state is not this request's
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        response = await post(client, body)
+    finally:
+        tracemalloc.stop()
+    assert response.status_code == 202 and response.json()["accepted"] == 400
+    # The body is ~380 KB and its records ~500 KB; the parsed items alone would be more than the body.
+    assert held and held[0] < len(body) // 4, f"{held[0]:,} bytes still held while waiting (body {len(body):,})"
