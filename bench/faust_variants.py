@@ -77,7 +77,8 @@ def variant_worker(variant: str) -> None:
     from schemas.topics import Topics
     from schemas.wire import encode, hit_codec
     from sessionizer.machine import DeviceState, Emitted, on_hit
-    from sessionizer.output import BatchWriter, Partitioner, Sender
+    from schemas.partitioning import Partitioner
+    from sessionizer.output import BatchWriter, Sender
     from sessionizer.rules import Rules
     from sessionizer.useragent import describe
 

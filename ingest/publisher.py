@@ -43,8 +43,8 @@ from aiokafka import AIOKafkaProducer
 
 from ingest.errors import PublishUnavailable
 from ingest.metrics import Metrics
-from ingest.partition import _positive_hash
 from ingest.settings import IngestSettings
+from schemas.partitioning import Partitioner
 from schemas.producer import PRODUCER_STATE_LOST
 
 
@@ -132,7 +132,8 @@ class KafkaPublisher:
         self._linger = settings.ingest_linger_ms / 1000
         self._producer: AIOKafkaProducer | None = None
         self._partitions: dict[str, tuple[int, ...]] = {}
-        self._states: dict[str, list[_Partition]] = {}
+        self._states: dict[str, list[_Partition]] = {}  # by topic, indexed by partition id
+        self._partitioners: dict[str, Partitioner] = {}
         self._buffered = 0
         self._flush_handle: asyncio.Handle | None = None
         self._followers: list[_Partition] = []  # partitions to send at the next loop turn
@@ -211,6 +212,7 @@ class KafkaPublisher:
             self._partitions[topic] = ids
             states = {st.partition: st for st in self._states.get(topic, [])}
             self._states[topic] = [states.get(p) or _Partition(topic, p) for p in ids]
+            self._partitioners[topic] = Partitioner(len(ids))
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Send what is pending, wait (bounded) for the acknowledgements, close."""
@@ -379,9 +381,9 @@ class KafkaPublisher:
                 states = self._states.get(topic)
                 if not states:
                     raise PublishUnavailable(f"no metadata for topic {topic!r} yet")
-                count = len(states)
+                partition_of = self._partitioners[topic]
                 for key, value in records:
-                    st = states[_positive_hash(key) % count if key is not None else random.randrange(count)]
+                    st = states[partition_of(key) if key is not None else random.randrange(len(states))]
                     if st.inflight_since is not None and now - st.inflight_since > stall:
                         raise PublishUnavailable(
                             f"Kafka has not acknowledged {st.topic}[{st.partition}] for {now - st.inflight_since:.1f} s"

@@ -49,6 +49,7 @@ from aiokafka.errors import KafkaError
 from faust.types import TP
 
 from schemas.errors import InvalidInput
+from schemas.partitioning import Partitioner
 from schemas.views import ForgetView, HitView, decode_hit_record, encode_view
 from schemas.producer import PRODUCER_STATE_LOST
 from schemas.timefmt import EPOCH
@@ -56,7 +57,7 @@ from schemas.topics import Topics
 from schemas.wire import WIRE_OPTIONS, dead_letter, encode
 from sessionizer.clock import PartitionClock
 from sessionizer.machine import DeviceState, Emitted, Rules, next_deadline_ms, on_close, on_hit, on_time
-from sessionizer.output import BatchWriter, Partitioner, Sender
+from sessionizer.output import BatchWriter, Sender
 from sessionizer.stats import Stats
 from sessionizer.store import DeviceStore
 from sessionizer.sweep import DeadlineHeap, deadlines_from_store

@@ -1,20 +1,15 @@
-"""Settings from the environment, the partitioner, the OpenAPI document, the command line."""
+"""Settings from the environment, the OpenAPI document, the command line."""
 
 from __future__ import annotations
 
 import httpx
 import orjson
 import pytest
-from aiokafka.partitioner import DefaultPartitioner
-from aiokafka.partitioner import murmur2 as aiokafka_murmur2
-from hypothesis import given
-from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from ingest.__main__ import main
 from ingest.app import create_app
 from ingest.openapi import document
-from ingest.partition import murmur2, partition_for
 from ingest.settings import IngestSettings
 from schemas.hit import HitIn
 from tests.unit.ingest.fakes import FakePublisher
@@ -49,25 +44,6 @@ def test_bad_settings_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValidationError):
         IngestSettings(ingest_ip_mode="scramble")
     assert IngestSettings(ingest_ip_mode="hash", ingest_ip_hash_salt="s" * 16).ingest_ip_mode == "hash"
-
-
-@given(st.binary(max_size=80))
-def test_murmur2_is_kafkas(data: bytes) -> None:
-    assert murmur2(data) == aiokafka_murmur2(data)
-
-
-@given(st.uuids().map(lambda u: str(u).encode()), st.integers(1, 64))
-def test_partition_is_the_default_partitioners(key: bytes, count: int) -> None:
-    partitions = list(range(count))
-    assert partition_for(key, partitions) == DefaultPartitioner()(key, partitions, partitions)
-
-
-def test_partitions_of_known_keys_match_the_java_client() -> None:
-    # Values computed with the Java client's partitioner (kafka-python's compatibility test).
-    partitions = list(range(1000))
-    known = {b"": 681, b"a": 524, b"ab": 434, b"abc": 107, b"123456789": 566, b"\x00 ": 742}
-    assert {key: partition_for(key, partitions) for key in known} == known
-    assert partition_for(None, [3]) == 3  # no key: any partition (here the only one)
 
 
 # --- OpenAPI -------------------------------------------------------------------------------------

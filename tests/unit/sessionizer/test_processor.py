@@ -17,10 +17,11 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from faust.types import TP
 
 import sessionizer.store as store_module
+from schemas.partitioning import Partitioner
 from schemas.topics import Topics
 from schemas.wire import encode
 from sessionizer.machine import DeviceState
-from sessionizer.output import Partitioner, Sender
+from sessionizer.output import Sender
 from sessionizer.processor import Processor
 from sessionizer.rules import Rules
 from sessionizer.stats import Stats
