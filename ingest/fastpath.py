@@ -177,7 +177,6 @@ def _utm(value: object) -> dict[str, str] | None:
 
 def fast_enrich(
     item: object,
-    *,
     received_at: datetime,
     ip: str | None,
     user_agent: str,

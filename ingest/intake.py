@@ -108,7 +108,7 @@ class Intake:
         for index, value in enumerate(items.values):
             result = None
             if self.fast_path:
-                result = fast_enrich(value, received_at=received_at, ip=ip, user_agent=user_agent, new_id=new_id)
+                result = fast_enrich(value, received_at, ip, user_agent, new_id)  # (positional: per hit)
             if result is None:
                 errors = _item_errors(value)
                 if errors is None:

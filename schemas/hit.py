@@ -216,7 +216,8 @@ def derive_occurred_at(received_at: datetime, created_at: datetime | None, sent_
         occurred = created_at
     else:
         occurred = received_at
-    return min(occurred, received_at)
+    # (a comparison, not min(): this runs for every hit and min() costs three times as much)
+    return occurred if occurred < received_at else received_at
 
 
 def campaign_params(url: str) -> tuple[dict[str, str], tuple[str, str] | None]:
