@@ -3,7 +3,7 @@ httptools, 1 worker), with `wrk` on loopback as the load generator.
 
     .venv/bin/python bench/ingest_bench.py [--rounds 3] [--duration 15] [--single-connections 64]
                                            [--batch-connections 16] [--wait-quiet 120]
-                                           [--profile]
+                                           [--ablation] [--profile]
 
 What it does, bounded in time and count (every wrk run has a fixed duration; servers are
 stopped at the end, pass or fail):
@@ -18,6 +18,10 @@ stopped at the end, pass or fail):
    offsets must equal the accepted hits the edge reported;
 4. prints a table: requests/s, accepted hits/s, p50/p99 latency, CPU of the server process,
    machine load, and the edge/bare ratio per scenario (the median of the rounds' ratios).
+
+`--ablation` also measures the edge app with a publisher that acknowledges at once
+(`bench/asgi_edge_nokafka.py`): bare -> no-kafka -> edge separates what the edge's own request
+handling costs from what publishing to Kafka adds.
 
 `--profile` runs the edge under pyinstrument (pip install pyinstrument) and writes the
 report to bench/out/ingest-profile.txt.
@@ -338,7 +342,7 @@ def wait_quiet(limit: float, within: float) -> None:
 
 def table(results: list[Result]) -> str:
     head = (
-        f"{'scenario':<10} {'app':<5} {'round':>5} {'req/s':>9} {'hits/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}"
+        f"{'scenario':<10} {'app':<8} {'round':>5} {'req/s':>9} {'hits/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}"
         f" {'srv CPU':>8} {'CPU us/hit':>10} {'machine':>8} {'load1':>6}  kafka check"
     )
     lines = [head, "-" * len(head)]
@@ -348,7 +352,7 @@ def table(results: list[Result]) -> str:
             ok = r.kafka_records == r.edge_accepted
             check = f"{r.kafka_records} records for {r.edge_accepted} accepted {'OK' if ok else 'MISMATCH'}"
         lines.append(
-            f"{r.scenario:<10} {r.app:<5} {r.round:>5} {r.rps:>9,.0f} {r.hits_per_s:>10,.0f} {r.p50_ms:>8.2f}"
+            f"{r.scenario:<10} {r.app:<8} {r.round:>5} {r.rps:>9,.0f} {r.hits_per_s:>10,.0f} {r.p50_ms:>8.2f}"
             f" {r.p99_ms:>8.2f} {r.non2xx:>8} {r.server_cpu:>7.0%} {r.cpu_us_per_hit:>10.1f}"
             f" {r.machine_busy:>8.0%} {r.load:>6.2f}  {check}"
         )
@@ -361,13 +365,15 @@ def table(results: list[Result]) -> str:
                 f"{scenario}: edge median {statistics.median(r.hits_per_s for r in edge):,.0f} hits/s"
                 f" ({statistics.median(r.cpu_us_per_hit for r in edge):.1f} us CPU/hit) over {len(edge)} run(s)"
             )
-        if bare and edge:
-            per_round = [e.hits_per_s / b.hits_per_s for b, e in zip(bare, edge, strict=False)]
-            lines.append(
-                f"{scenario}: edge/bare = {statistics.median(per_round):.2f} (median of per-round ratios:"
-                f" {', '.join(f'{x:.2f}' for x in per_round)}), p50 {statistics.median(r.p50_ms for r in edge):.2f}"
-                f" vs {statistics.median(r.p50_ms for r in bare):.2f} ms"
-            )
+        no_kafka = [r for r in results if r.scenario == scenario and r.app == "no-kafka"]
+        for name, top, base in (("edge/bare", edge, bare), ("no-kafka/bare", no_kafka, bare), ("edge/no-kafka", edge, no_kafka)):
+            if top and base:
+                per_round = [t.hits_per_s / b.hits_per_s for b, t in zip(base, top, strict=False)]
+                lines.append(
+                    f"{scenario}: {name} = {statistics.median(per_round):.2f} (median of per-round ratios:"
+                    f" {', '.join(f'{x:.2f}' for x in per_round)}), p50 {statistics.median(r.p50_ms for r in top):.2f}"
+                    f" vs {statistics.median(r.p50_ms for r in base):.2f} ms"
+                )
     return "\n".join(lines)
 
 
@@ -416,6 +422,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait-quiet", type=float, default=0, help="wait up to N s for load1 < 1.0 first")
     parser.add_argument("--only", choices=["bare", "edge"], help="run one app only")
     parser.add_argument(
+        "--ablation",
+        action="store_true",
+        help="also measure the edge app without Kafka (bench/asgi_edge_nokafka.py): how much is the edge's own"
+        " request handling and how much is publishing",
+    )
+    parser.add_argument(
         "--compression",
         choices=["none", "snappy", "lz4", "zstd", "gzip"],
         help="the edge's Kafka compression (default: its settings default)",
@@ -450,37 +462,16 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "TOUCHSTREAM_KAFKA_BOOTSTRAP": info.kafka_bootstrap, "TOUCHSTREAM_TOPIC_PREFIX": prefix}
     if args.compression:
         env["TOUCHSTREAM_INGEST_COMPRESSION"] = args.compression
+    # uvicorn's command line with the settings `touchstream ingest` runs with (ingest.__main__).
+    uvicorn_cmd = [python, "-m", "uvicorn", "--app-dir", "bench"]
+    uvicorn_settings = ["--loop", "uvloop", "--http", "httptools", "--workers", "1", "--no-access-log"]
+    uvicorn_settings += ["--no-server-header", "--no-proxy-headers", "--log-level", "warning"]
+    uvicorn_settings += ["--timeout-keep-alive", "30", "--backlog", "4096"]
     apps = []
     if args.only != "edge" and not args.profile:
-        apps.append(
-            (
-                "bare",
-                [
-                    python,
-                    "-m",
-                    "uvicorn",
-                    "--app-dir",
-                    "bench",
-                    "asgi_hello:app",
-                    "--loop",
-                    "uvloop",
-                    "--http",
-                    "httptools",
-                    "--workers",
-                    "1",
-                    "--no-access-log",
-                    "--no-server-header",
-                    "--no-proxy-headers",
-                    "--log-level",
-                    "warning",
-                    "--timeout-keep-alive",
-                    "30",
-                    "--backlog",
-                    "4096",
-                ],
-                "/",
-            )
-        )
+        apps.append(("bare", [*uvicorn_cmd, "asgi_hello:app", *uvicorn_settings], "/"))
+    if args.ablation and not args.only and not args.profile:
+        apps.append(("no-kafka", [*uvicorn_cmd, "--factory", "asgi_edge_nokafka:app", *uvicorn_settings], "/readyz"))
     if args.only != "bare":
         edge_cmd = [python, "-m", "ingest", "--log-level", "warning"]
         if args.profile:
@@ -516,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
                     result.round = round_no
                     results.append(result)
                     print(
-                        f"  round {round_no} {app:5} {scenario:9} {result.hits_per_s:>10,.0f} hits/s"
+                        f"  round {round_no} {app:8} {scenario:9} {result.hits_per_s:>10,.0f} hits/s"
                         f"  p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms  (server CPU {result.server_cpu:.0%})",
                         flush=True,
                     )
