@@ -535,7 +535,11 @@ def test_unsent_hits_survive_navigation_in_a_bounded_queue(browser: Browser, sit
     assert set(resent) == set(stored), "each queued hit is sent once more, from the next page"
     for hit_id, hit in resent.items():
         assert hit["created_at"] == stored[hit_id]["created_at"], "a retried hit keeps its times and id"
-        assert hit["sent_at"] >= stored[hit_id]["sent_at"]
+        # Every try stamps a fresh sent_at; a hit the snapshot caught before page A's first try
+        # at it has none yet (seen once, on a loaded machine), so only a stamped one compares.
+        assert "sent_at" in hit, hit
+        if "sent_at" in stored[hit_id]:
+            assert hit["sent_at"] >= stored[hit_id]["sent_at"]
         assert hit["url"] == page_a  # where it happened, not where it was finally sent from
     assert_no_page_errors(browser)
 
