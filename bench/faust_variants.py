@@ -28,8 +28,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +39,7 @@ from typing import Any
 
 from bench import kafkabench as kb
 from bench.hitgen import Shape, generate
-from bench.sessionizer_bench import free_port, load
+from bench.sessionizer_bench import free_port, load, run_worker
 
 REPO = Path(__file__).resolve().parent.parent
 print = functools.partial(print, flush=True)  # noqa: A001 - progress lines as they come
@@ -237,32 +235,13 @@ def variant_worker(variant: str) -> None:
 
 
 def run_variant(variant: str, env: dict[str, str], stats_file: Path, total: int, timeout: float, log: Path) -> float:
+    """Records per second of `variant`, from its first record taken to its last made durable."""
     if variant == "sessionizer":
         cmd = [sys.executable, "-m", "sessionizer"]
     else:
         cmd = [sys.executable, "-m", "bench.faust_variants", "--worker", variant]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{variant} exited with {proc.returncode}; see {log}")
-            try:
-                stats = json.loads(stats_file.read_text())
-            except (FileNotFoundError, json.JSONDecodeError):
-                stats = {}
-            if stats.get("records_in", 0) >= total and stats.get("last_records_durable"):
-                return total / (stats["last_records_durable"] - stats["first_taken"])
-            time.sleep(0.25)
-        raise RuntimeError(f"{variant} did not finish in {timeout}s; see {log}")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stats = run_worker(env, stats_file, total, timeout, log, cmd=cmd, settle=0)
+    return total / (stats["last_records_durable"] - stats["first_taken"])
 
 
 async def main_async(args: argparse.Namespace) -> int:

@@ -55,10 +55,13 @@ def load() -> str:
 
 
 def run_worker(env: dict[str, str], stats_file: Path, total: int, timeout: float, log_path: Path,
-               profile: str | None = None) -> dict:
-    cmd = [sys.executable, "-m", "sessionizer"]
+               profile: str | None = None, cmd: list[str] | None = None, settle: float = 2.5) -> dict:
+    """Run a worker (the sessionizer, or `cmd`) until its stats file says it took and made
+    durable `total` records; then wait `settle` s, stop it and return its last stats."""
+    if cmd is None:
+        cmd = [sys.executable, "-m", "sessionizer"]
     if profile:
-        cmd = [sys.executable, "-m", "pyinstrument", "-r", "text", "-o", profile, "-m", "sessionizer"]
+        cmd = [sys.executable, "-m", "pyinstrument", "-r", "text", "-o", profile, *cmd[1:]]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout
@@ -77,7 +80,7 @@ def run_worker(env: dict[str, str], stats_file: Path, total: int, timeout: float
         else:
             raise RuntimeError(f"worker did not finish in {timeout}s: {stats}; see {log_path}")
         # Let the final sweep (everything idle once caught up) run, then stop cleanly.
-        time.sleep(2.5)
+        time.sleep(settle)
         try:
             stats = json.loads(stats_file.read_text())
         except (FileNotFoundError, json.JSONDecodeError):

@@ -27,7 +27,7 @@ from __future__ import annotations
 import types
 import typing
 from datetime import datetime
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Union
 
 import msgspec
 from pydantic import AwareDatetime, BaseModel

@@ -32,7 +32,7 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -50,6 +50,7 @@ from schemas.timefmt import UTC, iso
 from schemas.topics import Topics, create_topics
 from sink.testing import pageview, session
 from tests.conftest import delete_topics_with_prefix
+from tests.polling import wait_for
 from touchstream.pipeline import Pipeline
 
 pytestmark = pytest.mark.e2e
@@ -127,19 +128,6 @@ def good_hit(n: int, **extra: Any) -> dict[str, Any]:
             "referrer": "https://www.google.com/", "title": f"Floor plans {n}", **extra}
 
 
-async def wait_until(check: Callable[[], Awaitable[Any]], timeout: float, what: str, env: Env,
-                     every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        env.pipeline.check_alive()
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        await asyncio.sleep(every)
-
-
 async def landed(conn: asyncpg.Connection, hit_ids: list[str]) -> dict[str, Counter[str]]:
     """hit_id -> rows per table, for `hit_ids`."""
     ids = [h.lower() for h in hit_ids]
@@ -166,7 +154,7 @@ async def post_and_land(env: Env, hits: list[dict], timeout: float = 90.0) -> No
             found = await landed(conn, ids)
             return sum(found["pageviews"].values()) + sum(found["events"].values()) == len(ids)
 
-        await wait_until(all_there, timeout, f"{len(ids)} good hits to land", env)
+        await wait_for(all_there, timeout, f"{len(ids)} good hits to land", alive=env.pipeline.check_alive)
     finally:
         await conn.close()
 
@@ -315,7 +303,7 @@ def test_fuzzed_requests_never_break_the_edge_and_every_item_is_accounted_for(en
                 return not missing and not not_dead
 
             with contextlib.suppress(AssertionError):  # what is still missing is reported below
-                await wait_until(done, 90, "the fuzzed hits to land", env, every=1.0)
+                await wait_for(done, 90, "the fuzzed hits to land", every=1.0, alive=env.pipeline.check_alive)
             if True:
                 await asyncio.sleep(2)
                 found = await landed(conn, accepted + refused_items)
@@ -378,7 +366,7 @@ async def test_hostile_strings_are_stored_inert(env: Env) -> None:
             return found if all(sum(found[t][h.lower()] for t in found) >= 1
                                 for i, h in enumerate(ids) if i not in refused_at_edge) else None
 
-        found = await wait_until(all_there, 90, "the hostile hits to land", env)
+        found = await wait_for(all_there, 90, "the hostile hits to land", alive=env.pipeline.check_alive)
         await asyncio.sleep(2)
         found = await landed(conn, ids)
         row = await conn.fetchrow("SELECT name, module, properties FROM events WHERE hit_id = $1", ids[1])
@@ -448,7 +436,7 @@ async def test_the_site_allow_list_refuses_foreign_sites(env: Env) -> None:
                   and found["pageviews"][ids[2]] == 1)
             return found if ok else None
 
-        found = await wait_until(there, 60, "the refused sites to be dead-lettered", env)
+        found = await wait_for(there, 60, "the refused sites to be dead-lettered", alive=env.pipeline.check_alive)
         assert not found["pageviews"][ids[0]] and not found["pageviews"][ids[1]]
         reasons = {r["reason"] for r in await conn.fetch(
             "SELECT reason FROM deadletter WHERE hit_id = ANY($1::text[])", ids[:2])}
@@ -587,7 +575,7 @@ async def test_bad_records_on_every_topic_are_dead_lettered_and_nothing_stops(en
             return by_place if all(p in by_place for p in where) else None
 
         try:
-            by_place = await wait_until(rows, 120, "every bad record to be dead-lettered", env)
+            by_place = await wait_for(rows, 120, "every bad record to be dead-lettered", alive=env.pipeline.check_alive)
         except AssertionError:
             found = await conn.fetch("SELECT record_topic, record_partition, record_offset FROM deadletter")
             got = {(r[0], r[1], r[2]) for r in found}

@@ -13,9 +13,8 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from schemas.hit import HitIn, enrich
 from schemas.topics import Topics
 from schemas.wire import encode
 from tests.topic_reader import end_offsets, read_all  # noqa: F401  (re-exported for the tests here)
+from tests.polling import wait_for  # noqa: F401  (re-exported for the tests here)
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -35,16 +35,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float, what: str, every: float = 0.5) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if await check():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        await asyncio.sleep(every)
 
 
 class Worker:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -15,6 +14,7 @@ from schemas.wire import encode
 from sink.consumer import SinkConsumer
 from sink.settings import SinkSettings
 from sink.testing import T0, event, late_hit, new_id, pageview, session
+from tests.polling import wait_for  # noqa: F401  (re-exported for the tests here)
 
 VOLATILE = {"updated_at", "written_at"}  # set by the database at write time
 
@@ -23,16 +23,6 @@ async def dump(conn: Any, table: str, order_by: str) -> list[tuple]:
     """Every row of `table` without the columns the database stamps at write time."""
     rows = await conn.fetch(f"SELECT * FROM {table} ORDER BY {order_by}")
     return [tuple(v for k, v in r.items() if k not in VOLATILE) for r in rows]
-
-
-async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if await check():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 async def produce(bootstrap: str, items: list[tuple[str, bytes | None, bytes | None]]) -> None:
