@@ -337,6 +337,9 @@ def wait_quiet(limit: float, within: float) -> None:
         time.sleep(5)
 
 
+APPS = ("bare", "no-kafka", "edge")  # what the harness can run, cheapest first
+
+
 # --- report -----------------------------------------------------------------------------------
 
 
@@ -358,14 +361,13 @@ def table(results: list[Result]) -> str:
         )
     lines.append("")
     for scenario in dict.fromkeys(r.scenario for r in results):
-        bare = [r for r in results if r.scenario == scenario and r.app == "bare"]
-        edge = [r for r in results if r.scenario == scenario and r.app == "edge"]
+        runs = {app: [r for r in results if r.scenario == scenario and r.app == app] for app in APPS}
+        bare, no_kafka, edge = runs["bare"], runs["no-kafka"], runs["edge"]
         if edge:
             lines.append(
                 f"{scenario}: edge median {statistics.median(r.hits_per_s for r in edge):,.0f} hits/s"
                 f" ({statistics.median(r.cpu_us_per_hit for r in edge):.1f} us CPU/hit) over {len(edge)} run(s)"
             )
-        no_kafka = [r for r in results if r.scenario == scenario and r.app == "no-kafka"]
         for name, top, base in (("edge/bare", edge, bare), ("no-kafka/bare", no_kafka, bare), ("edge/no-kafka", edge, no_kafka)):
             if top and base:
                 per_round = [t.hits_per_s / b.hits_per_s for b, t in zip(base, top, strict=False)]
