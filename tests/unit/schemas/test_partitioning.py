@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from hypothesis import given
@@ -46,9 +47,5 @@ def test_the_memo_is_bounded_and_answers_the_same_after_clearing() -> None:
 
 
 def test_a_topic_without_partitions_is_refused() -> None:
-    try:
+    with pytest.raises(ValueError, match="at least one partition"):
         Partitioner(0)
-    except ValueError as exc:
-        assert "at least one partition" in str(exc)
-    else:
-        raise AssertionError("Partitioner(0) was accepted")
