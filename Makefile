@@ -2,7 +2,7 @@
 #
 #   make venv    .venv with the project and its test dependencies (no-op when up to date)
 #   make stack   the local Kafka broker + PostgreSQL (`touchstream stack up`; reuses what runs)
-#   make test    venv + stack + the whole test suite
+#   make test    venv + stack + headless Chromium (installed with apt when missing) + the whole test suite
 #   make demo    venv + stack + the pipeline with synthetic traffic
 #   make down    stop the local stack (`make wipe` also deletes its data)
 #
@@ -20,7 +20,7 @@ STAMP := $(VENV)/.touchstream-installed
 TESTS ?= tests/
 PYTEST_ARGS ?=
 
-.PHONY: help venv stack test demo down wipe
+.PHONY: help venv stack browser test demo down wipe
 
 help:
 	@sed -n '1,/^$$/p' Makefile | sed 's/^# \{0,1\}//'
@@ -42,7 +42,12 @@ $(STAMP): pyproject.toml
 stack: venv
 	$(BIN)/touchstream stack up
 
-test: venv stack
+# The browser tests drive Debian's chromium + chromium-driver: installed here as root or through
+# password-less sudo; otherwise this stops at once with the exact command to run.
+browser: venv
+	$(BIN)/touchstream stack browser
+
+test: venv stack browser
 	@rc=0; $(BIN)/pytest -q $(TESTS) $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5) — that is a failure" >&2; fi; \
 	exit $$rc

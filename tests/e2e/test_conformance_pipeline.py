@@ -18,7 +18,6 @@ import json
 import time
 import uuid
 from datetime import datetime, timedelta
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -28,13 +27,11 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from schemas.timefmt import iso
 from touchstream.pipeline import Pipeline
+from tests import conformance_data
 
 pytestmark = pytest.mark.e2e
 
-SCENARIOS_PATH = Path(__file__).resolve().parents[3] / "shared" / "conformance" / "scenarios.json"
-if not SCENARIOS_PATH.exists():
-    raise RuntimeError(f"conformance scenarios missing: {SCENARIOS_PATH} (the shared/ folder beside the repo)")
-SCENARIOS = json.loads(SCENARIOS_PATH.read_text())["scenarios"]
+SCENARIOS = conformance_data.load("scenarios.json")
 
 SETTING_ENV = {
     "campaign_change": ("TOUCHSTREAM_SESSION_SPLIT_ON_CAMPAIGN", lambda v: "true" if v else "false"),

@@ -1,4 +1,5 @@
-"""`touchstream stack up|down|status|env` — the local Kafka broker and PostgreSQL.
+"""`touchstream stack up|down|status|env|browser` — the local Kafka broker and PostgreSQL, and the
+headless Chromium the browser tests drive.
 
 `up` prints its progress on stderr and only the settings on stdout, so
 `eval "$(touchstream stack up)"` sets up a shell.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import kafka, postgres
+from . import browser, kafka, postgres
 from .paths import StackConfig, info
 from .process import StackError
 from .stack import down, up
@@ -32,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     p_down.add_argument("--wipe", action="store_true", help="also delete their data (the jars are kept)")
     sub.add_parser("status", help="what runs, pids, ports, ready or not (exit 1 unless both are ready)")
     sub.add_parser("env", help="print the export lines of the settings")
+    sub.add_parser("browser", help="install Debian's chromium and chromium-driver if missing (the browser tests)")
     return parser
 
 
@@ -78,6 +80,11 @@ def main(argv: list[str]) -> int:
             return 0
         if args.command == "status":
             return _status(cfg)
+        if args.command == "browser":
+            installed = browser.ensure()
+            paths = ", ".join(browser.binaries().values())
+            print(f"browser   {'installed ' + ' '.join(installed) if installed else 'present'}: {paths}", file=sys.stderr)
+            return 0
         if args.command == "env":
             print(info(cfg).export_lines())
             return 0

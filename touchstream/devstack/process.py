@@ -168,8 +168,12 @@ def apt_install(packages: list[str], why: str) -> None:
         raise StackError(f"{why}: install {' '.join(packages)} with your package manager")
     prefix: list[str] = []
     if not is_root():
-        if not shutil.which("sudo"):
-            raise StackError(f"{why}: run `sudo apt-get install -y {' '.join(packages)}`")
+        command = f"sudo apt-get update && sudo apt-get install -y --no-install-recommends {' '.join(packages)}"
+        if not shutil.which("sudo") or subprocess.run(
+            ["sudo", "-n", "true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ).returncode != 0:
+            # Not root and no password-less sudo: stop now with the command, not after a failed apt-get.
+            raise StackError(f"{why}: run `{command}`, then try again")
         prefix = ["sudo", "-n"]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     install = [*prefix, "apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]

@@ -20,16 +20,16 @@ import pytest
 from sessionizer_helpers import Worker, edge_records, event_records, latest_sessions, namespaced, produce, wait_for
 
 from schemas.timefmt import parse_timestamp
+from tests import conformance_data
 from schemas.topics import Topics
 
-SCENARIOS_FILE = Path(__file__).resolve().parents[4] / "shared" / "conformance" / "scenarios.json"
 SETTINGS_ENV = {"campaign_change": "TOUCHSTREAM_SESSION_SPLIT_ON_CAMPAIGN", "scope": "TOUCHSTREAM_SESSION_SCOPE"}
 COMPARED = ("session_index", "started_at", "last_seen_at", "landing_url", "utm_source", "pageviews", "events",
             "hits", "end_reason")
 
 
 def _scenarios() -> list[dict[str, Any]]:
-    return json.loads(SCENARIOS_FILE.read_text())["scenarios"]
+    return conformance_data.load("scenarios.json")
 
 
 def _groups() -> dict[str, list[dict[str, Any]]]:

@@ -17,8 +17,6 @@ roundtrip  as partition, with every device state stored as bytes between calls
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,23 +25,12 @@ from schemas.timefmt import to_ms
 from sessionizer.identity import session_id
 from sessionizer.machine import Rules
 
+from tests import conformance_data
+
 from .driver import Partition, project, scenario_hit
 
 
-def _find_scenarios() -> Path:
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        candidate = parent.parent / "shared" / "conformance" / "scenarios.json"  # ../shared from the repo
-        if (parent / "pyproject.toml").exists() and candidate.exists():
-            return candidate
-    raise FileNotFoundError(
-        f"conformance scenarios not found: expected ../shared/conformance/scenarios.json next to the repository "
-        f"holding {here}"
-    )
-
-
-SCENARIOS_PATH = _find_scenarios()
-SCENARIOS: list[dict[str, Any]] = json.loads(SCENARIOS_PATH.read_text())["scenarios"]
+SCENARIOS: list[dict[str, Any]] = conformance_data.load("scenarios.json")
 SCHEDULES = ["never", "partition", "hit_time", "realtime", "idle_jump", "roundtrip"]
 
 # scenario setting -> Rules field (and how to convert it)
