@@ -56,3 +56,20 @@ class SessionSnapshot(BaseModel):
     hits: int
     is_bounce: bool
     version: int
+
+
+class SessionRetraction(BaseModel):
+    """A session merged into another by a late hit (SPEC rule 6): no analyst-visible row may
+    name it any more. Keyed by the retracted session_id on `sessions` (so compaction keeps it
+    as that id's last word); `version` comes from the same per-device counter as snapshots, so
+    the sink applies a retraction only over lower versions, and a later snapshot of the same
+    id (a split giving it back) only over the retraction."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    v: Literal[1] = SCHEMA_VERSION
+    kind: Literal["retraction"] = "retraction"
+    session_id: str
+    guid: str
+    merged_into: str
+    version: int
