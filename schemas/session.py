@@ -8,9 +8,9 @@ moves only to a higher version).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Discriminator, Tag
 
 from schemas import SCHEMA_VERSION
 
@@ -73,3 +73,16 @@ class SessionRetraction(BaseModel):
     guid: str
     merged_into: str
     version: int
+
+
+def _sessions_kind(value: Any) -> str:
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    return "retraction" if kind == "retraction" else "snapshot"
+
+
+# What the `sessions` topic carries: snapshots (which have no `kind`, as before retractions
+# existed) and retractions.
+SessionsTopicRecord = Annotated[
+    Annotated[SessionSnapshot, Tag("snapshot")] | Annotated[SessionRetraction, Tag("retraction")],
+    Discriminator(_sessions_kind),
+]

@@ -18,7 +18,7 @@ from schemas import SCHEMA_VERSION
 from schemas.errors import DecodeError, FieldError, UnsupportedVersion, ValidationFailed
 from schemas.hit import HitRecord
 from schemas.records import DeadLetter, EventsTopicRecord
-from schemas.session import SessionSnapshot
+from schemas.session import SessionRetraction, SessionSnapshot, SessionsTopicRecord
 from schemas.timefmt import UTC
 
 T = TypeVar("T")
@@ -80,7 +80,7 @@ class Codec(Generic[T]):
 
 
 hit_codec: Codec[Any] = Codec(HitRecord)
-session_codec: Codec[SessionSnapshot] = Codec(SessionSnapshot)
+session_codec: Codec[SessionSnapshot | SessionRetraction] = Codec(SessionsTopicRecord)
 events_codec: Codec[Any] = Codec(EventsTopicRecord)
 deadletter_codec: Codec[DeadLetter] = Codec(DeadLetter)
 
