@@ -71,6 +71,7 @@ BOT = "bot"            # a crawler's hit dropped under Rules.drop_bots
 class Counts:
     """What rule 6 did, for the adapter's metrics."""
 
+    reordered: int = 0     # hits placed out of order (their slot cut into sessions again)
     merges: int = 0        # sessions retracted into another
     inserted: int = 0      # sessions opened by a late hit before the latest one
     renumbered: int = 0    # published sessions whose session_index changed
@@ -78,6 +79,7 @@ class Counts:
     moves: int = 0         # earlier hits re-pointed to another session
 
     def add(self, other: Counts) -> None:
+        self.reordered += other.reordered
         self.merges += other.merges
         self.inserted += other.inserted
         self.renumbered += other.renumbered
@@ -334,6 +336,7 @@ def _place_late(state: DeviceState, slot: Slot, mark: Mark, hit: HitView, now: i
         for e in session.elements:
             if type(e) is not Block and e.hit_id == mark.hit_id:
                 return  # a duplicate older than the ring, still retained
+    out.counts.reordered += 1
     _replace(state, slot, mark, hit, now, rules, out)
 
 
