@@ -21,10 +21,10 @@ pipeline (the sessionizer has one topic prefix for input and outputs, so the rec
 copied in order — same partition, key, value and timestamp — into a fresh prefix's `hits`) and
 a fresh schema, and compares the sessions and each hit's session.
 
-Arrival order: a tenth of the hits are posted up to 20 minutes (of hit time) after their time,
-so the faults hit a sessionizer and sinks that are merging, inserting and renumbering sessions
-(SPEC rule 6): the last test also checks that merges happened, that no pageview or event names
-a session that is not in `sessions`, and that each device's count is its sessions'.
+Arrival order: some hits are posted after later ones (`make_hits`), so the faults hit a
+sessionizer and sinks that are merging sessions (SPEC rule 6): the last test also checks that
+merges happened, that no pageview or event names a session that is not in `sessions`, and
+that each device's count is its sessions'.
 
 Hit times: each hit carries the `created_at` the traffic generator gave it, spread over the
 last four hours before the run and posted in time order, so the partitions' event time runs
@@ -210,20 +210,40 @@ class Load:
 
 
 def make_hits(run: str, count: int, now: datetime) -> list[dict]:
-    """About `count` realistic hits with fresh ids, created over the SPAN before `now`, in time
-    order but for a tenth of them, which are posted up to LATE_BY (of hit time) after their
-    time, as retries, tabs and beacons do: late hits that merge and insert sessions (rule 6)."""
+    """About `count` realistic hits with fresh ids, created over the SPAN before `now`, posted in
+    time order but for late ones (rule 6):
+
+    - a tenth of them are posted up to LATE_BY (of hit time) after their time, as retries, tabs
+      and beacons do: they extend sessions backwards or land inside them;
+    - a fifth of the devices come back 45 minutes after their first hit (two more pageviews: a
+      second session), and a hit of theirs from 22 minutes after it, posted after the second
+      visit began, bridges the two: their sessions merge, the second one is retracted.
+    """
     start = now - SPAN - timedelta(minutes=5)
     shape = traffic.TrafficShape(devices=max(50, count // 5), span=SPAN, crawler_pageviews=120)
     namespace = uuid.uuid5(uuid.NAMESPACE_URL, f"touchstream-faults/{run}")
     rng = random.Random(7)
-    keyed = []
-    for n, hit in enumerate(traffic.generate(start, shape, seed=2024)):
+    keyed: list[tuple[datetime, int, dict]] = []
+    seen: set[str] = set()
+
+    def add(at: datetime, posted: datetime, hit: dict) -> None:
+        keyed.append((posted, len(keyed), dict(hit, hit_id=str(uuid.uuid4()),
+                                               created_at=at.isoformat().replace("+00:00", "Z"))))
+
+    for hit in traffic.generate(start, shape, seed=2024):
         created = datetime.fromisoformat(hit["created_at"].replace("Z", "+00:00"))
         if created > start + SPAN:
             continue
-        late = LATE_BY * rng.random() if rng.random() < 0.1 else timedelta(0)
-        keyed.append((created + late, n, dict(hit, hit_id=str(uuid.uuid4()), guid=str(uuid.uuid5(namespace, hit["guid"])))))
+        hit = dict(hit, guid=str(uuid.uuid5(namespace, hit["guid"])))
+        add(created, created + (LATE_BY * rng.random() if rng.random() < 0.1 else timedelta(0)), hit)
+        if hit["guid"] in seen or hit.get("type") == "event" or "Googlebot" in hit.get("_ua", ""):
+            continue
+        seen.add(hit["guid"])
+        if rng.random() < 0.2:
+            page = {k: v for k, v in hit.items() if k not in ("utm", "referrer")}
+            add(created + timedelta(minutes=45), created + timedelta(minutes=45), page)
+            add(created + timedelta(minutes=46), created + timedelta(minutes=46), page)
+            add(created + timedelta(minutes=22), created + timedelta(minutes=47), page)
     return [hit for _, _, hit in sorted(keyed, key=lambda k: k[:2])]
 
 
