@@ -109,5 +109,15 @@ async def test_a_bridging_hit_after_both_sessions_were_written_merges_them(servi
                                      GUID)
         assert [r["merged_into"] for r in retracted] == [sid]
         await conn.close()
+        # The sessionizer counts what rule 6 did (its Prometheus text on the Faust web port).
+        argv = pipeline.components["sessionizer-0"].argv
+        port = argv[argv.index("--web-port") + 1]
+        async with httpx.AsyncClient(timeout=10) as client:
+            text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+        counters = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+                    if line.startswith("touchstream_sessionizer_") and not line.startswith("#")}
+        assert counters["touchstream_sessionizer_merges_total"] == 1
+        assert counters["touchstream_sessionizer_hits_moved_total"] == 2  # the second visit's pageview and lead
+        assert counters["touchstream_sessionizer_reordered_total"] == 1
     finally:
         pipeline.stop()
