@@ -219,8 +219,11 @@ def on_close(
         if latest is None:
             continue  # kept: late hits around it are still split by it
         if tc >= latest.last and slot.closes[-1] == tc:
-            if latest.end_reason is None:
-                latest.end_reason = closed_by(tc, latest.last, rules)
+            # After every hit of the slot: it ends the latest session — or, if event time had
+            # closed that one already but the clear came within its timeout, re-labels it.
+            reason = closed_by(tc, latest.last, rules)
+            if latest.end_reason in (None, INACTIVITY) and latest.end_reason != reason:
+                latest.end_reason = reason
                 _publish(state, latest, False, out)
         else:
             _replace(state, slot, None, None, now, rules, out)

@@ -650,3 +650,24 @@ def test_occurred_ms_given_by_the_caller_places_the_hit_as_its_own_time_does() -
         b = on_hit(b, hit, rules, T0, given, offset=n, occurred_ms=to_ms(hit.occurred_at))
     assert plain.sessions == given.sessions and plain.records == given.records
     assert len(plain.records) == 4 and a == b
+
+
+def test_a_clear_within_the_timeout_of_a_session_closed_by_time_relabels_it() -> None:
+    # Event time (another device) closed the session; the clear happened 10 min after its last
+    # hit, so in time order storage was cleared while it was still going on.
+    part = Partition()
+    part.hit(make_hit(T0, hid=1))
+    part.advance(T0 + 3 * HOUR)
+    assert [s["end_reason"] for s in part.sessions()] == ["inactivity"]
+    part.close(close_record(GUID, T0 + 10 * MIN))
+    assert [s["end_reason"] for s in part.sessions()] == ["storage_cleared"]
+
+
+def test_hits_around_a_clear_are_placed_as_time_order_has_them() -> None:
+    part = Partition()
+    part.hit(make_hit(T0, hid=1))
+    part.close(close_record(GUID, T0 + 5 * MIN))
+    part.hit(make_hit(T0 + 8 * MIN, hid=2))   # after the clear: a new session
+    part.hit(make_hit(T0 + 3 * MIN, hid=3))   # before it, late: joins the cleared session
+    part.finish()
+    assert [(s["hits"], s["end_reason"]) for s in part.sessions()] == [(2, "storage_cleared"), (1, "inactivity")]
