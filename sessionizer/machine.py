@@ -186,7 +186,10 @@ def on_hit(
     mark = _mark(hit, t)
     if not _place_in_order(state, slot, mark, hit, now, rules, out):
         _place_late(state, slot, mark, hit, now, rules, out)
-    if sum(len(s.elements) for s in slot.sessions) > rules.retained_hits:
+    sessions = slot.sessions
+    # (the sum only when it can matter: most slots hold one session of a few hits)
+    if sessions and (len(sessions) > 1 or len(sessions[-1].elements) > rules.retained_hits) and (
+            sum(len(s.elements) for s in sessions) > rules.retained_hits):
         _trim(slot, rules.retained_hits)
     return state
 
@@ -267,35 +270,43 @@ def next_deadline_ms(state: DeviceState, rules: Rules) -> int | None:
 
 
 def _mark(hit: HitView, t: int) -> Mark:
-    occurred = hit.occurred_at
-    return Mark(
-        t, occurred.microsecond % 1000, hit.hit_id, hit.type == "event",
-        hit.url, hit.path, hit.site, hit.referrer, hit.referrer_host,
+    return _new_mark(Mark, (
+        t, hit.occurred_at.microsecond % 1000, hit.hit_id, hit.type == "event",
+        hit.url, hit.path, hit.referrer, hit.referrer_host, hit.site,
         hit.utm_source, hit.utm_medium, hit.utm_campaign, hit.utm_term, hit.utm_content, hit.utm_id,
         hit.click_id, hit.click_id_type, hit.ip, hit.user_agent,
-    )
+    ))
+
+
+_new_mark = tuple.__new__  # Mark(...) without the NamedTuple constructor's Python-level call (once per hit)
 
 
 def _place_in_order(state: DeviceState, slot: Slot, mark: Mark, hit: HitView, now: int, rules: Rules,
                     out: Emitted) -> bool:
     """Place a hit later than everything in its slot; False when it is not such a hit."""
-    t = mark.t
+    t = mark[0]
     sessions = slot.sessions
     if sessions:
         latest = sessions[-1]
         if t <= latest.last:
             tail = latest.elements[-1]
-            if t < latest.last or type(tail) is Block or tail.hit_id >= mark.hit_id:
+            if t < latest.last or type(tail) is Block or tail[2] >= mark[2]:
                 return False
         if slot.closes and slot.closes[-1] >= t:
             return False
         reason = latest.end_reason
         if reason is None:
-            split = split_reason(latest.first, latest.last, latest.landing[CAMPAIGN], t, t, mark[CAMPAIGN], rules)
+            if (t - latest.last <= rules.timeout_ms and t - latest.first <= rules.max_length_ms
+                    and rules.midnight_tz is None and not rules.split_on_campaign):
+                split = None  # (what split_reason says, without building the campaigns: the common case)
+            else:
+                split = split_reason(latest.first, latest.last, latest.landing[CAMPAIGN], t, t, mark[CAMPAIGN], rules)
             if split is None:
                 latest.append(mark)
                 _publish(state, latest, True, out)
-                _record(hit, state.guid, latest.id, out)
+                record = hit_record(hit, state.guid, latest.id)
+                out.records.append(record)
+                out.placed[hit.hit_id] = record
                 return True
             sid = session_id(state.guid, mark.hit_id)
             if _taken(state, sid):
@@ -316,7 +327,7 @@ def _place_in_order(state: DeviceState, slot: Slot, mark: Mark, hit: HitView, no
 
 def _open(state: DeviceState, slot: Slot, mark: Mark, sid: str, hit: HitView, now: int, rules: Rules,
           out: Emitted) -> None:
-    session = Session(sid, slot.count + len(slot.sessions) + 1, 0, None, _channel(mark), [mark])
+    session = Session.opened(sid, slot.count + len(slot.sessions) + 1, _channel(mark), mark)
     slot.sessions.append(session)
     # A hit so late that its session has already expired is published closed, once.
     is_open = mark.t + rules.timeout_ms >= now

@@ -39,11 +39,10 @@ id is retracted by a merge and later given again by a split.
 Bytes (format 2): b"\\x02", the ring's length (uint16 LE), the ring, then JSON:
 `[guid, offset, version, [[key, count, floor, closes, [session, ...]], ...]]` with a session as
 `[id, index, version, end_reason, channel, [element, ...]]`; its aggregate is recomputed from
-the elements when read. A mark is a JSON array in `Mark` order (is_event as 0/1) in which,
-after a session's first mark, `t` is the gap to the previous mark, a landing field equal to the
-previous mark's is written as 0 (no landing field is ever an integer) and such fields at the
-end are left out: the user agent, IP and site of a visit are written once, a pageview costs
-about 70 bytes besides its URL and path. A block is `{"b": [...]}`. Each session keeps its
+the elements when read. A mark is a JSON array in `Mark` order (is_event as 0/1); after a
+session's first mark, `t` is the gap to the previous mark, and the visit's fields (site, utm,
+click id, IP, user agent) are left out when they equal the previous mark's: a pageview then
+costs about 70 bytes besides its URL, path and referrer. A block is `{"b": [...]}`. Each session keeps its
 encoded elements and appends to them, so encoding a state costs its new hits, not all of them.
 """
 
@@ -56,20 +55,24 @@ import orjson
 
 FORMAT = 2
 _HEADER = struct.Struct("<BH")
+_dumps = orjson.dumps
 
 
 class Mark(NamedTuple):
-    """A retained hit: everything placing it again needs (its session's landing, if it leads one)."""
+    """A retained hit: everything placing it again needs (its session's landing, if it leads one).
+
+    The fields a visit repeats hit after hit (from `site` on: VISIT) come last, so that the
+    bytes can leave them out when they equal the previous mark's."""
 
     t: int                 # occurred_at, epoch ms (what the rules compare)
     us: int                # the microseconds below t (the sink finds the hit's row by occurred_at)
     hit_id: str
     is_event: bool
-    url: str               # landing fields from here on (FIRST_LANDING)
+    url: str               # the landing fields from here on
     path: str
-    site: str
     referrer: str
     referrer_host: str | None
+    site: str              # VISIT: from here on
     utm_source: str | None
     utm_medium: str | None
     utm_campaign: str | None
@@ -91,9 +94,10 @@ class Mark(NamedTuple):
         return (self.t, self.hit_id)
 
 
-FIRST_LANDING = 4
+VISIT = 8
 CAMPAIGN = slice(9, 17)
 _MARK_FIELDS = len(Mark._fields)
+_new_mark = tuple.__new__  # Mark(...) without the NamedTuple constructor's Python-level call
 
 
 class Block:
@@ -136,7 +140,7 @@ class Session:
 
     __slots__ = ("id", "index", "version", "end_reason", "channel", "elements",
                  "first", "last", "pageviews", "events", "exit_url", "exit_at", "landing",
-                 "static", "blob", "blob_n")
+                 "static", "blob", "blob_n", "bytes", "bytes_version")
 
     def __init__(self, id: str, index: int, version: int, end_reason: str | None, channel: str,  # noqa: A002
                  elements: list[Element]) -> None:
@@ -151,7 +155,24 @@ class Session:
         self.static: dict[str, Any] | None = None
         self.blob = b""
         self.blob_n = 0
+        self.bytes, self.bytes_version = b"", -1  # encoded() as of that version
         self.summarize()
+
+    @classmethod
+    def opened(cls, id: str, index: int, channel: str, mark: Mark) -> Session:  # noqa: A002
+        """A new open session of one hit (what `__init__` + `summarize` give, without the loop)."""
+        self = cls.__new__(cls)
+        self.id, self.index, self.version, self.end_reason, self.channel = id, index, 0, None, channel
+        self.elements = [mark]
+        self.static, self.blob, self.blob_n = None, b"", 0
+        self.bytes, self.bytes_version = b"", -1
+        self.landing = mark
+        self.first = self.last = mark[0]
+        if mark[3]:
+            self.pageviews, self.events, self.exit_url, self.exit_at = 0, 1, None, -1
+        else:
+            self.pageviews, self.events, self.exit_url, self.exit_at = 1, 0, mark[4], mark[0]
+        return self
 
     def summarize(self) -> None:
         """Recompute the aggregate from the elements (after they were re-placed or read)."""
@@ -187,13 +208,13 @@ class Session:
     def append(self, mark: Mark) -> None:
         """Add a hit later than every element (the in-order path)."""
         self.elements.append(mark)
-        self.last = mark.t
-        if mark.is_event:
+        t = self.last = mark[0]
+        if mark[3]:  # is_event
             self.events += 1
         else:
             self.pageviews += 1
-            self.exit_url = mark.url
-            self.exit_at = mark.t
+            self.exit_url = mark[4]
+            self.exit_at = t
 
     @property
     def hits(self) -> int:
@@ -213,23 +234,30 @@ class Session:
         self.elements = elements
         self.static = None
         self.blob, self.blob_n = b"", 0
+        self.bytes_version = -1
         self.summarize()
 
     def encoded(self) -> bytes:
         # `append` only adds at the end and `reset` clears the cache, so blob is always the
-        # JSON of elements[:blob_n].
+        # JSON of elements[:blob_n] (each element is encoded once).
+        if self.blob_n < len(self.elements):
+            self._encode_new()
+        elif self.bytes_version == self.version:
+            return self.bytes  # unchanged since the last write (every change publishes a new version)
+        head = _dumps((self.id, self.index, self.version, self.end_reason, self.channel))
+        self.bytes = encoded = head[:-1] + b",[" + self.blob + b"]]"
+        self.bytes_version = self.version
+        return encoded
+
+    def _encode_new(self) -> None:
         elements = self.elements
-        n = len(elements)
-        if self.blob_n < n:
-            previous = elements[self.blob_n - 1] if self.blob_n else None
-            parts = [self.blob] if self.blob_n else []
-            for e in elements[self.blob_n:]:
-                parts.append(_encode_element(e, previous))
-                previous = e
-            self.blob = b",".join(parts)
-            self.blob_n = n
-        head = orjson.dumps([self.id, self.index, self.version, self.end_reason, self.channel])
-        return head[:-1] + b",[" + self.blob + b"]]"
+        previous = elements[self.blob_n - 1] if self.blob_n else None
+        parts = [self.blob] if self.blob_n else []
+        for e in elements[self.blob_n:]:
+            parts.append(_encode_element(e, previous))
+            previous = e
+        self.blob = b",".join(parts)
+        self.blob_n = len(elements)
 
     def values(self) -> tuple[Any, ...]:
         return (self.id, self.index, self.version, self.end_reason, self.channel, list(self.elements))
@@ -245,23 +273,18 @@ class Session:
 def _encode_element(e: Element, previous: Element | None) -> bytes:
     if type(e) is Block:
         return orjson.dumps({"b": e.values()})
-    values = list(e)
-    values[3] = 1 if e.is_event else 0
     if previous is None or type(previous) is Block:
-        return orjson.dumps(values)
-    values[0] = e.t - previous.t  # (elements are in time order: a small number)
-    end = _MARK_FIELDS
-    while end > FIRST_LANDING and values[end - 1] == previous[end - 1]:
-        end -= 1  # trailing fields equal to the previous mark's are left out
-    for i in range(FIRST_LANDING, end):
-        if values[i] == previous[i]:
-            values[i] = 0
-    return orjson.dumps(values[:end])
+        return orjson.dumps((e[0], e[1], e[2], 1 if e[3] else 0, *e[4:]))
+    # (elements are in time order: t as the gap to the previous mark is a small number)
+    if (e[18] == previous[18] and e[17] == previous[17] and e[8] == previous[8] and e[9] == previous[9]
+            and e[VISIT:] == previous[VISIT:]):  # (user agent, IP, site, source first: they differ first)
+        return orjson.dumps((e[0] - previous[0], e[1], e[2], 1 if e[3] else 0, e[4], e[5], e[6], e[7]))
+    return orjson.dumps((e[0] - previous[0], e[1], e[2], 1 if e[3] else 0, *e[4:]))
 
 
 def _decode_elements(raw: list[Any]) -> list[Element]:
     elements: list[Element] = []
-    previous: list[Any] | None = None
+    previous: Mark | None = None
     for item in raw:
         if type(item) is dict:
             first, last, pageviews, events, exit_url, exit_at, sid, landing = item["b"]
@@ -271,14 +294,10 @@ def _decode_elements(raw: list[Any]) -> list[Element]:
         item[3] = bool(item[3])
         if previous is not None:
             item[0] += previous[0]
-            n = len(item)
-            for i in range(FIRST_LANDING, n):
-                if type(item[i]) is int:  # 0: the previous mark's value
-                    item[i] = previous[i]
-            if n < _MARK_FIELDS:
-                item.extend(previous[n:])
-        elements.append(Mark(*item))
-        previous = item
+            if len(item) == VISIT:
+                item.extend(previous[VISIT:])
+        previous = _new_mark(Mark, item)
+        elements.append(previous)
     return elements
 
 
@@ -363,14 +382,13 @@ class DeviceState:
     # -- bytes ----------------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        parts = []
-        for key, slot in self.slots.items():
-            head = orjson.dumps([key, slot.count, slot.floor, slot.closes])
-            sessions = b",".join(s.encoded() for s in slot.sessions)
-            parts.append(head[:-1] + b",[" + sessions + b"]]")
-        head = orjson.dumps([self.guid, self.offset, self.version])
-        body = head[:-1] + b",[" + b",".join(parts) + b"]]"
-        return _HEADER.pack(FORMAT, len(self.ring)) + self.ring + body
+        parts = [
+            _dumps((key, slot.count, slot.floor, slot.closes))[:-1] + b",[" + b",".join(
+                [s.encoded() for s in slot.sessions]) + b"]]"
+            for key, slot in self.slots.items()
+        ]
+        head = _dumps((self.guid, self.offset, self.version))
+        return _HEADER.pack(FORMAT, len(self.ring)) + self.ring + head[:-1] + b",[" + b",".join(parts) + b"]]"
 
     @classmethod
     def from_bytes(cls, data: bytes) -> DeviceState:
@@ -424,10 +442,8 @@ def _from_format_1(ring: bytes, body: list[Any]) -> DeviceState:
                 continue
             old = dict(zip(_FORMAT_1_FIELDS, values))
             landing = Mark(
-                old["first"], 0, old["id"], False, old["url"], old["path"], old["site"], old["referrer"],
-                old["referrer_host"], old["utm_source"], old["utm_medium"], old["utm_campaign"], old["utm_term"],
-                old["utm_content"], old["utm_id"], old["click_id"], old["click_id_type"], old["ip"],
-                old["user_agent"],
+                t=old["first"], us=0, hit_id=old["id"], is_event=False,
+                **{f: old[f] for f in Mark._fields[4:]},
             )
             block = Block(old["first"], old["last"], old["pageviews"], old["events"], old["exit_url"],
                           old["exit_at"], landing, old["id"])
