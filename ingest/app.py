@@ -171,7 +171,7 @@ class IngestApp:
             else:
                 await respond(send, 404, {"error": f"no route {path}"})
         except Exception:  # a bug must cost one request, with a log line, never the worker
-            log.exception("unhandled error on %s %s", method, path)
+            log.exception("unhandled error; answered 500", extra={"method": method, "path": path})
             with contextlib.suppress(Exception):  # (the response may have started already)
                 await respond(send, 500, {"error": "internal error"})
 
@@ -271,7 +271,7 @@ class IngestApp:
             await self.publisher.publish([(self.deadletter_topic, letters)], self.timeout)
         except PublishUnavailable as exc:
             self.metrics.dead_letter_failures.inc(len(letters))
-            log.warning("dead letters not written: %s", exc.reason)
+            log.warning("dead letters not written", extra={"dead_letters": len(letters), "reason": exc.reason})
         else:
             self.metrics.dead_letters.inc(len(letters))
 

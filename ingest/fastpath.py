@@ -72,9 +72,8 @@ OUT_FIELDS = (
 ENABLED = FIELDS == frozenset(HitIn.model_fields) and OUT_FIELDS == HitOut.__struct_fields__
 if not ENABLED:  # pragma: no cover - only when HitIn or Hit changes without this module
     log.warning(
-        "ingest fast path disabled: HitIn's fields (%s) or Hit's (%s) changed",
-        sorted(HitIn.model_fields),
-        HitOut.__struct_fields__,
+        "ingest fast path disabled: HitIn's or Hit's fields changed",
+        extra={"hit_in": sorted(HitIn.model_fields), "hit": HitOut.__struct_fields__},
     )
 
 # The canonical lower-case UUID spelling; `uuid.UUID` reads more spellings, those go the slow way.
@@ -373,6 +372,6 @@ def self_check(received_at: datetime) -> bool:
         )
         if not same:
             ENABLED = False
-            log.warning("ingest fast path disabled: it disagrees with schemas.hit.enrich on %r", sample)
+            log.warning("ingest fast path disabled: it disagrees with schemas.hit.enrich", extra={"sample": sample})
             return False
     return True

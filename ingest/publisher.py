@@ -167,7 +167,8 @@ class KafkaPublisher:
             raise
         except Exception as exc:
             self.last_error = f"cannot reach Kafka at {self._settings.kafka_bootstrap}: {_describe(exc)}"
-            log.warning("%s; retrying", self.last_error)
+            log.warning("cannot reach Kafka; retrying",
+                        extra={"bootstrap": self._settings.kafka_bootstrap, "error": _describe(exc)})
 
     async def _connect(self) -> None:
         s = self._settings
@@ -201,7 +202,7 @@ class KafkaPublisher:
             raise
         self._producer = producer
         self.last_error = ""
-        log.info("connected to Kafka at %s (topics %s)", s.kafka_bootstrap, ", ".join(self._topics))
+        log.info("connected to Kafka", extra={"bootstrap": s.kafka_bootstrap, "topics": list(self._topics)})
         self._schedule_flush()  # anything that waited for the connection
 
     def _set_partitions(self, topic: str, partitions: Any) -> None:
@@ -270,7 +271,7 @@ class KafkaPublisher:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # never let the watcher die
-                log.warning("Kafka watcher: %s", _describe(exc))
+                log.warning("Kafka watcher failed; it goes on", extra={"error": _describe(exc)})
 
     def _producer_broken(self) -> bool:
         # A fatal error (e.g. OutOfOrderSequenceNumber) ends aiokafka's sender task for good, or
@@ -505,7 +506,8 @@ class KafkaPublisher:
     def _refused(self, batch: _Batch, exc: BaseException) -> str:
         st = batch.partition
         error = f"Kafka refused {st.topic}[{st.partition}]: {exc!r}"
-        log.warning("%s", error)
+        log.warning("Kafka refused a batch", extra={"topic": st.topic, "partition": st.partition,
+                                                     "records": len(batch.tickets), "error": repr(exc)})
         if isinstance(exc, PRODUCER_STATE_LOST):
             # After a broker restart the idempotent producer's sequence numbers no longer
             # match the broker's; this producer will fail every batch from now on.

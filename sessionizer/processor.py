@@ -166,7 +166,7 @@ class Processor:
                 if self.partitions.pop(tp.partition, None) is not None:
                     self.store.forget(tp.partition)
             if dropped:
-                log.info("rebalance: dropped %d fetched hits of revoked partitions (not acked)", dropped)
+                log.info("rebalance: dropped fetched hits of revoked partitions (not acked)", extra={"records": dropped})
 
     async def before_stop(self) -> None:
         """The worker stops: let the round in flight become durable (its offsets are acked before
@@ -198,8 +198,9 @@ class Processor:
             self.store.forget(tp.partition)
             self.partitions[tp.partition] = PartitionState(tp, self.store.load_clock(tp.partition), heap)
             log.info(
-                "partition %d ready: %d devices with open sessions, clock %r (%.2fs)",
-                tp.partition, len(heap), self.partitions[tp.partition].clock, time.perf_counter() - started,
+                "partition ready", extra={"partition": tp.partition, "open_devices": len(heap),
+                                          "clock": self.partitions[tp.partition].clock,
+                                          "seconds": round(time.perf_counter() - started, 3)},
             )
 
     def _reset_all(self) -> None:
@@ -261,12 +262,13 @@ class Processor:
         delay = 0.2
         while True:
             self.stats.retries += 1
-            log.warning("writing to Kafka failed (%r): processing %d chunks again in %.1fs", error, len(chunks), delay)
+            log.warning("writing to Kafka failed; processing the chunks again",
+                        extra={"error": repr(error), "chunks": len(chunks), "delay_s": delay})
             if isinstance(error, PRODUCER_STATE_LOST) and self.replace_producer is not None:
                 try:
                     await self.replace_producer()
                 except Exception as exc:  # Kafka still away: the next attempt tries again
-                    log.warning("could not replace the producer: %r", exc)
+                    log.warning("could not replace the producer", extra={"error": repr(exc)})
             self._reset_all()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
@@ -290,7 +292,7 @@ class Processor:
         try:
             await task
         except RETRYABLE as exc:
-            log.warning("round abandoned at rebalance/stop: %r", exc)
+            log.warning("round abandoned at rebalance/stop", extra={"error": repr(exc)})
             return False
         return True
 
@@ -374,7 +376,8 @@ class Processor:
                     else:
                         state = on_close(state, obj, rules, event_time, out, offset=rec.offset)
                 except Exception as exc:  # a bug in the core must not stop the worker: dead-letter the hit
-                    log.exception("session core failed on %s offset %d", chunk.tp, rec.offset)
+                    log.exception("session core failed; hit dead-lettered",
+                                  extra={"topic": chunk.tp.topic, "partition": partition, "offset": rec.offset})
                     del records[mark_r:]  # (its noted session changes are built at flush: harmless)
                     dead.append((rec.key, encode(dead_letter(
                         "sessionizer", f"sessionizer error: {type(exc).__name__}: {exc}", raw, topic=hits_topic,

@@ -77,15 +77,3 @@ def test_settings_come_from_touchstream_variables(monkeypatch):
     monkeypatch.setenv("TOUCHSTREAM_SINK_RETENTION_DAYS", "30")
     s = SinkSettings()
     assert (s.sink_group, s.pg_schema, s.sink_retention_days) == ("g2", "analytics", 30)
-
-
-def test_log_lines_carry_their_fields_as_key_values():
-    import logging
-
-    from sink.__main__ import KeyValueFormatter
-
-    record = logging.LogRecord("touchstream.sink", logging.WARNING, __file__, 1, "database write failed", (), None)
-    record.attempt = 3
-    record.error = "connection refused"
-    line = KeyValueFormatter("%(levelname)s %(message)s").format(record)
-    assert line == 'WARNING database write failed attempt=3 error="connection refused"'
