@@ -44,6 +44,7 @@ from aiokafka import AIOKafkaProducer
 from ingest.errors import PublishUnavailable
 from ingest.metrics import Metrics
 from ingest.settings import IngestSettings
+from schemas.backoff import Backoff
 from schemas.partitioning import Partitioner
 from schemas.producer import PRODUCER_STATE_LOST
 
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 Record = tuple[bytes | None, bytes]  # (key, value)
 _OVERHEAD = 64  # bytes a record costs beyond key and value (headers, varints, bookkeeping)
 _SWEEP_SLACK = 0.05  # s: deadlines are enforced this precisely (one timer for all requests)
+_WATCH_S = 1.0  # how often the watcher checks the producer and the partition lists
 
 
 class Publisher(Protocol):
@@ -244,7 +246,8 @@ class KafkaPublisher:
 
     async def _watch(self) -> None:
         """Reconnects when the producer is gone or broken; keeps partition lists current."""
-        delay = 1.0
+        delay = _WATCH_S
+        reconnect = Backoff(2 * _WATCH_S, 10.0)  # while Kafka stays away: 2, 4, 8, 10 s between attempts
         while not self._stopping:
             await asyncio.sleep(delay)
             if self._connecting is not None and not self._connecting.done():
@@ -252,8 +255,9 @@ class KafkaPublisher:
             try:
                 if self._producer is None:
                     await self._connect_logged()
-                    # Back off while Kafka stays away (1, 2, 4 .. 10 s between attempts).
-                    delay = 1.0 if self._producer is not None else min(delay * 2, 10.0)
+                    if self._producer is not None:
+                        reconnect.succeeded()
+                    delay = _WATCH_S if self._producer is not None else reconnect.failed()
                 elif self._producer_broken():
                     log.error("the Kafka producer stopped working; replacing it")
                     old, self._producer = self._producer, None

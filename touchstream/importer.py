@@ -46,6 +46,7 @@ import orjson
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.backoff import Backoff
 from schemas.settings import ENV_PREFIX
 from touchstream.console import EXIT_NO, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, CliError, error, load_settings, render_table
 
@@ -286,21 +287,18 @@ class Sender:
         self.retries = retries
         self.headers = {"content-type": "application/x-ndjson", "user-agent": user_agent}
 
-    def _backoff(self, attempt: int) -> float:
-        return min(self.settings.import_backoff_initial_s * (2 ** (attempt - 1)), self.settings.import_backoff_max_s)
-
     async def send(self, batch: Batch) -> None:
         """Send one batch (retrying, splitting); record the outcome of every line in the summary."""
-        attempt = 0
+        backoff = Backoff(self.settings.import_backoff_initial_s, self.settings.import_backoff_max_s)
         while True:
             try:
                 response = await self.client.post(self.url, content=batch.body(), headers=self.headers)
             except httpx.TransportError as exc:
-                attempt += 1
-                if attempt > self.retries:
-                    raise Stop(f"the edge at {self.url} could not be reached after {attempt} attempts "
+                delay = backoff.failed()
+                if backoff.failures > self.retries:
+                    raise Stop(f"the edge at {self.url} could not be reached after {backoff.failures} attempts "
                                f"({type(exc).__name__}: {exc})", EXIT_UNAVAILABLE) from None
-                await asyncio.sleep(self._backoff(attempt))
+                await asyncio.sleep(delay)
                 continue
             status = response.status_code
             try:
@@ -320,11 +318,10 @@ class Sender:
                 self._refuse_all(batch, [("body", _whole_body_message(payload, status))])
                 return
             if status in (503, 429) or status >= 500:
-                attempt += 1
-                if attempt > self.retries:
+                default = backoff.failed()
+                if backoff.failures > self.retries:
                     raise Stop(f"the edge answered {status} {_whole_body_message(payload, status)} "
-                               f"{attempt} times", EXIT_UNAVAILABLE)
-                default = self._backoff(attempt)
+                               f"{backoff.failures} times", EXIT_UNAVAILABLE)
                 wait = (retry_after(response.headers.get("retry-after"), default,
                                     self.settings.import_retry_after_max_s)
                         if status in (503, 429) else default)
