@@ -20,7 +20,7 @@ from ingest.errors import BodyRefused, FieldError
 from ingest.fastpath import fast_enrich
 from schemas.hit import HitIn, enrich
 from schemas.views import encode_view, view_of
-from schemas.wire import dead_letter, encode, field_errors
+from schemas.wire import DEADLETTER_PAYLOAD_MAX, dead_letter, encode, field_errors
 
 Record = tuple[bytes | None, bytes]  # (key, value)
 
@@ -91,7 +91,7 @@ class Intake:
         self,
         *,
         allowed_sites: frozenset[str] = frozenset(),
-        deadletter_payload_bytes: int = 64 * 1024,
+        deadletter_payload_bytes: int = DEADLETTER_PAYLOAD_MAX,
         new_id: Callable[[], str] = new_hit_id,
         fast_path: bool = True,
     ) -> None:
@@ -168,10 +168,6 @@ class Intake:
         key: str | None = None,
         hit_id: str | None = None,
     ) -> Record:
-        limit = self.deadletter_payload_bytes
-        if len(payload) > limit:
-            reason = f"{reason} (payload cut to its first {limit} of {len(payload)} bytes)"
-            payload = payload[:limit]
         letter = dead_letter(
             source="ingest",
             reason=reason,
@@ -180,6 +176,7 @@ class Intake:
             key=key,
             hit_id=hit_id[:64] if hit_id else None,
             at=edge.received_at,
+            payload_limit=self.deadletter_payload_bytes,
         )
         return (key.encode() if key else None, encode(letter))
 
