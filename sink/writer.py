@@ -36,6 +36,7 @@ from datetime import datetime
 
 import asyncpg
 
+from schemas.backoff import Backoff
 from schemas.errors import DatabaseUnavailable, FieldError, PartitionMissing, RejectedByDatabase, Unavailable
 from schemas.timefmt import UTC
 from sink import metrics
@@ -337,16 +338,15 @@ async def write_until_written(
     Returns the counts, or None when `stop` was set before the batch could be written (the
     caller must then not commit the batch's offsets).
     """
-    delay = initial_delay
-    attempt = 0
+    backoff = Backoff(initial_delay, max_delay)
     while True:
         try:
             return await writer.write_isolating(batch)
         except Unavailable as exc:
-            attempt += 1
+            delay = backoff.failed()
             metrics.DB_RETRIES.labels("unavailable").inc()
-            level = logging.WARNING if attempt < 5 else logging.ERROR
-            log.log(level, "database write failed; retrying", extra={"attempt": attempt, "delay_s": delay,
+            level = logging.WARNING if backoff.failures < 5 else logging.ERROR
+            log.log(level, "database write failed; retrying", extra={"attempt": backoff.failures, "delay_s": delay,
                                                                     "error": str(exc)})
         if stop is not None:
             try:
@@ -356,4 +356,3 @@ async def write_until_written(
                 pass
         else:
             await asyncio.sleep(delay)
-        delay = min(delay * 2, max_delay)
