@@ -1,8 +1,8 @@
 """Getting hits into Kafka, and knowing when Kafka has them (acks=all, idempotent producer).
 
-aiokafka's `send()` costs a coroutine, a future and a pure-Python murmur2 per record (~30 µs
-here), which alone would cap an edge near 30,000 hits/s. So the edge batches itself, with
-aiokafka's public batch API underneath:
+aiokafka's `send()` costs a coroutine, a future and a pure-Python murmur2 per record, more than
+the rest of a hit's work (`bench/publisher_bench.py` measures both). So the edge batches
+itself, with aiokafka's public batch API underneath:
 
 - `publish()` puts each record on its partition's pending list (partition = murmur2 of the
   key, exactly as aiokafka's DefaultPartitioner and the Java client choose) and returns a
@@ -11,9 +11,10 @@ aiokafka's public batch API underneath:
   the pending list and leave together as the next batch the moment the acknowledgement
   arrives (so batches grow with load, like Kafka's own accumulator); an idle partition waits
   `linger_ms` for company first;
-- a batch is built with `producer.create_batch()` and handed over with `send_batch()`, so
-  aiokafka still does compression, idempotence (producer id, sequence numbers), retries and
-  reconnection after a broker restart. One task per topic hands over the batches of a flush;
+- a batch is a `schemas.producer.PartitionBatch` (the unit the sessionizer's output uses too):
+  aiokafka's `create_batch()`, handed over whole with `send_batch()`, so aiokafka still does
+  compression, idempotence (producer id, sequence numbers), retries and reconnection after a
+  broker restart. One task per topic hands over the batches of a flush;
   each acknowledgement settles its batch's tickets in a done-callback (no task per batch).
 
 Bounds (aiokafka has no max.block.ms): a request waits at most `publish_timeout_s` and then
@@ -46,7 +47,7 @@ from ingest.metrics import Metrics
 from ingest.settings import IngestSettings
 from schemas.backoff import Backoff
 from schemas.partitioning import Partitioner
-from schemas.producer import PRODUCER_STATE_LOST
+from schemas.producer import PRODUCER_STATE_LOST, PartitionBatch
 
 
 log = logging.getLogger(__name__)
@@ -100,11 +101,13 @@ class _Partition:
 class _Batch:
     """A partition's batch handed to aiokafka, and the tickets waiting for its acknowledgement."""
 
-    __slots__ = ("partition", "builder", "tickets", "size", "started", "handed")
+    __slots__ = ("partition", "records", "tickets", "size", "started", "handed")
 
-    def __init__(self, partition: _Partition, builder: Any, tickets: list[Ticket], size: int, started: float) -> None:
+    def __init__(
+        self, partition: _Partition, records: PartitionBatch, tickets: list[Ticket], size: int, started: float
+    ) -> None:
         self.partition = partition
-        self.builder = builder
+        self.records = records
         self.tickets = tickets
         self.size = size
         self.started = started
@@ -459,20 +462,20 @@ class KafkaPublisher:
 
     def _build(self, producer: AIOKafkaProducer, st: _Partition) -> _Batch | None:
         """The partition's next batch, from its pending records; None when all were abandoned."""
-        builder = producer.create_batch()
+        records = PartitionBatch(producer, st.topic, st.partition)
         tickets: list[Ticket] = []
         pending = st.pending
         taken = 0
         sent_bytes = 0
         dropped_bytes = 0
-        append = builder.append
+        add = records.add
         for key, value, ticket in pending:
             size = len(value) + (len(key) if key is not None else 0) + _OVERHEAD
             if ticket.abandoned:
                 dropped_bytes += size
                 taken += 1
                 continue
-            if append(timestamp=None, key=key, value=value) is None:
+            if not add(key, value):
                 break  # full: the rest goes with the next batch
             tickets.append(ticket)
             sent_bytes += size
@@ -482,15 +485,13 @@ class KafkaPublisher:
         self._buffered -= dropped_bytes
         if not tickets:
             return None
-        builder.close()
         st.inflight_since = self._clock()
-        return _Batch(st, builder, tickets, sent_bytes, st.inflight_since)
+        return _Batch(st, records, tickets, sent_bytes, st.inflight_since)
 
     async def _hand_over(self, producer: AIOKafkaProducer, batches: list[_Batch]) -> None:
         for batch in batches:
-            st = batch.partition
             try:
-                acknowledged = await producer.send_batch(batch.builder, st.topic, partition=st.partition)
+                acknowledged = await batch.records.send(producer)
             except Exception as exc:
                 batch.handed = True
                 self._complete(batch, self._refused(batch, exc))
