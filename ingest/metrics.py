@@ -18,6 +18,8 @@ from bisect import bisect_left
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from schemas.internals import histogram_add, histogram_bounds
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 HIT_REFUSALS = ("invalid_hit", "site_not_allowed", "unavailable")
@@ -59,7 +61,7 @@ class Distribution:
     __slots__ = ("bounds", "counts", "sum", "_synced", "_synced_sum", "_target")
 
     def __init__(self, target: Histogram) -> None:
-        self.bounds: list[float] = list(target._upper_bounds)  # noqa: SLF001 - pinned prometheus-client
+        self.bounds: list[float] = histogram_bounds(target)
         self.counts = [0] * len(self.bounds)
         self.sum = 0.0
         self._synced = [0] * len(self.bounds)
@@ -71,15 +73,10 @@ class Distribution:
         self.sum += amount
 
     def sync(self) -> None:
-        buckets = self._target._buckets  # noqa: SLF001
-        for i, count in enumerate(self.counts):
-            delta = count - self._synced[i]
-            if delta:
-                buckets[i].inc(delta)
-                self._synced[i] = count
-        if self.sum != self._synced_sum:
-            self._target._sum.inc(self.sum - self._synced_sum)  # noqa: SLF001
-            self._synced_sum = self.sum
+        counts = list(self.counts)
+        new = [count - synced for count, synced in zip(counts, self._synced, strict=True)]
+        histogram_add(self._target, new, self.sum - self._synced_sum)
+        self._synced, self._synced_sum = counts, self.sum
 
 
 class Metrics:

@@ -40,12 +40,11 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaProducer
-
 from ingest.errors import PublishUnavailable
 from ingest.metrics import Metrics
 from ingest.settings import IngestSettings
 from schemas.backoff import Backoff
+from schemas.internals import KafkaProducer, ProducerPort, require
 from schemas.partitioning import Partitioner
 from schemas.producer import PRODUCER_STATE_LOST, PartitionBatch
 
@@ -123,9 +122,10 @@ class KafkaPublisher:
         topics: Sequence[str],
         *,
         metrics: Metrics | None = None,
-        producer_factory: Callable[..., AIOKafkaProducer] = AIOKafkaProducer,
+        producer_factory: Callable[..., ProducerPort] = KafkaProducer,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        require("aiokafka")  # KafkaProducer.sender_stopped reads a private aiokafka attribute
         self._settings = settings
         self._fatal = False  # set by a delivery error this producer cannot recover from
         self._topics = tuple(topics)
@@ -135,7 +135,7 @@ class KafkaPublisher:
         self._stall_after = settings.ingest_publish_timeout_s
         self._max_buffer = settings.ingest_buffer_bytes
         self._linger = settings.ingest_linger_ms / 1000
-        self._producer: AIOKafkaProducer | None = None
+        self._producer: ProducerPort | None = None
         self._partitions: dict[str, tuple[int, ...]] = {}
         self._states: dict[str, list[_Partition]] = {}  # by topic, indexed by partition id
         self._partitioners: dict[str, Partitioner] = {}
@@ -282,13 +282,11 @@ class KafkaPublisher:
 
     def _producer_broken(self) -> bool:
         # A fatal error (e.g. OutOfOrderSequenceNumber) ends aiokafka's sender task for good, or
-        # leaves it running while every batch fails; aiokafka exposes no public flag for either.
+        # leaves it running while every batch fails (then a batch's error says so: `_fatal`).
         if self._fatal:
             self._fatal = False
             return True
-        sender = getattr(self._producer, "_sender", None)
-        task = getattr(sender, "sender_task", None) if sender is not None else None
-        return task is not None and task.done()
+        return self._producer is not None and self._producer.sender_stopped()
 
     # --- health -------------------------------------------------------------------------
 
@@ -460,7 +458,7 @@ class KafkaPublisher:
                 batch.handed = True
                 self._complete(batch, "the edge is shutting down")
 
-    def _build(self, producer: AIOKafkaProducer, st: _Partition) -> _Batch | None:
+    def _build(self, producer: ProducerPort, st: _Partition) -> _Batch | None:
         """The partition's next batch, from its pending records; None when all were abandoned."""
         records = PartitionBatch(producer, st.topic, st.partition)
         tickets: list[Ticket] = []
@@ -488,7 +486,7 @@ class KafkaPublisher:
         st.inflight_since = self._clock()
         return _Batch(st, records, tickets, sent_bytes, st.inflight_since)
 
-    async def _hand_over(self, producer: AIOKafkaProducer, batches: list[_Batch]) -> None:
+    async def _hand_over(self, producer: ProducerPort, batches: list[_Batch]) -> None:
         for batch in batches:
             try:
                 acknowledged = await batch.records.send(producer)

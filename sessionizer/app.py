@@ -59,6 +59,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from faust.types import TP
 from mode import Service
 
+from schemas.internals import FaustTableStore, add_service, require
 from schemas.topics import Topics, create_topics
 from sessionizer.output import Sender
 from sessionizer.processor import Processor
@@ -193,6 +194,7 @@ class SessionizerService(Service):
 
 
 def create_app(settings: SessionizerSettings) -> SessionizerApp:
+    require("faust-streaming", "aiokafka")  # the private Faust/aiokafka parts this package uses
     topics = Topics(settings.topic_prefix)
     hosts = [h.strip() for h in settings.kafka_bootstrap.split(",") if h.strip()]
     app = SessionizerApp(
@@ -237,7 +239,7 @@ def create_app(settings: SessionizerSettings) -> SessionizerApp:
     stats = Stats()
     sender = Sender()
     store = DeviceStore(
-        table,
+        FaustTableStore(table),
         cache_size=settings.sessionizer_state_cache,
         min_size=2 * (settings.sessionizer_batch_max + settings.sessionizer_sweep_max),
     )
@@ -267,7 +269,7 @@ def create_app(settings: SessionizerSettings) -> SessionizerApp:
         processor.on_recovered({tp for tp in app.assignor.assigned_actives() if tp.topic == changelog})
 
     service = SessionizerService(app, settings, processor, sender, stats)
-    app._extra_services.append(service)  # type: ignore[arg-type]  # app.service() takes classes; an instance is started the same way
+    add_service(app, service)
 
     registry = registry_for(stats)
     # ua-parser compiles its regexes on first use (over a second in pure Python): do it now,

@@ -34,6 +34,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from schemas.backoff import Backoff
 from schemas.errors import Unavailable
+from schemas.internals import require
 from schemas.timefmt import UTC
 from sink import metrics
 from sink.batch import Batch, Decoder, TopicRoles
@@ -82,6 +83,7 @@ class SinkConsumer:
         client_id: str = "touchstream-sink",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        require("asyncpg")  # sink.writer.classify tells asyncpg's own DataError apart
         self.settings = settings
         self.roles = TopicRoles.from_prefix(settings.topic_prefix)
         self.client_id = client_id

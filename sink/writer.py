@@ -38,6 +38,7 @@ import asyncpg
 
 from schemas.backoff import Backoff
 from schemas.errors import DatabaseUnavailable, FieldError, PartitionMissing, RejectedByDatabase, Unavailable
+from schemas.internals import is_driver_data_error
 from schemas.timefmt import UTC
 from sink import metrics
 from sink.batch import COLUMNS, DAY_PARTITIONED, SESSION_COLUMNS, TABLES, Batch, refusal_row
@@ -70,7 +71,7 @@ def classify(exc: BaseException) -> RejectedByDatabase | DatabaseUnavailable:
 
 def _refused_by_the_driver(exc: BaseException) -> bool:
     """asyncpg's encoder refused a value (wrong type or shape) before sending it."""
-    if isinstance(exc, asyncpg.exceptions._base.DataError):
+    if is_driver_data_error(exc):
         return True
     return isinstance(exc, (ValueError, TypeError, OverflowError)) and not isinstance(exc, asyncpg.InterfaceError)
 

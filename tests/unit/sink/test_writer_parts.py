@@ -37,6 +37,7 @@ def pg_error(cls: type, message: str = "boom") -> asyncpg.PostgresError:
         (ConnectionRefusedError(111, "refused"), DatabaseUnavailable),
         (TimeoutError(), DatabaseUnavailable),
         (asyncpg.InterfaceError("connection is closed"), DatabaseUnavailable),
+        # asyncpg's own (private) DataError, read through schemas.internals.is_driver_data_error
         (asyncpg.exceptions._base.DataError("invalid input for query argument"), RejectedByDatabase),
         (ValueError("invalid UUID 'x'"), RejectedByDatabase),
     ],
