@@ -2,7 +2,8 @@
 
 No I/O and no clock: the receive time, client address and user agent come in as an `Edge`,
 so the whole decision (accepted records, dead letters, the per-item errors, the status) is
-a function of its inputs and unit-tested as one.
+a function of its inputs and unit-tested as one. `Intake.process` gives an `Outcome`,
+`Intake.refuse` a `Refusal` (a body refused as a whole); each knows its HTTP status.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ingest.body import BadJson, Items, json_type
 from ingest.errors import BodyRefused, FieldError
 from ingest.fastpath import fast_enrich
+from ingest.items import BadJson, Items, json_type
 from schemas.hit import HitIn, enrich
 from schemas.views import encode_view, view_of
 from schemas.wire import DEADLETTER_PAYLOAD_MAX, dead_letter, encode, field_errors
@@ -52,6 +53,7 @@ class Edge:
 class Outcome:
     """What to publish and what to answer for one request."""
 
+    items: int = 0  # in the request
     accepted: int = 0
     rejected: list[dict[str, Any]] = field(default_factory=list)
     hits: list[Record] = field(default_factory=list)  # to `hits`: enriched hits and close records
@@ -79,9 +81,20 @@ class Outcome:
         return batches
 
 
-def refusal_body(exc: BodyRefused) -> dict[str, Any]:
-    """The answer to a request refused as a whole: the same shape, with no index."""
-    return {"accepted": 0, "rejected": [{"index": None, "errors": [e.as_dict() for e in exc.errors]}]}
+@dataclass(slots=True)
+class Refusal:
+    """A request refused as a whole (nothing in it accepted), and the dead letters worth keeping."""
+
+    error: BodyRefused
+    dead_letters: list[Record] = field(default_factory=list)
+
+    @property
+    def status(self) -> int:
+        return self.error.status
+
+    def body(self) -> dict[str, Any]:
+        """The answer: the shape of an `Outcome`'s, with no index."""
+        return {"accepted": 0, "rejected": [{"index": None, "errors": [e.as_dict() for e in self.error.errors]}]}
 
 
 class Intake:
@@ -101,7 +114,7 @@ class Intake:
         self.fast_path = fast_path
 
     def process(self, items: Items, edge: Edge) -> Outcome:
-        out = Outcome()
+        out = Outcome(len(items.values))
         received_at, ip, user_agent, new_id = edge.received_at, edge.ip, edge.user_agent, self.new_id
         allowed = self.allowed_sites
         hits = out.hits
@@ -152,11 +165,11 @@ class Intake:
             )
         )
 
-    def refuse_body(self, exc: BodyRefused, body: bytes, edge: Edge) -> list[Record]:
-        """Dead letters for a body refused as a whole (only the kinds worth keeping)."""
+    def refuse(self, exc: BodyRefused, body: bytes, edge: Edge) -> Refusal:
+        """A body refused as a whole, with its dead letter when it is of a kind worth keeping."""
         if not exc.dead_letter:
-            return []
-        return [self._dead_letter(body, exc.reason, exc.errors, edge)]
+            return Refusal(exc)
+        return Refusal(exc, [self._dead_letter(body, exc.reason, exc.errors, edge)])
 
     def _dead_letter(
         self,
