@@ -55,6 +55,7 @@ class Items:
 
 
 def json_type(value: object) -> str:
+    """What a decoded JSON value is, for error messages ("must be a hit object, not a number")."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -63,6 +64,10 @@ def json_type(value: object) -> str:
         return "a number"
     if isinstance(value, str):
         return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
     return type(value).__name__
 
 

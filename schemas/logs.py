@@ -37,9 +37,9 @@ from pydantic import BaseModel, SecretStr
 from schemas.settings import LogSettings
 
 MASK = "***"
-# Libraries that say a lot at INFO (Faust's and aiokafka's start-up and rebalance chatter): they
-# log from WARNING up unless the level asks for DEBUG.
-CHATTY = ("aiokafka", "faust", "mode")
+# Libraries that say a lot at INFO (Faust's and aiokafka's start-up and rebalance chatter, httpx's
+# line per request): they log from WARNING up unless the level asks for DEBUG.
+CHATTY = ("aiokafka", "faust", "mode", "httpx", "httpcore")
 
 # Attributes every LogRecord has: anything else on a record came from `extra=`.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}

@@ -46,6 +46,7 @@ import orjson
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ingest.items import json_type
 from schemas.backoff import Backoff
 from schemas.settings import ENV_PREFIX
 from touchstream.console import EXIT_NO, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, CliError, error, load_settings, render_table
@@ -175,18 +176,6 @@ class Batch:
         return left, right
 
 
-def _json_type(value: Any) -> str:
-    if isinstance(value, list):
-        return "an array"
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    return "a string"
-
-
 async def read_batches(source: IO[bytes], summary: Summary, *, batch: int, max_bytes: int, add_hit_ids: bool,
                        progress: Any) -> AsyncIterator[Batch]:
     """The file's lines as batches; lines refused here go straight to `summary`."""
@@ -215,7 +204,7 @@ async def read_batches(source: IO[bytes], summary: Summary, *, batch: int, max_b
                 skipped += read
                 continue
             if not isinstance(value, dict):
-                summary.refuse(number, [("line", f"must be a hit object (one per line), not {_json_type(value)}")])
+                summary.refuse(number, [("line", f"must be a hit object (one per line), not {json_type(value)}")])
                 skipped += read
                 continue
             if add_hit_ids and "hit_id" not in value:
