@@ -116,35 +116,43 @@ class Intake:
     def process(self, items: Items, edge: Edge) -> Outcome:
         out = Outcome(len(items.values))
         received_at, ip, user_agent, new_id = edge.received_at, edge.ip, edge.user_agent, self.new_id
+        fast = fast_enrich if self.fast_path else _no_fast_path
         allowed = self.allowed_sites
-        hits = out.hits
+        add = out.hits.append
+        accepted = 0
         for index, value in enumerate(items.values):
-            result = None
-            if self.fast_path:
-                result = fast_enrich(value, received_at, ip, user_agent, new_id)  # (positional: per hit)
-            if result is None:
-                errors = _item_errors(value)
-                if errors is None:
-                    try:
-                        hit = HitIn.model_validate(value)
-                    except ValidationError as exc:
-                        errors = field_errors(exc)
-                    else:  # as Structs, like the fast path's records
-                        record, close = enrich(hit, received_at=received_at, ip=ip, user_agent=user_agent, new_id=new_id)
-                        result = view_of(record), None if close is None else view_of(close)
-                if errors is not None:
-                    self._refuse(out, items, index, INVALID_HIT, errors, edge)
+            result = fast(value, received_at, ip, user_agent, new_id)  # (positional: per hit)
+            if result is None:  # the fast path was not sure: the definition decides
+                result = self._validated(value, edge)
+                if type(result) is list:
+                    self._refuse(out, items, index, INVALID_HIT, result, edge)
                     continue
             record, close = result  # type: ignore[misc]
             if allowed and record.site not in allowed:
                 message = f"{record.site!r} is not on this edge's allow-list"
                 self._refuse(out, items, index, SITE_NOT_ALLOWED, [FieldError("site", message)], edge)
                 continue
-            hits.append((record.guid.encode(), encode_view(record)))
+            add((record.guid.encode(), encode_view(record)))
             if close is not None:
-                hits.append((close.guid.encode(), encode_view(close)))
-            out.accepted += 1
+                add((close.guid.encode(), encode_view(close)))
+            accepted += 1
+        out.accepted = accepted
         return out
+
+    def _validated(self, value: object, edge: Edge) -> tuple[Any, Any] | list[FieldError]:
+        """The item through HitIn and enrich (the definition of a hit), as Structs like the fast
+        path's records; or its errors."""
+        errors = _item_errors(value)
+        if errors is not None:
+            return errors
+        try:
+            hit = HitIn.model_validate(value)
+        except ValidationError as exc:
+            return field_errors(exc)
+        record, close = enrich(
+            hit, received_at=edge.received_at, ip=edge.ip, user_agent=edge.user_agent, new_id=self.new_id
+        )
+        return view_of(record), None if close is None else view_of(close)
 
     def _refuse(
         self, out: Outcome, items: Items, index: int, reason: str, errors: list[FieldError], edge: Edge
@@ -192,6 +200,10 @@ class Intake:
             payload_limit=self.deadletter_payload_bytes,
         )
         return (key.encode() if key else None, encode(letter))
+
+
+def _no_fast_path(*_: object) -> None:
+    return None
 
 
 def _item_errors(value: object) -> list[FieldError] | None:
