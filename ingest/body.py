@@ -91,16 +91,27 @@ def check_content_length(header: bytes | None, limit: int) -> None:
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:
-    """The request body, or PayloadTooLarge as soon as more than `limit` bytes arrived.
-
-    Chunked uploads have no Content-Length, so the limit is enforced here, chunk by chunk.
-    """
+    """The request body, or PayloadTooLarge as soon as more than `limit` bytes arrived."""
     message = await receive()
+    body = whole_body(message, limit)
+    return body if body is not None else await read_chunks(message, receive, limit)
+
+
+def whole_body(message: Mapping[str, Any], limit: int) -> bytes | None:
+    """The body when the first ASGI message holds all of it (as it nearly always does); None when
+    more chunks follow (`read_chunks`)."""
+    if message.get("more_body", False):
+        return None
+    body: bytes = message.get("body", b"")
+    if len(body) > limit:
+        raise too_large(limit)
+    return body
+
+
+async def read_chunks(message: Mapping[str, Any], receive: Receive, limit: int) -> bytes:
+    """The body of a request sent in chunks, from its first message on; PayloadTooLarge as soon
+    as more than `limit` bytes arrived (chunked uploads have no Content-Length to check first)."""
     body = message.get("body", b"")
-    if not message.get("more_body", False):
-        if len(body) > limit:
-            raise too_large(limit)
-        return body
     chunks = [body]
     size = len(body)
     while True:
@@ -184,9 +195,14 @@ class BodyReader:
     async def take(self, headers: Mapping[bytes, bytes], receive: Receive, edge: Edge) -> Outcome | Refusal:
         body = b""
         try:
-            fmt = self.format(headers.get(b"content-type"), headers.get(b"content-encoding"))
-            check_content_length(headers.get(b"content-length"), self.max_body)
-            body = await read_body(receive, self.max_body)
+            get = headers.get
+            content = (get(b"content-type"), get(b"content-encoding"))
+            fmt = self._formats.get(content) or self.format(*content)
+            check_content_length(get(b"content-length"), self.max_body)
+            message = await receive()
+            body = whole_body(message, self.max_body)  # (nearly always: one message holds it all)
+            if body is None:
+                body = await read_chunks(message, receive, self.max_body)
             items = parse(body, fmt, self.max_items)
         except BodyRefused as exc:
             return self.intake.refuse(exc, body, edge)
