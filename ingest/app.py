@@ -1,9 +1,8 @@
 """The edge as a raw ASGI app: a handful of fixed routes in a table, no framework.
 
-Why raw ASGI: under uvicorn a framework's routing and request objects cost as much as the
-edge's own work on a single-hit request (Starlette and FastAPI served about half and a quarter
-of a bare ASGI app's requests when this was chosen; `bench/ingest_bench.py` measures the edge
-against the bare app). The edge has six fixed routes:
+Why raw ASGI: under uvicorn a framework's routing and request objects cost about as much as the
+edge's own work on a single-hit request (the README's measured section has the figures;
+`bench/ingest_bench.py` measures the edge against a bare app). The edge has six fixed routes:
 
     POST    /v1/hits        hits (ingest.body -> ingest.intake -> ingest.fastpath; ingest.publisher)
     OPTIONS /v1/hits        CORS preflight

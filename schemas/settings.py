@@ -60,5 +60,5 @@ class RuntimeSettings(LogSettings):
     gc_gen0_threshold: int = Field(
         50_000, ge=0,
         description="allocations between young-generation garbage collections (Python's default 700 "
-        "costs a third of a hit's CPU in the sessionizer); 0 keeps Python's defaults",
+        "re-walks the long-lived heap every few records); 0 keeps Python's defaults",
     )
