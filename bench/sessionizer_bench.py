@@ -46,6 +46,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench import kafkabench as kb
 from bench.hitgen import Shape, generate
+from schemas.internals import partitions_of
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -125,10 +126,7 @@ async def state_sizes(bootstrap: str, changelog: str) -> tuple[int, float]:
     await consumer.start()
     latest: dict[bytes, int] = {}
     try:
-        parts = consumer.partitions_for_topic(changelog)
-        if not parts:
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(changelog) or set()
+        parts = await partitions_of(consumer, changelog)
         tps = [TopicPartition(changelog, p) for p in parts]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)

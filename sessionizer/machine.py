@@ -44,11 +44,10 @@ from __future__ import annotations
 
 from bisect import insort
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from schemas.timefmt import EPOCH
+from schemas.timefmt import to_ms
 from schemas.views import CloseView, HitView
 from sessionizer.channel import channel_for
 from sessionizer.identity import hit_fingerprint, session_id
@@ -126,15 +125,6 @@ class Emitted:
         self.pending.clear()
         self.placed.clear()
         self.counts = Counts()
-
-
-_MS = timedelta(milliseconds=1)
-_US = timedelta(microseconds=1)
-
-
-def to_ms(value: datetime) -> int:
-    """schemas.timefmt.to_ms without building a timedelta per call (4x faster; once per hit)."""
-    return (value - EPOCH) // _MS
 
 
 # -- public interface ----------------------------------------------------------------------

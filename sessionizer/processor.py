@@ -41,18 +41,18 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 from aiokafka.errors import KafkaError
 from faust.types import TP
 
+from schemas.backoff import Backoff
 from schemas.errors import InvalidInput
 from schemas.partitioning import Partitioner
 from schemas.views import ForgetView, HitView, decode_hit_record, encode_view
 from schemas.producer import PRODUCER_STATE_LOST
-from schemas.timefmt import EPOCH
+from schemas.timefmt import to_ms
 from schemas.topics import Topics
 from schemas.wire import WIRE_OPTIONS, dead_letter, encode
 from sessionizer.clock import PartitionClock
@@ -63,19 +63,9 @@ from sessionizer.store import DeviceStore
 from sessionizer.sweep import DeadlineHeap, stored_states
 from sessionizer.transport import Chunk, Inbox
 
-DEADLETTER_PAYLOAD_MAX = 64 * 1024  # original bytes kept in a dead letter, as the edge does
-
 log = logging.getLogger("touchstream.sessionizer")
 
 RETRYABLE = (KafkaError, asyncio.TimeoutError, OSError)
-_MS = timedelta(milliseconds=1)
-
-
-def _ms(value: datetime) -> int:
-    """schemas.timefmt.to_ms without building a timedelta per call."""
-    return (value - EPOCH) // _MS
-
-
 class PartitionState:
     """What the processor keeps per assigned, recovered `hits` partition."""
 
@@ -197,7 +187,7 @@ class Processor:
                 if self.partitions.pop(tp.partition, None) is not None:
                     self.store.forget(tp.partition)
             if dropped:
-                log.info("rebalance: dropped %d fetched hits of revoked partitions (not acked)", dropped)
+                log.info("rebalance: dropped fetched hits of revoked partitions (not acked)", extra={"records": dropped})
 
     async def before_stop(self) -> None:
         """The worker stops: let the round in flight become durable (its offsets are acked before
@@ -231,9 +221,9 @@ class Processor:
             self.store.forget(tp.partition)
             self.partitions[tp.partition] = PartitionState(tp, self.store.load_clock(tp.partition), heap, open_)
             log.info(
-                "partition %d ready: %d devices with open sessions, %d with a deadline, clock %r (%.2fs)",
-                tp.partition, len(open_), len(heap), self.partitions[tp.partition].clock,
-                time.perf_counter() - started,
+                "partition ready", extra={"partition": tp.partition, "open_devices": len(open_),
+                                          "deadlines": len(heap), "clock": self.partitions[tp.partition].clock,
+                                          "seconds": round(time.perf_counter() - started, 3)},
             )
 
     def _reset_all(self) -> None:
@@ -292,18 +282,19 @@ class Processor:
         return False
 
     async def _redo(self, chunks: list[Chunk], error: BaseException) -> None:
-        delay = 0.2
+        backoff = Backoff(0.2, 10.0)
         while True:
+            delay = backoff.failed()
             self.stats.retries += 1
-            log.warning("writing to Kafka failed (%r): processing %d chunks again in %.1fs", error, len(chunks), delay)
+            log.warning("writing to Kafka failed; processing the chunks again",
+                        extra={"error": repr(error), "chunks": len(chunks), "delay_s": delay})
             if isinstance(error, PRODUCER_STATE_LOST) and self.replace_producer is not None:
                 try:
                     await self.replace_producer()
                 except Exception as exc:  # Kafka still away: the next attempt tries again
-                    log.warning("could not replace the producer: %r", exc)
+                    log.warning("could not replace the producer", extra={"error": repr(exc)})
             self._reset_all()
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
             if self.app.should_stop or self.stopped or self.app.rebalancing:
                 return  # abandoned: nothing acked, so processed again (here or by the next owner)
             computed = await self._compute(chunks)
@@ -324,7 +315,7 @@ class Processor:
         try:
             await task
         except RETRYABLE as exc:
-            log.warning("round abandoned at rebalance/stop: %r", exc)
+            log.warning("round abandoned at rebalance/stop", extra={"error": repr(exc)})
             return False
         return True
 
@@ -391,10 +382,10 @@ class Processor:
                 if guid in states or store_get(partition, guid) is not None:
                     states[guid] = None
                 continue
-            occurred = _ms(obj.occurred_at)
+            occurred = to_ms(obj.occurred_at)
             newest = clock.newest_ms
             if newest is None or occurred > newest:
-                event_time = clock.observe(occurred, _ms(obj.received_at))
+                event_time = clock.observe(occurred, to_ms(obj.received_at))
             else:  # received_at only matters for a new newest hit
                 event_time = clock.time_ms
             known = guid in states
@@ -409,25 +400,21 @@ class Processor:
                 else:
                     state = on_close(state, obj, rules, event_time, out, offset=rec.offset)
             except Exception as exc:  # a bug in the core must not stop the worker: dead-letter the hit
-                log.exception("session core failed on %s offset %d", chunk.tp, rec.offset)
+                log.exception("session core failed; hit dead-lettered",
+                              extra={"topic": chunk.tp.topic, "partition": partition, "offset": rec.offset})
                 del out.records[mark:]  # (its noted session changes are built at flush: harmless)
                 work.dead.append(self._dead_letter(
                     rec, partition, f"sessionizer error: {type(exc).__name__}: {exc}", [],
-                    hit_id=getattr(obj, "hit_id", None), whole=True,
+                    hit_id=getattr(obj, "hit_id", None),
                 ))
                 continue
             if state is not None or known or store_get(partition, guid) is not None:
                 states[guid] = state  # (None for a device never stored: nothing to write)
 
-    def _dead_letter(self, rec: Any, partition: int, reason: str, errors: list[dict[str, str]], *,
-                     hit_id: str | None = None, whole: bool = False) -> tuple[bytes | None, bytes, int]:
-        payload = rec.value or b""
-        if not whole and len(payload) > DEADLETTER_PAYLOAD_MAX:
-            # A dead letter must fit in a Kafka record (base64 grows it by a third): an oversized
-            # one would be refused and stop the worker's output for good.
-            reason = f"{reason} (payload cut to its first {DEADLETTER_PAYLOAD_MAX} of {len(payload)} bytes)"
-            payload = payload[:DEADLETTER_PAYLOAD_MAX]
-        letter = dead_letter("sessionizer", reason, payload, errors=errors, topic=self.topics.hits,
+    def _dead_letter(self, rec: Any, partition: int, reason: str, errors: list[Any], *,
+                     hit_id: str | None = None) -> tuple[bytes | None, bytes, int]:
+        # (schemas.wire.dead_letter cuts an oversized payload: a dead letter must fit in a record)
+        letter = dead_letter("sessionizer", reason, rec.value or b"", errors=errors, topic=self.topics.hits,
                              partition=partition, offset=rec.offset, key=rec.key, hit_id=hit_id)
         return rec.key, encode(letter), partition
 

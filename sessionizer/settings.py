@@ -65,7 +65,6 @@ class SessionizerSettings(KafkaSettings, RuntimeSettings):
     sessionizer_event_loop: Literal["asyncio", "uvloop"] = Field(
         "asyncio", description="event loop of the worker (and of Faust's consumer thread)"
     )
-    sessionizer_log_level: str = Field("WARNING", description="log level of the worker")
     sessionizer_stats_file: Path | None = Field(None, description="write counters as JSON here every second (benchmarks, tests)")
 
     def rules(self) -> Rules:

@@ -42,7 +42,9 @@ from datetime import datetime
 
 import asyncpg
 
-from schemas.errors import FieldError, InvalidInput, Unavailable
+from schemas.backoff import Backoff
+from schemas.errors import DatabaseUnavailable, FieldError, PartitionMissing, RejectedByDatabase, Unavailable
+from schemas.internals import is_driver_data_error
 from schemas.timefmt import UTC
 from sink import metrics
 from sink.batch import COLUMNS, DAY_PARTITIONED, SESSION_COLUMNS, STAGED_ONLY, TABLES, Batch, refusal_row
@@ -55,22 +57,29 @@ log = logging.getLogger("touchstream.sink.writer")
 DATA_CLASSES = frozenset({"22", "23"})
 
 
-class RejectedByDatabase(InvalidInput):
-    """PostgreSQL (or asyncpg's encoder) refuses a value of the batch: some row can never be written."""
-
-
-def classify(exc: BaseException) -> str:
-    """'data' (isolate the row), 'missing_partition' (reload partitions, retry) or 'retry'."""
+def classify(exc: BaseException) -> RejectedByDatabase | DatabaseUnavailable:
+    """What a failed write means, as the typed error the caller acts on (`schemas.errors`):
+    `RejectedByDatabase` (isolate the row), `PartitionMissing` (reload partitions, retry) or
+    `DatabaseUnavailable` (retry the batch)."""
     if isinstance(exc, asyncpg.PostgresError):
         state = exc.sqlstate or ""
         if state == "23514" and "no partition" in str(exc):
-            return "missing_partition"  # a day dropped behind the sink's back: not the row's fault
-        return "data" if state[:2] in DATA_CLASSES else "retry"
-    if isinstance(exc, (ValueError, TypeError, OverflowError)) and not isinstance(exc, asyncpg.InterfaceError):
-        return "data"  # asyncpg's encoder refused a value (wrong type or shape) before sending it
-    if isinstance(exc, asyncpg.exceptions._base.DataError):
-        return "data"
-    return "retry"
+            return PartitionMissing(f"no day partition for a row: {exc}")  # not the row's fault
+        if state[:2] in DATA_CLASSES:
+            detail = getattr(exc, "detail", None)
+            message = f"{exc}" + (f" ({detail})" if detail else "")
+            return RejectedByDatabase(f"refused by PostgreSQL: {message}", [FieldError(f"sqlstate {state}", message)])
+    elif _refused_by_the_driver(exc):
+        return RejectedByDatabase(f"refused by the database driver: {exc}",
+                                  [FieldError("row", f"{type(exc).__name__}: {exc}")])
+    return DatabaseUnavailable(f"PostgreSQL write failed: {type(exc).__name__}: {exc}")
+
+
+def _refused_by_the_driver(exc: BaseException) -> bool:
+    """asyncpg's encoder refused a value (wrong type or shape) before sending it."""
+    if is_driver_data_error(exc):
+        return True
+    return isinstance(exc, (ValueError, TypeError, OverflowError)) and not isinstance(exc, asyncpg.InterfaceError)
 
 
 def _status_count(status: str) -> int:
@@ -278,21 +287,13 @@ class Writer:
         except (Unavailable, RejectedByDatabase):
             raise
         except Exception as exc:
-            kind = classify(exc)
-            if kind == "data":
-                state = getattr(exc, "sqlstate", None)
-                detail = getattr(exc, "detail", None)
-                message = f"{exc}" + (f" ({detail})" if detail else "")
-                if state:
-                    raise RejectedByDatabase(f"refused by PostgreSQL: {message}",
-                                             [FieldError(f"sqlstate {state}", message)]) from exc
-                raise RejectedByDatabase(f"refused by the database driver: {message}",
-                                         [FieldError("row", f"{type(exc).__name__}: {message}")]) from exc
-            if kind == "missing_partition":
+            error = classify(exc)
+            if isinstance(error, PartitionMissing):
                 self._reload_partitions = True
                 metrics.DB_RETRIES.labels("missing_partition").inc()
-            await self.close()  # the connection may be broken; a fresh one is cheap next to an outage
-            raise Unavailable(f"PostgreSQL write failed: {type(exc).__name__}: {exc}") from exc
+            if isinstance(error, DatabaseUnavailable):
+                await self.close()  # the connection may be broken; a fresh one is cheap next to an outage
+            raise error from exc
         metrics.WRITE_SECONDS.observe(time.perf_counter() - started)
         for table, count in written.items():
             metrics.ROWS_WRITTEN.labels(table).inc(count)
@@ -409,16 +410,15 @@ async def write_until_written(
     Returns the counts, or None when `stop` was set before the batch could be written (the
     caller must then not commit the batch's offsets).
     """
-    delay = initial_delay
-    attempt = 0
+    backoff = Backoff(initial_delay, max_delay)
     while True:
         try:
             return await writer.write_isolating(batch)
         except Unavailable as exc:
-            attempt += 1
+            delay = backoff.failed()
             metrics.DB_RETRIES.labels("unavailable").inc()
-            level = logging.WARNING if attempt < 5 else logging.ERROR
-            log.log(level, "database write failed; retrying", extra={"attempt": attempt, "delay_s": delay,
+            level = logging.WARNING if backoff.failures < 5 else logging.ERROR
+            log.log(level, "database write failed; retrying", extra={"attempt": backoff.failures, "delay_s": delay,
                                                                     "error": str(exc)})
         if stop is not None:
             try:
@@ -428,4 +428,3 @@ async def write_until_written(
                 pass
         else:
             await asyncio.sleep(delay)
-        delay = min(delay * 2, max_delay)

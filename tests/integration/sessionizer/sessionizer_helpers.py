@@ -54,7 +54,7 @@ class Worker:
             "TOUCHSTREAM_SESSIONIZER_WEB_PORT": str(free_port()),
             "TOUCHSTREAM_SESSIONIZER_DATA_DIR": str(self.data_dir),
             "TOUCHSTREAM_SESSIONIZER_STATS_FILE": str(self.stats_file),
-            "TOUCHSTREAM_SESSIONIZER_LOG_LEVEL": "INFO",
+            "TOUCHSTREAM_LOG_LEVEL": "INFO",
             "TOUCHSTREAM_SESSIONIZER_COMMIT_INTERVAL_S": "1.0",
             "TOUCHSTREAM_SESSIONIZER_TICK_MS": "300",
             # These tests' hits carry received_at = created_at, in March 2026: once a partition is
