@@ -178,7 +178,7 @@ class KafkaPublisher:
     async def _connect(self) -> None:
         s = self._settings
         producer = self._factory(
-            bootstrap_servers=s.kafka_bootstrap,
+            **s.kafka_connection().client_args(),
             client_id="touchstream-ingest",
             enable_idempotence=True,
             acks="all",

@@ -74,8 +74,9 @@ class Redactor:
 
 
 def secrets_of(*settings: BaseModel) -> list[str]:
-    """The secret values of settings objects: SecretStr fields, and the password of every field
-    holding a URL (a DSN; comma-separated lists of URLs too)."""
+    """The secret values of settings objects: SecretStr fields (the SASL and key passwords among
+    them), and the passwords of every field holding a URL (a DSN; comma-separated lists of URLs
+    too)."""
     found: list[str] = []
     for model in settings:
         for name in type(model).model_fields:
@@ -88,14 +89,19 @@ def secrets_of(*settings: BaseModel) -> list[str]:
 
 
 def _url_passwords(value: str) -> list[str]:
+    """The passwords a URL carries: its own, and query parameters like libpq's `password=` and
+    `sslpassword=` (the key's), as written and decoded."""
     passwords = []
     for part in value.split(","):
         try:
-            password = urllib.parse.urlsplit(part.strip()).password
+            parts = urllib.parse.urlsplit(part.strip())
+            password = parts.password
         except ValueError:
             continue
-        if password:
-            passwords += [password, urllib.parse.unquote(password)]
+        found = [password] if password else []
+        found += [v for k, v in urllib.parse.parse_qsl(parts.query) if _SECRET_KEY.fullmatch(k)]
+        for secret in found:
+            passwords += [secret, urllib.parse.unquote(secret)]
     return passwords
 
 

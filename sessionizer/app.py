@@ -54,13 +54,12 @@ from typing import Any
 
 import faust
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.admin import AIOKafkaAdminClient
 from faust.types import TP
 from mode import Service
 
 from schemas.internals import FaustTableStore, add_service, require
-from schemas.topics import Topics, create_topics
+from schemas.topics import TopicPolicy, Topics, create_missing, create_topics_for
 from sessionizer.output import Sender
 from sessionizer.processor import Processor
 from sessionizer.settings import SessionizerSettings
@@ -85,22 +84,13 @@ async def ensure_topics(settings: SessionizerSettings) -> dict[str, int]:
     `settings.partitions` partitions unless they exist; refuse to start when an existing topic
     has another partition count than `hits` (Faust's changelog must match it partition for
     partition, and the outputs' partitioning assumes one count). Returns name -> partitions."""
-    await create_topics(
-        settings.kafka_bootstrap, settings.topic_prefix, settings.partitions, settings.replication_factor,
-        settings.hits_retention_ms,
-    )
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await create_topics_for(settings)
+    policy = TopicPolicy.of(settings)
+    name = changelog_topic(settings)
+    await create_missing(settings.kafka_connection(), [policy.new_topic(name, policy.changelog_config())])
+    admin = AIOKafkaAdminClient(**settings.kafka_connection().client_args())
     await admin.start()
     try:
-        name = changelog_topic(settings)
-        if name not in set(await admin.list_topics()):
-            try:
-                await admin.create_topics([NewTopic(
-                    name, num_partitions=settings.partitions, replication_factor=settings.replication_factor,
-                    topic_configs={"cleanup.policy": "compact"},
-                )])
-            except TopicAlreadyExistsError:
-                pass
         topics = Topics(settings.topic_prefix)
         names = [*topics.all(), name]
         counts: dict[str, int] = {}
@@ -148,7 +138,7 @@ class SessionizerService(Service):
         s = self.settings
         # Outputs and changelog: idempotent, acks=all; big batches (see sessionizer.output).
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=s.kafka_bootstrap,
+            **s.kafka_connection().client_args(),
             acks="all",
             enable_idempotence=True,
             linger_ms=s.sessionizer_linger_ms,
@@ -223,11 +213,13 @@ def create_app(settings: SessionizerSettings) -> SessionizerApp:
 
 def _faust_app(settings: SessionizerSettings) -> SessionizerApp:
     """Faust configured for the worker: at-least-once, the bulk consumer, RocksDB, raw bytes."""
-    hosts = [h.strip() for h in settings.kafka_bootstrap.split(",") if h.strip()]
+    kafka = settings.kafka_connection()
     return SessionizerApp(
         settings.sessionizer_app_id,
-        broker=";".join(f"kafka://{h}" for h in hosts),
-        broker_consumer=";".join(f"{SCHEME}://{h}" for h in hosts),
+        broker=";".join(f"kafka://{h}" for h in kafka.hosts),
+        broker_consumer=";".join(f"{SCHEME}://{h}" for h in kafka.hosts),
+        # TLS and SASL for every client Faust makes (consumer, producer, admin): same settings.
+        broker_credentials=kafka.faust_credentials(),
         store="rocksdb://",
         datadir=str(settings.sessionizer_data_dir),
         web_port=settings.sessionizer_web_port,

@@ -89,7 +89,7 @@ class SinkConsumer:
         self.client_id = client_id
         self.clock = clock
         self.writer = Writer(
-            settings.pg_dsn,
+            settings.writer_dsn,
             settings.pg_schema,
             role=settings.pg_writer_role if settings.sink_set_role else None,
             connect_timeout=settings.sink_connect_timeout_s,
@@ -118,7 +118,7 @@ class SinkConsumer:
         while not stop.is_set():
             try:
                 if s.sink_migrate_on_start:
-                    report = await migrate(s.pg_dsn, s.pg_schema, Roles(s.pg_writer_role, s.pg_analyst_role))
+                    report = await migrate(s.migrate_dsn, s.pg_schema, Roles(s.pg_writer_role, s.pg_analyst_role))
                     log.info("migrations checked", extra={"schema": s.pg_schema, "applied": len(report.applied),
                                                           "version": report.current})
                 await self.maintenance(force=True)
@@ -138,7 +138,7 @@ class SinkConsumer:
     def _make_consumer(self) -> AIOKafkaConsumer:
         s = self.settings
         return AIOKafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap,
+            **s.kafka_connection().client_args(),
             group_id=s.sink_group,
             client_id=self.client_id,
             enable_auto_commit=False,

@@ -14,8 +14,8 @@ import sys
 
 from pydantic import ValidationError
 
-from schemas.logs import configure_logging
-from schemas.settings import LogSettings
+from schemas.logs import configure_logging, secrets_of
+from schemas.settings import KafkaSettings, LogSettings, PostgresSettings
 
 # name -> ("module:function", one-line help). Each function takes argv (list[str]) and returns an exit code.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -40,6 +40,18 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _secrets() -> list[str]:
+    """What the commands' log lines must never show: the Kafka and PostgreSQL secrets of the
+    environment (a setting that does not validate is the command's to report, not ours)."""
+    found: list[str] = []
+    for settings in (KafkaSettings, PostgresSettings):
+        try:
+            found += secrets_of(settings())
+        except ValidationError:
+            continue
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help", "help"}:
@@ -50,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"touchstream: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     try:
-        configure_logging(LogSettings(), name)
+        configure_logging(LogSettings(), name, secrets=_secrets())
     except ValidationError as exc:
         print(f"touchstream: bad log setting:\n{exc}", file=sys.stderr)
         return 2

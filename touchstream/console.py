@@ -72,24 +72,26 @@ def load_settings(cls: type[Any], **overrides: Any) -> Any:
         raise CliError("bad setting: " + "; ".join(problems), EXIT_USAGE) from None
 
 
-async def connect(settings: PgReadSettings, application_name: str = "touchstream-cli") -> Any:
-    """An asyncpg connection whose search_path is the Touchstream schema (names need no schema).
+async def connect(settings: PgReadSettings, application_name: str = "touchstream-cli", *, dsn: str | None = None) -> Any:
+    """An asyncpg connection whose search_path is the Touchstream schema (names need no schema),
+    as the analyst login (`TOUCHSTREAM_PG_ANALYST_DSN`) unless `dsn` says otherwise.
 
     Raises CliError(EXIT_UNAVAILABLE) with the DSN (password hidden) when PostgreSQL cannot be
     reached, and CliError(EXIT_USAGE) when the schema holds no Touchstream tables."""
     import asyncpg
 
+    dsn = dsn or settings.analyst_dsn
     try:
         conn = await asyncpg.connect(
-            settings.pg_dsn,
+            dsn,
             timeout=settings.pg_connect_timeout_s,
             command_timeout=settings.pg_command_timeout_s,
             server_settings={"search_path": quote_ident(settings.pg_schema), "application_name": application_name},
         )
     except Exception as exc:
         raise CliError(
-            f"cannot connect to PostgreSQL at {without_password(settings.pg_dsn)}: {type(exc).__name__}: {exc}\n"
-            "(set TOUCHSTREAM_PG_DSN; `touchstream stack up` starts a local one)",
+            f"cannot connect to PostgreSQL at {without_password(dsn)}: {type(exc).__name__}: {exc}\n"
+            "(set TOUCHSTREAM_PG_DSN or TOUCHSTREAM_PG_ANALYST_DSN; `touchstream stack up` starts a local one)",
             EXIT_UNAVAILABLE,
         ) from None
     try:

@@ -60,7 +60,8 @@ DEADLETTER_WHERE = """
 
 class ForgetSettings(KafkaSettings, PgReadSettings):
     """Kafka (`TOUCHSTREAM_KAFKA_BOOTSTRAP`, `TOUCHSTREAM_TOPIC_PREFIX`, `TOUCHSTREAM_HITS_RETENTION_MS`)
-    and PostgreSQL (`TOUCHSTREAM_PG_DSN`, `TOUCHSTREAM_PG_SCHEMA`)."""
+    and PostgreSQL (`TOUCHSTREAM_PG_MIGRATE_DSN`, the schema owner: it deletes rows of every table; unset:
+    `TOUCHSTREAM_PG_DSN`; `TOUCHSTREAM_PG_SCHEMA`)."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
@@ -137,7 +138,7 @@ class Publisher:
 
         timeout = self.settings.forget_kafka_timeout_s
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap, acks="all", enable_idempotence=True,
+            **self.settings.kafka_connection().client_args(), acks="all", enable_idempotence=True,
             request_timeout_ms=int(timeout * 1000), client_id="touchstream-forget",
         )
         try:
@@ -189,7 +190,7 @@ async def forget(settings: ForgetSettings, guid: str, *, now: datetime | None = 
     publisher = Publisher(settings)
     await publisher.start()
     try:
-        conn = await connect(settings, "touchstream-forget")
+        conn = await connect(settings, "touchstream-forget", dsn=settings.migrate_dsn)
         published: Published | None = None
         try:
             async with conn.transaction():
@@ -210,7 +211,7 @@ async def forget(settings: ForgetSettings, guid: str, *, now: datetime | None = 
 
 
 async def dry_run(settings: ForgetSettings, guid: str) -> Outcome:
-    conn = await connect(settings, "touchstream-forget")
+    conn = await connect(settings, "touchstream-forget", dsn=settings.migrate_dsn)
     try:
         return Outcome(guid, await count_rows(conn, guid), dry_run=True)
     finally:
@@ -269,8 +270,8 @@ What it does not erase:
     browser are recorded again, under the same guid, from session 1.
 
 Exit codes: 0 done, 2 bad guid/settings or not confirmed, 3 PostgreSQL or Kafka unreachable
-(nothing deleted). Settings: TOUCHSTREAM_PG_DSN, TOUCHSTREAM_PG_SCHEMA,
-TOUCHSTREAM_KAFKA_BOOTSTRAP, TOUCHSTREAM_TOPIC_PREFIX.""",
+(nothing deleted). Settings: TOUCHSTREAM_PG_MIGRATE_DSN (else TOUCHSTREAM_PG_DSN), TOUCHSTREAM_PG_SCHEMA,
+TOUCHSTREAM_KAFKA_* (bootstrap, security), TOUCHSTREAM_TOPIC_PREFIX.""",
     )
     parser.add_argument("guid", metavar="GUID", help="the device's guid (a UUID; any case)")
     parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")

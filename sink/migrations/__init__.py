@@ -4,7 +4,7 @@
     touchstream migrate --status      show applied and pending migrations, change nothing
     touchstream migrate --target N    apply up to version N only
 
-Settings: TOUCHSTREAM_PG_DSN, TOUCHSTREAM_PG_SCHEMA (default public), TOUCHSTREAM_PG_WRITER_ROLE,
+Settings: TOUCHSTREAM_PG_MIGRATE_DSN (the schema owner's login; unset: TOUCHSTREAM_PG_DSN), TOUCHSTREAM_PG_SCHEMA (default public), TOUCHSTREAM_PG_WRITER_ROLE,
 TOUCHSTREAM_PG_ANALYST_ROLE. The SQL files beside this module are the migrations; see
 `runner.py` for how they are applied and why this is not yoyo-migrations.
 """
@@ -58,24 +58,25 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="touchstream migrate", description="create or upgrade the PostgreSQL schema")
     parser.add_argument("--status", action="store_true", help="list applied and pending migrations; change nothing")
     parser.add_argument("--target", type=int, default=None, help="apply migrations up to this version only")
-    parser.add_argument("--dsn", default=None, help="PostgreSQL DSN (default: TOUCHSTREAM_PG_DSN)")
+    parser.add_argument("--dsn", default=None,
+                        help="DSN of the schema's owner (default: TOUCHSTREAM_PG_MIGRATE_DSN, else TOUCHSTREAM_PG_DSN)")
     parser.add_argument("--schema", default=None, help="schema (default: TOUCHSTREAM_PG_SCHEMA)")
     args = parser.parse_args(argv)
-    overrides = {k: v for k, v in {"pg_dsn": args.dsn, "pg_schema": args.schema}.items() if v}
+    overrides = {k: v for k, v in {"pg_migrate_dsn": args.dsn, "pg_schema": args.schema}.items() if v}
     settings = SinkSettings(**overrides)
     try:
         if args.status:
-            print(asyncio.run(_status(settings.pg_dsn, settings.pg_schema)))
+            print(asyncio.run(_status(settings.migrate_dsn, settings.pg_schema)))
             return 0
         report = asyncio.run(
-            migrate(settings.pg_dsn, settings.pg_schema, Roles(settings.pg_writer_role, settings.pg_analyst_role),
+            migrate(settings.migrate_dsn, settings.pg_schema, Roles(settings.pg_writer_role, settings.pg_analyst_role),
                     target=args.target)
         )
     except MigrationError as exc:
         print(f"touchstream migrate: {exc}", file=sys.stderr)
         return 1
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        print(f"touchstream migrate: cannot reach PostgreSQL at {without_password(settings.pg_dsn)}: {exc}", file=sys.stderr)
+        print(f"touchstream migrate: cannot reach PostgreSQL at {without_password(settings.migrate_dsn)}: {exc}", file=sys.stderr)
         return 2
     print(report.summary())
     return 0
