@@ -150,7 +150,12 @@ async def delete_topics(kafka: str | KafkaConnection, names: list[str]) -> None:
 def main(argv: list[str]) -> int:
     """`touchstream topics`: create the topics named by the settings."""
     settings = KafkaSettings()
-    asyncio.run(create_topics_for(settings))
+    try:
+        asyncio.run(create_topics_for(settings))
+    except Exception as exc:  # unreachable, refused credentials...: one line, not a traceback
+        print(f"touchstream topics: cannot create the topics at {settings.kafka_bootstrap} "
+              f"({settings.kafka_security_protocol}): {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 3
     names = ", ".join(Topics(settings.topic_prefix).all())
     print(f"topics ready ({settings.partitions} partitions): {names}")
     return 0

@@ -1,6 +1,6 @@
 """The local development stack: a Kafka broker (KRaft) and PostgreSQL 15 as plain processes.
 
-    touchstream stack up | down [--wipe] | status | env
+    touchstream stack up [--brokers N] [--tls] | down [--wipe] | status | env
 
 From Python (tests, benchmarks)::
 
@@ -13,7 +13,17 @@ See `paths.py` for where data lives and which environment variables move it.
 
 from .paths import StackConfig, StackInfo
 from .process import StackError
-from .stack import down, ensure_up, start_kafka, start_postgres, stop_kafka, stop_postgres, up
+from .stack import (
+    down,
+    ensure_up,
+    start_broker,
+    start_kafka,
+    start_postgres,
+    stop_broker,
+    stop_kafka,
+    stop_postgres,
+    up,
+)
 
-__all__ = ["StackConfig", "StackError", "StackInfo", "down", "ensure_up", "start_kafka",
-           "start_postgres", "stop_kafka", "stop_postgres", "up"]
+__all__ = ["StackConfig", "StackError", "StackInfo", "down", "ensure_up", "start_broker", "start_kafka",
+           "start_postgres", "stop_broker", "stop_kafka", "stop_postgres", "up"]

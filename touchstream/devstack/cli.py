@@ -8,6 +8,7 @@ headless Chromium the browser tests drive.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from . import browser, kafka, postgres
@@ -29,10 +30,16 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", help="start both services (reuses what already runs) and print the settings")
     p_up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness (180)")
+    p_up.add_argument("--brokers", type=int, choices=range(1, 10), metavar="N",
+                      help="Kafka brokers (a KRaft cluster when more than 1; TOUCHSTREAM_STACK_KAFKA_BROKERS, 1)")
+    p_up.add_argument("--tls", action="store_true",
+                      help="also SASL_SSL and SSL listeners, PostgreSQL over TLS with a login per role; "
+                           "prints their settings (TOUCHSTREAM_STACK_TLS=1)")
     p_down = sub.add_parser("down", help="stop both services")
     p_down.add_argument("--wipe", action="store_true", help="also delete their data (the jars are kept)")
     sub.add_parser("status", help="what runs, pids, ports, ready or not (exit 1 unless both are ready)")
-    sub.add_parser("env", help="print the export lines of the settings")
+    p_env = sub.add_parser("env", help="print the export lines of the settings")
+    p_env.add_argument("--tls", action="store_true", help="the settings of a `--tls` stack's secure listeners")
     sub.add_parser("browser", help="install Debian's chromium and chromium-driver if missing (the browser tests)")
     return parser
 
@@ -43,7 +50,10 @@ def _up(cfg: StackConfig, timeout: float) -> int:
     p_state = "running" if report.postgres_reused else "started"
     err = sys.stderr
     print(f"kafka     {k_state:<8} pid {report.kafka_pid:<8} {cfg.kafka_bootstrap} "
-          f"(controller {cfg.kafka_controller_port})  {_fmt(report.kafka)}", file=err)
+          f"(controller {cfg.kafka_controller_port}; {cfg.brokers} broker(s))  {_fmt(report.kafka)}", file=err)
+    if cfg.tls:
+        print(f"tls       SASL_SSL {cfg.kafka_sasl_bootstrap}, SSL (client certificate) {cfg.kafka_ssl_bootstrap}, "
+              f"PostgreSQL hostssl; material in {cfg.tls_dir}", file=err)
     print(f"postgres  {p_state:<8} pid {report.postgres_pid:<8} {cfg.host}:{cfg.pg_port} "
           f"(database touchstream)  {_fmt(report.postgres)}", file=err)
     print(f"stack up in {report.seconds:.1f}s (data in {cfg.root})", file=err, flush=True)
@@ -68,6 +78,10 @@ def _status(cfg: StackConfig) -> int:
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     cfg = StackConfig.from_env()
+    if getattr(args, "brokers", None):
+        cfg = dataclasses.replace(cfg, brokers=args.brokers)
+    if getattr(args, "tls", False):
+        cfg = dataclasses.replace(cfg, tls=True)
     try:
         if args.command == "up":
             return _up(cfg, args.timeout)

@@ -1,10 +1,12 @@
-"""The local Kafka broker: KRaft, one node, jars from Maven Central, run as a background JVM."""
+"""The local Kafka brokers: KRaft, one node or a cluster of N (`up --brokers N`), jars from Maven
+Central, each run as a background JVM; with `up --tls`, SASL_SSL and SSL listeners beside PLAINTEXT."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -13,10 +15,10 @@ import string
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .paths import PACKAGE_DIR, StackConfig
+from .paths import PACKAGE_DIR, KafkaNode, StackConfig
 from .process import (
     StackError,
     apt_install,
@@ -31,10 +33,13 @@ from .process import (
     tail,
     terminate,
 )
+from .tls import SASL_USER
+from .tls import material as tls_material
 
 POM = PACKAGE_DIR / "pom.xml"
 LOG4J2 = PACKAGE_DIR / "log4j2.xml"
 PROPERTIES_TEMPLATE = PACKAGE_DIR / "server.properties"
+TLS_TEMPLATE = PACKAGE_DIR / "server-tls.properties"
 HEAP = "-Xmx1g"
 MAIN_CLASS = "kafka.Kafka"
 LIBS_MARKER = ".complete"
@@ -49,6 +54,7 @@ class KafkaStatus:
     port: int
     controller_port: int
     ready: bool
+    pids: list[int | None] = field(default_factory=list)  # every broker's, in node order
 
     @property
     def running(self) -> bool:
@@ -147,22 +153,62 @@ def ensure_libs(cfg: StackConfig) -> float | None:
 
 # --- configuration and storage ----------------------------------------------------------
 
-def render_properties(cfg: StackConfig) -> Path:
-    text = string.Template(PROPERTIES_TEMPLATE.read_text()).substitute(
-        host=cfg.host,
-        port=cfg.kafka_port,
-        controller_port=cfg.kafka_controller_port,
-        log_dirs=cfg.kafka_data_dir,
+def _listeners(cfg: StackConfig, node: KafkaNode) -> tuple[str, str, str]:
+    """(listeners, advertised.listeners, listener.security.protocol.map) of a node."""
+    h = node.host
+    listeners = [f"PLAINTEXT://{h}:{node.port}"]
+    protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
+    if cfg.tls:
+        listeners += [f"SASL_SSL://{h}:{node.sasl_ssl_port}", f"SSL://{h}:{node.ssl_port}"]
+        protocols += ["SASL_SSL:SASL_SSL", "SSL:SSL"]
+    return (",".join([*listeners, f"CONTROLLER://{h}:{node.controller_port}"]), ",".join(listeners),
+            ",".join(protocols))
+
+
+def _quorum(cfg: StackConfig) -> str:
+    nodes = cfg.kafka_nodes
+    if len(nodes) == 1:  # a dynamic quorum of one, formatted --standalone
+        return f"controller.quorum.bootstrap.servers={nodes[0].host}:{nodes[0].controller_port}"
+    # A static quorum: every node votes, the storage is formatted without initial controllers.
+    return "controller.quorum.voters=" + ",".join(f"{n.node_id}@{n.host}:{n.controller_port}" for n in nodes)
+
+
+def properties_text(cfg: StackConfig, node: KafkaNode) -> str:
+    listeners, advertised, protocols = _listeners(cfg, node)
+    tls = ""
+    if cfg.tls:
+        m = tls_material(cfg.root)
+        tls = string.Template(TLS_TEMPLATE.read_text()).substitute(
+            sasl_user=SASL_USER, sasl_password=m.secret("sasl"), keystore=m.broker_keystore,
+            keystore_password=m.secret("keystore"), truststore=m.ca_cert,
+        )
+    return string.Template(PROPERTIES_TEMPLATE.read_text()).substitute(
+        node_id=node.node_id,
+        quorum=_quorum(cfg),
+        listeners=listeners,
+        advertised_listeners=advertised,
+        protocol_map=protocols,
+        log_dirs=node.data_dir,
+        replicas=min(3, cfg.brokers),
+        min_isr=min(2, cfg.brokers),
+        tls=tls,
     )
-    cfg.kafka_dir.mkdir(parents=True, exist_ok=True)
-    if not cfg.kafka_properties.exists() or cfg.kafka_properties.read_text() != text:
-        cfg.kafka_properties.write_text(text)
-    shutil.copyfile(LOG4J2, cfg.kafka_dir / "log4j2.xml")
-    return cfg.kafka_properties
 
 
-def formatted(cfg: StackConfig) -> bool:
-    return (cfg.kafka_data_dir / "meta.properties").is_file()
+def render_properties(cfg: StackConfig, node: KafkaNode | None = None) -> Path:
+    """Write a node's server.properties (mode 0600: with TLS it holds the keystore password)."""
+    node = node or cfg.kafka_nodes[0]
+    text = properties_text(cfg, node)
+    node.dir.mkdir(parents=True, exist_ok=True)
+    if not node.properties.exists() or node.properties.read_text() != text:
+        node.properties.write_text(text)
+    os.chmod(node.properties, 0o600)
+    shutil.copyfile(LOG4J2, node.dir / "log4j2.xml")
+    return node.properties
+
+
+def formatted(node: KafkaNode) -> bool:
+    return (node.data_dir / "meta.properties").is_file()
 
 
 def new_cluster_id() -> str:
@@ -175,40 +221,77 @@ def new_cluster_id() -> str:
             return text
 
 
-def format_storage(cfg: StackConfig) -> float | None:
-    """Format the KRaft log directory once (a new cluster id); None when already formatted."""
-    if formatted(cfg):
+def _layout_file(cfg: StackConfig) -> Path:
+    return cfg.kafka_dir / "layout"
+
+
+def check_layout(cfg: StackConfig) -> None:
+    """Refuse to start a formatted stack as another shape: its quorum and SCRAM users were
+    written when it was formatted."""
+    wanted = f"brokers={cfg.brokers} scram=1"
+    try:
+        found = _layout_file(cfg).read_text().strip()
+    except OSError:
+        found = "brokers=1 scram=0"  # formatted before the layout was recorded
+    if not formatted(cfg.kafka_nodes[0]) or found == wanted:
+        return
+    if not found.startswith(f"brokers={cfg.brokers} ") or cfg.tls:
+        raise StackError(f"this stack's Kafka storage was formatted as {found!r}, not {wanted!r} (broker count, "
+                         "SCRAM users for --tls): run `touchstream stack down --wipe` first")
+
+
+def format_storage(cfg: StackConfig, node: KafkaNode | None = None) -> float | None:
+    """Format a node's KRaft log directory once; None when already formatted. Every node of a
+    cluster gets the same cluster id, and the SCRAM users of the SASL_SSL listener."""
+    node = node or cfg.kafka_nodes[0]
+    if formatted(node):
         return None
     started = time.monotonic()
     java = java_bin()
-    base = [java, "-Xmx256m", f"-Dlog4j2.configurationFile={cfg.kafka_dir / 'log4j2.xml'}",
+    base = [java, "-Xmx256m", f"-Dlog4j2.configurationFile={node.dir / 'log4j2.xml'}",
             "-cp", classpath(cfg), "kafka.tools.StorageTool"]
-    cluster_id = new_cluster_id()
-    shutil.rmtree(cfg.kafka_data_dir, ignore_errors=True)
+    id_file = cfg.kafka_dir / "cluster-id"
+    if node.node_id == 1 or not id_file.is_file():
+        cfg.kafka_dir.mkdir(parents=True, exist_ok=True)
+        id_file.write_text(new_cluster_id() + "\n")
+    cluster_id = id_file.read_text().strip()
+    quorum = ["--standalone"] if cfg.brokers == 1 else []
+    password = tls_material(cfg.root).secret("sasl")
+    # Each mechanism's credential of the one SASL user, stored in the cluster metadata.
+    scram = [arg for mech in ("SCRAM-SHA-256", "SCRAM-SHA-512")
+             for arg in ("--add-scram", f"{mech}=[name={SASL_USER},password={password}]")]
+    shutil.rmtree(node.data_dir, ignore_errors=True)
     result = subprocess.run(
-        [*base, "format", "--standalone", "-t", cluster_id, "-c", str(cfg.kafka_properties)],
+        [*base, "format", *quorum, "-t", cluster_id, "-c", str(node.properties), *scram],
         capture_output=True, text=True, stdin=subprocess.DEVNULL,
     )
-    if result.returncode != 0 or not formatted(cfg):
-        raise StackError(f"kafka StorageTool format failed:\n{result.stdout}{result.stderr}")
+    if result.returncode != 0 or not formatted(node):
+        output = f"{result.stdout}{result.stderr}".replace(password, "***")
+        raise StackError(f"kafka StorageTool format of node {node.node_id} failed:\n{output}")
+    _layout_file(cfg).write_text(f"brokers={cfg.brokers} scram=1\n")
     return time.monotonic() - started
 
 
 # --- process --------------------------------------------------------------------------
 
-def kafka_pid(cfg: StackConfig) -> int | None:
-    """The pid of this stack's broker if it runs (a stale pid file is removed)."""
-    pid = read_pid(cfg.kafka_pid_file)
+def node_pid(cfg: StackConfig, node: KafkaNode) -> int | None:
+    """The pid of a broker of this stack if it runs (a stale pid file is removed)."""
+    pid = read_pid(node.pid_file)
     if pid is None:
         return None
     if pid_alive(pid):
         args = cmdline(pid)
         # An unreadable command line (a process being set up) is given the benefit of the doubt.
-        if not args or (MAIN_CLASS in args and str(cfg.kafka_properties) in args):
+        if not args or (MAIN_CLASS in args and str(node.properties) in args):
             return pid
     with contextlib.suppress(OSError):
-        cfg.kafka_pid_file.unlink()
+        node.pid_file.unlink()
     return None
+
+
+def kafka_pid(cfg: StackConfig) -> int | None:
+    """The pid of the stack's first broker if it runs."""
+    return node_pid(cfg, cfg.kafka_nodes[0])
 
 
 class _ProbeThreadFilter(logging.Filter):
@@ -252,47 +335,66 @@ async def probe(bootstrap: str, timeout: float = 5.0) -> bool:
 
 def ready(cfg: StackConfig | None = None, timeout: float = 5.0) -> bool:
     cfg = cfg or StackConfig.from_env()
-    return run_sync(probe(cfg.kafka_bootstrap, timeout))
+    return all(run_sync(probe(node.bootstrap, timeout)) for node in cfg.kafka_nodes)
 
 
 def status(cfg: StackConfig | None = None) -> KafkaStatus:
     cfg = cfg or StackConfig.from_env()
-    pid = kafka_pid(cfg)
-    return KafkaStatus(pid=pid, port=cfg.kafka_port, controller_port=cfg.kafka_controller_port,
-                       ready=pid is not None and ready(cfg, timeout=3.0))
+    pids = [node_pid(cfg, node) for node in cfg.kafka_nodes]
+    running = all(pid is not None for pid in pids)
+    return KafkaStatus(pid=pids[0] if running else None, port=cfg.kafka_port,
+                       controller_port=cfg.kafka_controller_port,
+                       ready=running and ready(cfg, timeout=3.0), pids=pids)
 
 
 def launch(cfg: StackConfig) -> dict[str, float]:
-    """Start the broker in the background unless it runs; returns the time of each step."""
+    """Start the brokers that do not run; returns the time of each step. A broker whose
+    configuration changed (TLS on or off) is restarted."""
     timings: dict[str, float] = {}
-    if kafka_pid(cfg) is not None:
-        return timings
-    for port in (cfg.kafka_port, cfg.kafka_controller_port):
-        if not port_bindable(cfg.host, port):
-            raise StackError(
-                f"port {cfg.host}:{port} is taken by another process (not this stack's broker); "
-                "stop it or choose other ports with TOUCHSTREAM_STACK_KAFKA_PORT")
-    if (spent := ensure_libs(cfg)) is not None:
-        timings["jars"] = spent
-    render_properties(cfg)
-    if (spent := format_storage(cfg)) is not None:
-        timings["format"] = spent
+    check_layout(cfg)
+    if cfg.tls:
+        started = time.monotonic()
+        if tls_material(cfg.root).ensure():
+            timings["certificates"] = time.monotonic() - started
+    for node in cfg.kafka_nodes:
+        pid = node_pid(cfg, node)
+        if pid is not None and node.properties.is_file() and node.properties.read_text() == properties_text(cfg, node):
+            continue
+        if pid is not None:
+            stop_node(cfg, node.node_id)
+        for port in node.ports(cfg.tls):
+            if not port_bindable(cfg.host, port):
+                raise StackError(
+                    f"port {cfg.host}:{port} is taken by another process (not this stack's broker); "
+                    "stop it or choose other ports with TOUCHSTREAM_STACK_KAFKA_PORT")
+        if (spent := ensure_libs(cfg)) is not None:
+            timings["jars"] = spent
+        render_properties(cfg, node)
+        if (spent := format_storage(cfg, node)) is not None:
+            timings["format"] = timings.get("format", 0.0) + spent
+        _spawn(cfg, node)
+    return timings
+
+
+def _spawn(cfg: StackConfig, node: KafkaNode) -> None:
     java = java_bin()
-    cfg.kafka_log.parent.mkdir(parents=True, exist_ok=True)
-    with open(cfg.kafka_log, "ab") as out:
-        out.write(f"\n==== touchstream stack: starting Kafka at {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+    node.log.parent.mkdir(parents=True, exist_ok=True)
+    # Several brokers share two cores and the memory with everything else: a smaller heap each.
+    heap = HEAP if cfg.brokers == 1 else "-Xmx512m"
+    with open(node.log, "ab") as out:
+        out.write(f"\n==== touchstream stack: starting Kafka node {node.node_id} at "
+                  f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
         out.flush()
         proc = subprocess.Popen(
-            [java, HEAP, "-Xms256m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
-             f"-Dlog4j2.configurationFile={cfg.kafka_dir / 'log4j2.xml'}",
-             f"-Dkafka.logs.dir={cfg.kafka_dir}",
-             "-cp", classpath(cfg), MAIN_CLASS, str(cfg.kafka_properties)],
-            cwd=cfg.kafka_dir, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            [java, heap, "-Xms256m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+             f"-Dlog4j2.configurationFile={node.dir / 'log4j2.xml'}",
+             f"-Dkafka.logs.dir={node.dir}",
+             "-cp", classpath(cfg), MAIN_CLASS, str(node.properties)],
+            cwd=node.dir, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     _children[proc.pid] = proc
-    cfg.kafka_pid_file.write_text(f"{proc.pid}\n")
-    return timings
+    node.pid_file.write_text(f"{proc.pid}\n")
 
 
 def _fate(pid: int | None) -> str:
@@ -310,26 +412,48 @@ def _fate(pid: int | None) -> str:
     return f"pid {pid}, gone"
 
 
-def wait_ready(cfg: StackConfig, timeout: float = 120.0) -> float:
-    """Block until the broker answers metadata requests; returns the seconds waited."""
+async def _cluster_size(bootstrap: str, timeout: float) -> int:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000),
+                                client_id="touchstream-stack-probe")
+    try:
+        async with asyncio.timeout(timeout):
+            await admin.start()
+            return len((await admin.describe_cluster()).get("brokers") or [])
+    except Exception:
+        return 0
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+
+
+def wait_ready(cfg: StackConfig, timeout: float = 120.0, nodes: list[KafkaNode] | None = None) -> float:
+    """Block until the brokers answer metadata requests (and, for a cluster, every broker is
+    registered with the controller); returns the seconds waited."""
     started = time.monotonic()
     deadline = started + timeout
-    launched = read_pid(cfg.kafka_pid_file)
+    nodes = nodes or cfg.kafka_nodes
+    launched = {node.node_id: read_pid(node.pid_file) for node in nodes}
+    waiting = list(nodes)
     while True:
-        pid = kafka_pid(cfg)
-        if pid is None:
-            raise StackError(f"the Kafka broker exited during start-up ({_fate(launched)}); "
-                             f"last lines of {cfg.kafka_log}:\n{tail(cfg.kafka_log)}")
-        if ready(cfg, timeout=3.0):
+        for node in list(waiting):
+            if node_pid(cfg, node) is None:
+                raise StackError(f"Kafka node {node.node_id} exited during start-up ({_fate(launched[node.node_id])}); "
+                                 f"last lines of {node.log}:\n{tail(node.log)}")
+            if run_sync(probe(node.bootstrap, 3.0)):
+                waiting.remove(node)
+        if not waiting and (cfg.brokers == 1 or run_sync(_cluster_size(cfg.kafka_bootstrap, 3.0)) == cfg.brokers):
             return time.monotonic() - started
         if time.monotonic() > deadline:
-            raise StackError(f"the Kafka broker (pid {pid}) did not become ready within {timeout:.0f}s; "
-                             f"see {cfg.kafka_log}:\n{tail(cfg.kafka_log)}")
+            node = (waiting or nodes)[0]
+            raise StackError(f"Kafka node {node.node_id} did not become ready within {timeout:.0f}s; "
+                             f"see {node.log}:\n{tail(node.log)}")
         time.sleep(0.25)
 
 
 def start(cfg: StackConfig | None = None, timeout: float = 120.0) -> dict[str, float]:
-    """Idempotent: start the broker if needed and wait until it is ready."""
+    """Idempotent: start the brokers if needed and wait until they are ready."""
     cfg = cfg or StackConfig.from_env()
     with stack_lock(cfg.lock_file):
         timings = launch(cfg)
@@ -337,11 +461,22 @@ def start(cfg: StackConfig | None = None, timeout: float = 120.0) -> dict[str, f
         return timings
 
 
-def stop(cfg: StackConfig | None = None, timeout: float = 60.0, *, hard: bool = False) -> bool:
-    """Stop the broker (SIGTERM and wait; SIGKILL when `hard`). False if it was not running."""
-    cfg = cfg or StackConfig.from_env()
+def start_node(cfg: StackConfig, node_id: int, timeout: float = 120.0) -> float:
+    """Start one broker of the cluster again (after `stop_node`); returns the seconds it took."""
+    node = cfg.node(node_id)
     with stack_lock(cfg.lock_file):
-        pid = kafka_pid(cfg)
+        started = time.monotonic()
+        if node_pid(cfg, node) is None:
+            _spawn(cfg, node)
+        wait_ready(cfg, timeout, nodes=[node])
+        return time.monotonic() - started
+
+
+def stop_node(cfg: StackConfig, node_id: int, timeout: float = 60.0, *, hard: bool = False) -> bool:
+    """Stop one broker (SIGTERM and wait; SIGKILL at once when `hard`). False if it was not running."""
+    node = cfg.node(node_id)
+    with stack_lock(cfg.lock_file):
+        pid = node_pid(cfg, node)
         if pid is None:
             return False
         terminate(pid, timeout, hard=hard)
@@ -350,13 +485,35 @@ def stop(cfg: StackConfig | None = None, timeout: float = 60.0, *, hard: bool = 
             with contextlib.suppress(Exception):
                 proc.wait(timeout=1)
         with contextlib.suppress(OSError):
-            cfg.kafka_pid_file.unlink()
+            node.pid_file.unlink()
         return True
 
 
+def present(cfg: StackConfig) -> StackConfig:
+    """`cfg` with every broker whose folder exists (a cluster started with `--brokers N` is
+    stopped and wiped whole by a plain `down`)."""
+    count = cfg.brokers
+    while (cfg.root / f"kafka-{count + 1}").is_dir():
+        count += 1
+    return dataclasses.replace(cfg, brokers=count)
+
+
+def stop(cfg: StackConfig | None = None, timeout: float = 60.0, *, hard: bool = False) -> bool:
+    """Stop every broker (SIGTERM and wait; SIGKILL when `hard`). False if none was running."""
+    cfg = present(cfg or StackConfig.from_env())
+    stopped = [stop_node(cfg, node.node_id, timeout, hard=hard) for node in cfg.kafka_nodes]
+    return any(stopped)
+
+
 def wipe(cfg: StackConfig) -> None:
-    """Delete the broker's data and configuration (keeps the jars)."""
-    shutil.rmtree(cfg.kafka_data_dir, ignore_errors=True)
-    for name in ("server.properties", "kafka.log", "kafka.pid", "log4j2.xml"):
+    """Delete the brokers' data and configuration (keeps the jars)."""
+    for node in present(cfg).kafka_nodes:
+        shutil.rmtree(node.data_dir, ignore_errors=True)
+        for name in ("server.properties", "kafka.log", "kafka.pid", "log4j2.xml"):
+            with contextlib.suppress(OSError):
+                (node.dir / name).unlink()
+        if node.node_id > 1:
+            shutil.rmtree(node.dir, ignore_errors=True)
+    for name in ("cluster-id", "layout"):
         with contextlib.suppress(OSError):
             (cfg.kafka_dir / name).unlink()

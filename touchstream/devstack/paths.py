@@ -8,6 +8,8 @@ Everything lives under one folder, ``<repo>/.stack/`` by default (ignored by git
       kafka/server.properties     rendered from the template in this package
       kafka/data/                 the KRaft log directory (formatted once)
       kafka/kafka.pid, kafka.log
+      kafka-2/, kafka-3/, ...     the other brokers of a cluster (`up --brokers N`), laid out alike
+      tls/                        the CA, certificates, keys and generated passwords (`up --tls`; mode 0600)
       postgres/data/              the cluster (owned by the postgres user when run as root)
       postgres/log
       java/                       small compiled Java helpers used by tests
@@ -15,7 +17,11 @@ Everything lives under one folder, ``<repo>/.stack/`` by default (ignored by git
 The repository root is found from this package's location; ``TOUCHSTREAM_STACK_DIR``
 points the stack at any other folder. Ports come from ``TOUCHSTREAM_STACK_KAFKA_PORT``
 (controller on the next port unless ``TOUCHSTREAM_STACK_KAFKA_CONTROLLER_PORT`` is set)
-and ``TOUCHSTREAM_STACK_PG_PORT``.
+and ``TOUCHSTREAM_STACK_PG_PORT``. Each broker has a block of ports: its PLAINTEXT listener
+(`p`), its controller (`p+1`), and with TLS a SASL_SSL listener (`p+2`) and an SSL listener that
+requires a client certificate (`p+3`); broker k (from 0) starts its block at
+``KAFKA_PORT + 10·k``. ``TOUCHSTREAM_STACK_KAFKA_BROKERS`` (or `up --brokers N`) sets the
+number of brokers, ``TOUCHSTREAM_STACK_TLS=1`` (or `up --tls`) the TLS listeners.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 DEFAULT_KAFKA_PORT = 19092
+NODE_PORT_STRIDE = 10  # broker k's ports start at kafka_port + k * NODE_PORT_STRIDE
 DEFAULT_PG_PORT = 15432
 DATABASE = "touchstream"
 PG_USER = "postgres"
@@ -53,6 +60,46 @@ def _port(name: str, default: int) -> int:
     return port
 
 
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class KafkaNode:
+    """One broker of the stack (KRaft: broker and controller in one process)."""
+
+    node_id: int  # from 1
+    dir: Path
+    host: str
+    port: int  # PLAINTEXT (the stack's own probes, and clients of a stack without TLS)
+    controller_port: int
+    sasl_ssl_port: int  # with TLS: SASL (SCRAM-SHA-256/512, PLAIN) over TLS
+    ssl_port: int  # with TLS: TLS with a client certificate required (mutual TLS)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / "data"
+
+    @property
+    def properties(self) -> Path:
+        return self.dir / "server.properties"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.dir / "kafka.pid"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "kafka.log"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def ports(self, tls: bool) -> list[int]:
+        return [self.port, self.controller_port] + ([self.sasl_ssl_port, self.ssl_port] if tls else [])
+
+
 @dataclass(frozen=True)
 class StackConfig:
     """One stack instance: its folder and its ports. ``from_env()`` gives the default one."""
@@ -62,6 +109,8 @@ class StackConfig:
     kafka_controller_port: int = DEFAULT_KAFKA_PORT + 1
     pg_port: int = DEFAULT_PG_PORT
     host: str = "127.0.0.1"
+    brokers: int = 1
+    tls: bool = False
     # The jar folder can be shared between stack instances (tests start a private stack
     # on other ports without downloading the jars again).
     kafka_libs: Path | None = field(default=None)
@@ -73,7 +122,43 @@ class StackConfig:
         kafka_port = _port("TOUCHSTREAM_STACK_KAFKA_PORT", DEFAULT_KAFKA_PORT)
         controller = _port("TOUCHSTREAM_STACK_KAFKA_CONTROLLER_PORT", kafka_port + 1)
         pg_port = _port("TOUCHSTREAM_STACK_PG_PORT", DEFAULT_PG_PORT)
-        return cls(root=root, kafka_port=kafka_port, kafka_controller_port=controller, pg_port=pg_port)
+        raw_brokers = os.environ.get("TOUCHSTREAM_STACK_KAFKA_BROKERS", "").strip() or "1"
+        if not raw_brokers.isdigit() or not 1 <= int(raw_brokers) <= 9:
+            raise SystemExit(f"TOUCHSTREAM_STACK_KAFKA_BROKERS={raw_brokers!r} is not a broker count (1-9)")
+        return cls(root=root, kafka_port=kafka_port, kafka_controller_port=controller, pg_port=pg_port,
+                   brokers=int(raw_brokers), tls=_flag("TOUCHSTREAM_STACK_TLS"))
+
+    # --- Kafka nodes -------------------------------------------------------------------
+    @property
+    def kafka_nodes(self) -> list[KafkaNode]:
+        nodes = []
+        for k in range(self.brokers):
+            base = self.kafka_port + k * NODE_PORT_STRIDE
+            nodes.append(KafkaNode(
+                node_id=k + 1,
+                dir=self.root / ("kafka" if k == 0 else f"kafka-{k + 1}"),
+                host=self.host,
+                port=base,
+                controller_port=self.kafka_controller_port if k == 0 else base + 1,
+                sasl_ssl_port=base + 2,
+                ssl_port=base + 3,
+            ))
+        return nodes
+
+    def node(self, node_id: int) -> KafkaNode:
+        return self.kafka_nodes[node_id - 1]
+
+    @property
+    def kafka_sasl_bootstrap(self) -> str:
+        return ",".join(f"{n.host}:{n.sasl_ssl_port}" for n in self.kafka_nodes)
+
+    @property
+    def kafka_ssl_bootstrap(self) -> str:
+        return ",".join(f"{n.host}:{n.ssl_port}" for n in self.kafka_nodes)
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.root / "tls"
 
     # --- Kafka -------------------------------------------------------------------------
     @property
@@ -102,7 +187,8 @@ class StackConfig:
 
     @property
     def kafka_bootstrap(self) -> str:
-        return f"{self.host}:{self.kafka_port}"
+        """The PLAINTEXT listeners of every broker."""
+        return ",".join(n.bootstrap for n in self.kafka_nodes)
 
     # --- PostgreSQL --------------------------------------------------------------------
     @property
@@ -136,13 +222,29 @@ class StackInfo:
 
     kafka_bootstrap: str
     pg_dsn: str
+    # A `--tls` stack: the settings of a production-like client (SASL_SSL, verify-full DSNs per login).
+    secure: dict[str, str] = field(default_factory=dict, repr=False)
+    secure_exports: dict[str, str] = field(default_factory=dict, repr=False)  # secrets as $(cat FILE)
 
     def env(self) -> dict[str, str]:
+        """The PLAINTEXT listener and the superuser DSN (tests, the stack's own tools)."""
         return {"TOUCHSTREAM_KAFKA_BOOTSTRAP": self.kafka_bootstrap, "TOUCHSTREAM_PG_DSN": self.pg_dsn}
 
     def export_lines(self) -> str:
+        """`export` lines for a shell: a `--tls` stack's secure settings, else the plain ones.
+        Secrets are never in them: `$(cat FILE)` reads each one when the shell evaluates it."""
+        if self.secure_exports:
+            return "\n".join(f'export {k}="{v}"' for k, v in self.secure_exports.items())
         return "\n".join(f"export {k}={v}" for k, v in self.env().items())
 
 
 def info(cfg: StackConfig) -> StackInfo:
-    return StackInfo(kafka_bootstrap=cfg.kafka_bootstrap, pg_dsn=cfg.pg_dsn())
+    if not cfg.tls:
+        return StackInfo(kafka_bootstrap=cfg.kafka_bootstrap, pg_dsn=cfg.pg_dsn())
+    from .tls import client_settings
+
+    def secure(reveal: bool) -> dict[str, str]:
+        return client_settings(cfg.root, cfg.kafka_sasl_bootstrap, cfg.pg_port, DATABASE, reveal=reveal)
+
+    return StackInfo(kafka_bootstrap=cfg.kafka_bootstrap, pg_dsn=cfg.pg_dsn(), secure=secure(True),
+                     secure_exports=secure(False))

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .paths import DATABASE, PG_USER, StackConfig
+from .tls import PG_ANALYST, PG_OWNER, PG_WRITER
+from .tls import material as tls_material
 from .process import (
     StackError,
     apt_install,
@@ -36,6 +38,21 @@ max_connections = 200
 timezone = 'UTC'
 log_timezone = 'UTC'
 log_min_messages = warning
+include_if_exists = 'touchstream-tls.conf'
+"""
+TLS_CONF = "touchstream-tls.conf"
+# Who may connect how. Without TLS: anyone on loopback (development). With TLS: the stack's own
+# superuser on loopback for its probes, every other login only over TLS with a password.
+HBA_PLAIN = """# written by `touchstream stack up`
+local all all trust
+host all all 127.0.0.1/32 trust
+host all all ::1/128 trust
+"""
+HBA_TLS = """# written by `touchstream stack up --tls`
+local all all trust
+host all postgres 127.0.0.1/32 trust
+hostssl all all 127.0.0.1/32 scram-sha-256
+hostssl all all ::1/128 scram-sha-256
 """
 
 
@@ -246,12 +263,16 @@ def start_locked(cfg: StackConfig, timeout: float = 60.0) -> dict[str, float]:
     if pid is not None and running_port(cfg) not in (None, cfg.pg_port):
         raise StackError(f"this stack's PostgreSQL already runs on port {running_port(cfg)}, not "
                          f"{cfg.pg_port}; run `touchstream stack down` first")
+    if initialised(cfg) and _configure_access(cfg) and pid is not None:
+        _run([str(bin_dir() / "pg_ctl"), "-D", str(data_dir(cfg)), "reload"], "pg_ctl reload")
+        timings["reload"] = 0.0
     if pid is None:
         if not port_bindable(cfg.host, cfg.pg_port):
             raise StackError(f"port {cfg.host}:{cfg.pg_port} is taken by another process; stop it or "
                              "choose another port with TOUCHSTREAM_STACK_PG_PORT")
         if (spent := initdb(cfg)) is not None:
             timings["initdb"] = spent
+            _configure_access(cfg)
         started = time.monotonic()
         bins = bin_dir()
         options = f"-p {cfg.pg_port} -c listen_addresses={cfg.host} " \
@@ -280,7 +301,69 @@ def start_locked(cfg: StackConfig, timeout: float = 60.0) -> dict[str, float]:
         timings["createdb"] = time.monotonic() - started
     else:
         timings["ready"] = time.monotonic() - started
+    if cfg.tls:
+        run_sync(_create_logins(cfg))
     return timings
+
+
+def _write_owned(path: Path, text: str, mode: int = 0o600) -> bool:
+    """Write a file the server reads (owned by the postgres user); True if it changed."""
+    if path.is_file() and path.read_text() == text:
+        return False
+    path.write_text(text)
+    os.chmod(path, mode)
+    _chown(path)
+    return True
+
+
+def _configure_access(cfg: StackConfig) -> bool:
+    """pg_hba.conf and the TLS settings for `cfg.tls`; True if anything changed (then a running
+    server must reload: ssl and pg_hba are reloadable)."""
+    data = data_dir(cfg)
+    changed = False
+    conf = data / "postgresql.conf"
+    if "touchstream-tls.conf" not in conf.read_text():  # a cluster made before TLS support
+        with open(conf, "a") as fh:
+            fh.write("include_if_exists = 'touchstream-tls.conf'\n")
+        changed = True
+    tls = ""
+    if cfg.tls:
+        m = tls_material(cfg.root)
+        m.ensure()
+        # The server refuses a key others can read: copies owned by the postgres user.
+        cert, key = data / "touchstream-server.crt", data / "touchstream-server.key"
+        changed |= _write_owned(cert, m.pg_cert.read_text(), 0o644)
+        changed |= _write_owned(key, m.pg_key.read_text())
+        tls = (f"ssl = on\nssl_cert_file = '{cert}'\nssl_key_file = '{key}'\n"
+               "ssl_min_protocol_version = 'TLSv1.2'\npassword_encryption = 'scram-sha-256'\n")
+    changed |= _write_owned(data / TLS_CONF, tls)
+    changed |= _write_owned(data / "pg_hba.conf", HBA_TLS if cfg.tls else HBA_PLAIN)
+    return changed
+
+
+async def _create_logins(cfg: StackConfig) -> None:
+    """The three logins of a production-like setup (`--tls`), each holding one role: the schema
+    owner (migrations), the sink's writer and the analysts' reader. The roles are made here so
+    the grants can be made before the first migration (which makes them only when missing)."""
+    import asyncpg
+
+    m = tls_material(cfg.root)
+    conn = await asyncpg.connect(cfg.pg_dsn("postgres"), timeout=10)
+    try:
+        for role in ("touchstream_writer", "touchstream_analyst"):
+            if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
+                await conn.execute(f"CREATE ROLE {role} NOLOGIN")
+        logins = {PG_OWNER: ("pg-owner", "CREATEROLE", None), PG_WRITER: ("pg-writer", "", "touchstream_writer"),
+                  PG_ANALYST: ("pg-analyst", "", "touchstream_analyst")}
+        for login, (secret, options, role) in logins.items():
+            verb = "ALTER" if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", login) else "CREATE"
+            # A literal, not a parameter: utility statements take none. The password is hex.
+            await conn.execute(f"{verb} ROLE {login} LOGIN {options} PASSWORD '{m.secret(secret)}'")
+            if role:
+                await conn.execute(f"GRANT {role} TO {login}")
+        await conn.execute(f'ALTER DATABASE "{DATABASE}" OWNER TO {PG_OWNER}')
+    finally:
+        await conn.close()
 
 
 def stop(cfg: StackConfig | None = None, timeout: float = 60.0, *, hard: bool = False) -> bool:

@@ -24,10 +24,10 @@ class UpReport:
     seconds: float
 
 
-def _preflight(cfg: StackConfig, kafka_runs: bool, postgres_runs: bool) -> None:
+def _preflight(cfg: StackConfig, postgres_runs: bool) -> None:
     """Refuse before doing anything when a port this stack needs is taken by someone else."""
-    wanted = [] if kafka_runs else [(cfg.kafka_port, "TOUCHSTREAM_STACK_KAFKA_PORT"),
-                                    (cfg.kafka_controller_port, "TOUCHSTREAM_STACK_KAFKA_CONTROLLER_PORT")]
+    wanted = [(port, "TOUCHSTREAM_STACK_KAFKA_PORT") for node in cfg.kafka_nodes
+              if kafka.node_pid(cfg, node) is None for port in node.ports(cfg.tls)]
     wanted += [] if postgres_runs else [(cfg.pg_port, "TOUCHSTREAM_STACK_PG_PORT")]
     for port, setting in wanted:
         if not port_bindable(cfg.host, port):
@@ -42,7 +42,7 @@ def up(cfg: StackConfig | None = None, timeout: float = 180.0) -> UpReport:
     with stack_lock(cfg.lock_file):
         kafka_reused = kafka.kafka_pid(cfg) is not None
         postgres_reused = postgres.postgres_pid(cfg) is not None
-        _preflight(cfg, kafka_reused, postgres_reused)
+        _preflight(cfg, postgres_reused)
         # PostgreSQL comes up in a thread while the broker's jars are fetched, its storage is
         # formatted and the JVM starts (the stack lock is held by this thread for both).
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
@@ -72,6 +72,7 @@ def down(cfg: StackConfig | None = None, *, wipe: bool = False) -> dict[str, boo
             kafka.wipe(cfg)
             postgres.wipe(cfg)
             shutil.rmtree(cfg.java_dir, ignore_errors=True)
+            shutil.rmtree(cfg.tls_dir, ignore_errors=True)
         return stopped
 
 
@@ -88,6 +89,16 @@ def stop_kafka(cfg: StackConfig | None = None, *, hard: bool = False, timeout: f
     return kafka.stop(cfg, timeout, hard=hard)
 
 
+def stop_broker(cfg: StackConfig, node_id: int, *, hard: bool = False, timeout: float = 60.0) -> bool:
+    """One broker of a cluster (`hard=True`: SIGKILL, as a crashed machine)."""
+    return kafka.stop_node(cfg, node_id, timeout, hard=hard)
+
+
+def start_broker(cfg: StackConfig, node_id: int, timeout: float = 120.0) -> float:
+    """Start one broker again; returns the seconds until it answered."""
+    return kafka.start_node(cfg, node_id, timeout)
+
+
 def start_postgres(cfg: StackConfig | None = None, timeout: float = 60.0) -> StackInfo:
     cfg = cfg or StackConfig.from_env()
     postgres.start(cfg, timeout)
@@ -99,5 +110,5 @@ def stop_postgres(cfg: StackConfig | None = None, *, hard: bool = False, timeout
     return postgres.stop(cfg, timeout, hard=hard)
 
 
-__all__ = ["StackError", "UpReport", "down", "ensure_up", "start_kafka", "start_postgres",
-           "stop_kafka", "stop_postgres", "up"]
+__all__ = ["StackError", "UpReport", "down", "ensure_up", "start_broker", "start_kafka", "start_postgres",
+           "stop_broker", "stop_kafka", "stop_postgres", "up"]
