@@ -19,6 +19,12 @@ Session scope
                           @pytest.fixture(scope="session")
                           def services(fault_services):
                               return fault_services
+    secure_services -> the same with TLS (`stack up --tls`): .secure holds a production-like
+                      client's settings (SASL_SSL, SCRAM-SHA-512; a verify-full DSN per login),
+                      .tls the material (CA, client certificate, passwords); .kafka_bootstrap
+                      and .pg_dsn stay the PLAINTEXT listener and the superuser, for setting up.
+    cluster_services -> a private 3-broker KRaft cluster + PostgreSQL:
+                      `await services.stop_broker(node_id, hard=True)`, `start_broker(node_id)`.
 
 Function scope (each test gets its own, removed afterwards)
     topic_prefix   -> str like "t1a2b3c4d." whose topics hits/sessions/events/deadletter exist
@@ -78,6 +84,7 @@ class Services:
     source: str  # "env" | "stack" | "testcontainers"
     stack_config: Any = None  # touchstream.devstack.StackConfig when source == "stack"
     private: bool = False  # a stack of this test session alone (fault_services)
+    secure: dict[str, str] = field(default_factory=dict, repr=False)  # secure_services: a TLS client's settings
     _cleanup: list[Any] = field(default_factory=list, repr=False)
 
     def env(self) -> dict[str, str]:
@@ -105,6 +112,16 @@ class Services:
         from touchstream import devstack
 
         await asyncio.to_thread(devstack.start_kafka, self._require_stack("start_kafka"))
+
+    async def stop_broker(self, node_id: int, *, hard: bool = False) -> None:
+        from touchstream import devstack
+
+        await asyncio.to_thread(devstack.stop_broker, self._require_stack("stop_broker"), node_id, hard=hard)
+
+    async def start_broker(self, node_id: int) -> float:
+        from touchstream import devstack
+
+        return await asyncio.to_thread(devstack.start_broker, self._require_stack("start_broker"), node_id)
 
     async def stop_postgres(self, *, hard: bool = False) -> None:
         from touchstream import devstack
@@ -227,9 +244,9 @@ WATCHDOG = """
 import os, sys, time
 from pathlib import Path
 from touchstream.devstack import StackConfig, down
-parent, root, kport, cport, pport, libs = sys.argv[1:]
+parent, root, kport, cport, pport, libs, brokers, tls = sys.argv[1:]
 cfg = StackConfig(root=Path(root), kafka_port=int(kport), kafka_controller_port=int(cport),
-                  pg_port=int(pport), kafka_libs=Path(libs))
+                  pg_port=int(pport), kafka_libs=Path(libs), brokers=int(brokers), tls=tls == "1")
 while True:
     try:
         os.kill(int(parent), 0)
@@ -242,13 +259,49 @@ down(cfg, wipe=True)
 """
 
 
+@contextlib.contextmanager
+def private_stack(tmp_path_factory: pytest.TempPathFactory, name: str, *, brokers: int = 1,
+                  tls: bool = False) -> Any:
+    """A broker (or cluster) and PostgreSQL of this test session alone, on free ports, wiped
+    afterwards — or by a watchdog process when pytest dies without cleaning up."""
+    from touchstream import devstack
+    from touchstream.devstack.paths import NODE_PORT_STRIDE
+    from touchstream.devstack.process import free_port, free_port_block
+
+    shared = devstack.StackConfig.from_env()
+    kafka_port = free_port_block(NODE_PORT_STRIDE * brokers)
+    pg_port = free_port()
+    while kafka_port <= pg_port < kafka_port + NODE_PORT_STRIDE * brokers:
+        pg_port = free_port()
+    cfg = devstack.StackConfig(root=tmp_path_factory.mktemp(name) / "stack", kafka_port=kafka_port,
+                               kafka_controller_port=kafka_port + 1, pg_port=pg_port,
+                               kafka_libs=shared.kafka_libs_dir, brokers=brokers, tls=tls)
+    cfg.root.mkdir(parents=True)
+    watchdog = subprocess.Popen(
+        [sys.executable, "-c", WATCHDOG, str(os.getpid()), str(cfg.root), str(cfg.kafka_port),
+         str(cfg.kafka_controller_port), str(cfg.pg_port), str(cfg.kafka_libs_dir), str(brokers), "1" if tls else "0"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        info = devstack.ensure_up(cfg)
+    except Exception as exc:
+        devstack.down(cfg, wipe=True)
+        pytest.fail(f"could not start a private stack ({name}): {exc}", pytrace=False)
+    try:
+        yield Services(info.kafka_bootstrap, info.pg_dsn, "stack", cfg, private=True, secure=info.secure)
+    finally:
+        devstack.down(cfg, wipe=True)
+        shutil.rmtree(cfg.root, ignore_errors=True)  # tells the watchdog to leave
+        with contextlib.suppress(Exception):
+            watchdog.wait(timeout=5)
+
+
 @pytest.fixture(scope="session")
 def fault_services(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A Kafka broker and PostgreSQL of this test session alone, for tests that stop and start
     them (`await fault_services.stop_postgres()`, ...): stopping the shared stack would break
     every other test run and demo using it. Started on free ports at first use (about 10 s;
-    the jars are shared), wiped at the end of the session — or by a watchdog process when
-    pytest dies without cleaning up. In a fault-test module, make every fixture use it with
+    the jars are shared), wiped at the end of the session. In a fault-test module, make every
+    fixture use it with
 
         @pytest.fixture(scope="session")
         def services(fault_services):
@@ -257,28 +310,23 @@ def fault_services(tmp_path_factory: pytest.TempPathFactory) -> Any:
     (then `topic_prefix`, `pg_schema` and the module's own fixtures live on the private stack).
     Its settings are not exported to os.environ: pass `fault_services.env()` to subprocesses.
     """
-    from touchstream import devstack
-    from touchstream.devstack.process import free_port
+    with private_stack(tmp_path_factory, "fault-stack") as services:
+        yield services
 
-    shared = devstack.StackConfig.from_env()
-    cfg = devstack.StackConfig(root=tmp_path_factory.mktemp("fault-stack") / "stack", kafka_port=free_port(),
-                               kafka_controller_port=free_port(), pg_port=free_port(),
-                               kafka_libs=shared.kafka_libs_dir)
-    cfg.root.mkdir(parents=True)
-    watchdog = subprocess.Popen(
-        [sys.executable, "-c", WATCHDOG, str(os.getpid()), str(cfg.root), str(cfg.kafka_port),
-         str(cfg.kafka_controller_port), str(cfg.pg_port), str(cfg.kafka_libs_dir)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        info = devstack.ensure_up(cfg)
-    except Exception as exc:
-        devstack.down(cfg, wipe=True)
-        pytest.fail(f"could not start a private stack for fault tests: {exc}", pytrace=False)
-    yield Services(info.kafka_bootstrap, info.pg_dsn, "stack", cfg, private=True)
-    devstack.down(cfg, wipe=True)
-    shutil.rmtree(cfg.root, ignore_errors=True)  # tells the watchdog to leave
-    with contextlib.suppress(Exception):
-        watchdog.wait(timeout=5)
+
+@pytest.fixture(scope="session")
+def secure_services(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A private stack with TLS (`touchstream stack up --tls`): Kafka's SASL_SSL and mutual-TLS
+    listeners, PostgreSQL over TLS with an owner, a writer and a reader login."""
+    with private_stack(tmp_path_factory, "secure-stack", tls=True) as services:
+        yield services
+
+
+@pytest.fixture(scope="session")
+def cluster_services(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A private 3-broker KRaft cluster (and PostgreSQL), for losing a broker under load."""
+    with private_stack(tmp_path_factory, "cluster-stack", brokers=3) as services:
+        yield services
 
 
 # --- Kafka topics ---------------------------------------------------------------------

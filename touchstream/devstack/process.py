@@ -8,6 +8,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import random
 import shutil
 import signal
 import socket
@@ -120,6 +121,16 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def free_port_block(count: int, host: str = "127.0.0.1", attempts: int = 200) -> int:
+    """The first of `count` consecutive ports that can all be bound now (a broker's block)."""
+    rng = random.Random()
+    for _ in range(attempts):
+        base = rng.randrange(20_000, 60_000 - count)
+        if all(port_bindable(host, port) for port in range(base, base + count)):
+            return base
+    raise StackError(f"found no {count} consecutive free ports on {host}")
 
 
 # --- running coroutines from sync code ------------------------------------------------

@@ -113,3 +113,29 @@ def test_the_log_level_setting_refuses_what_is_not_a_level() -> None:
     assert LogSettings(log_level="warning").log_level == "WARNING"
     with pytest.raises(ValueError, match="not a log level"):
         LogSettings(log_level="loud")
+
+
+@pytest.mark.parametrize("fmt", ["logfmt", "json"])
+def test_kafka_and_postgres_secrets_of_every_setting_never_appear(fmt: str) -> None:
+    from schemas.kafka_security import KafkaConnection
+    from sink.settings import SinkSettings
+
+    sasl, key, writer, owner, ssl_key = "sasl-Pw-0001", "key-Pw-0002", "writer-Pw-3", "owner-Pw-04", "sslkey-Pw-5"
+    settings = SinkSettings(
+        kafka_security_protocol="SASL_SSL", kafka_sasl_username="ts", kafka_sasl_password=sasl,
+        kafka_ssl_key_password=key, pg_migrate_dsn=f"postgresql://owner:{owner}@db/ts?sslmode=verify-full",
+        pg_writer_dsn=f"postgresql://sink:{writer}@db/ts?sslmode=verify-full&sslpassword={ssl_key}",
+    )
+    logger, stream = capture(fmt, secrets=tuple(secrets_of(settings)))
+    logger.info("starting", extra={"settings": settings.model_dump(mode="json")})
+    logger.info("starting %s", settings)  # the repr, as an f-string in a message would put it
+    logger.info("client %r", KafkaConnection.of(settings).client_args())
+    logger.warning("refused: %s", f"SASL authentication of ts with {sasl} failed; key {key}, ssl {ssl_key}")
+    try:
+        raise ConnectionError(f"cannot connect to {settings.writer_dsn} or {settings.migrate_dsn}")
+    except ConnectionError:
+        logger.exception("PostgreSQL not ready")
+    output = stream.getvalue()
+    for secret in (sasl, key, writer, owner, ssl_key):
+        assert secret not in output
+    assert "sink:***@db/ts" in output and "sasl_plain_username" in output
