@@ -83,6 +83,7 @@ class Pipeline:
     partitions: int = 8
     extra_env: dict[str, str] = field(default_factory=dict)
     ingest_port: int = 0
+    log_level: str = "WARNING"  # of every component
     components: dict[str, Component] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -113,7 +114,8 @@ class Pipeline:
     def add_ingest(self, workers: int = 1) -> Component:
         comp = Component(
             "ingest",
-            self._python("ingest", "--port", str(self.ingest_port), "--workers", str(workers), "--log-level", "warning"),
+            self._python("ingest", "--port", str(self.ingest_port), "--workers", str(workers), "--log-level",
+                         self.log_level.lower()),
             self.env(),
             self.workdir / "ingest.log",
         )
@@ -125,7 +127,7 @@ class Pipeline:
         comp = Component(
             name,
             self._python("sessionizer", "--web-port", str(free_port()), "--data-dir", str(self.workdir / name),
-                         "--log-level", "WARNING"),
+                         "--log-level", self.log_level),
             self.env(TOUCHSTREAM_SESSIONIZER_APP_ID=app_id or f"{self.topic_prefix}sessionizer"),
             self.workdir / f"{name}.log",
         )
@@ -136,7 +138,7 @@ class Pipeline:
         name = f"sink-{index}"
         comp = Component(
             name,
-            self._python("sink", "--client-id", name, "--log-level", "WARNING"),
+            self._python("sink", "--client-id", name, "--log-level", self.log_level),
             self.env(TOUCHSTREAM_SINK_GROUP=group or f"{self.topic_prefix}sink", TOUCHSTREAM_SINK_METRICS_PORT="0"),
             self.workdir / f"{name}.log",
         )
