@@ -53,6 +53,7 @@ class Load:
     accepted: Counter[str] = field(default_factory=Counter)  # hit_id -> 202s that accepted it
     sent: set[str] = field(default_factory=set)  # every hit_id ever posted
     statuses: Counter[str] = field(default_factory=Counter)
+    answers: list[tuple[float, str]] = field(default_factory=list)  # (monotonic time, status) of every attempt
     done_requests: list[Request] = field(default_factory=list)
     given_up: int = 0
     last_refusal: str = ""
@@ -104,6 +105,7 @@ class Load:
             except httpx.HTTPError as exc:
                 response, status = None, type(exc).__name__
             self.statuses[status] += 1
+            self.answers.append((time.monotonic(), status))
             if response is not None and response.status_code == 202:
                 rejected = {r["index"] for r in response.json()["rejected"]}
                 for i, hit in enumerate(body):
@@ -149,6 +151,16 @@ class Load:
         for task in self._tasks:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
+
+    def longest_refusal(self, since: float = 0.0) -> float:
+        """The longest time (s) from a refused or failed attempt to the next 202, after `since`."""
+        longest, refused_at = 0.0, None
+        for at, status in sorted(a for a in self.answers if a[0] >= since):
+            if status != "202":
+                refused_at = at if refused_at is None else refused_at
+            elif refused_at is not None:
+                longest, refused_at = max(longest, at - refused_at), None
+        return longest
 
     async def progressing(self, hits: int = 300, timeout: float = 60.0) -> float:
         """Wait until `hits` more hits were accepted; returns the seconds it took."""
