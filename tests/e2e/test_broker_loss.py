@@ -83,6 +83,8 @@ class LandingClock:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
+        if not self.conn.is_closed():
+            await self.conn.close()
 
 
 @pytest.mark.timeout(420)
@@ -112,7 +114,7 @@ async def test_a_killed_broker_loses_no_accepted_hit_and_rejoins(services: Any, 
         victim = leaders.most_common(1)[0][0]
 
         # --- the kill ---
-        clock = LandingClock(conn)
+        clock = LandingClock(await connect(services.pg_dsn, schema))  # its own: it polls while others query
         killed_at, killed_wall = time.monotonic(), datetime.now(UTC)
         clock.start(killed_wall)
         await services.stop_broker(victim, hard=True)

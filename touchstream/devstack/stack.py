@@ -64,10 +64,11 @@ def ensure_up(cfg: StackConfig | None = None, timeout: float = 180.0) -> StackIn
 
 
 def down(cfg: StackConfig | None = None, *, wipe: bool = False) -> dict[str, bool]:
-    """Stop both services (and delete their data with `wipe`; the broker's jars are kept)."""
+    """Stop both services (and delete their data with `wipe`; the broker's jars are kept). Data
+    about to be deleted needs no clean shutdown: with `wipe` the processes are killed at once."""
     cfg = cfg or StackConfig.from_env()
     with stack_lock(cfg.lock_file):
-        stopped = {"kafka": kafka.stop(cfg), "postgres": postgres.stop(cfg)}
+        stopped = {"kafka": kafka.stop(cfg, hard=wipe), "postgres": postgres.stop(cfg, hard=wipe)}
         if wipe:
             kafka.wipe(cfg)
             postgres.wipe(cfg)
