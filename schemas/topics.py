@@ -58,15 +58,8 @@ class TopicPolicy:
 
     @classmethod
     def of(cls, settings: KafkaSettings) -> TopicPolicy:
-        return cls(
-            partitions=settings.partitions,
-            replication_factor=settings.replication_factor,
-            min_insync_replicas=settings.min_insync_replicas,
-            hits_retention_ms=settings.hits_retention_ms,
-            sessions_retention_ms=settings.sessions_retention_ms,
-            events_retention_ms=settings.events_retention_ms,
-            deadletter_retention_ms=settings.deadletter_retention_ms,
-        )
+        # Each field is named after the setting it comes from.
+        return cls(**{name: getattr(settings, name) for name in cls.__dataclass_fields__})
 
     def _replicas(self) -> dict[str, str]:
         # A write with acks=all needs this many in-sync replicas; more than there are would

@@ -147,6 +147,13 @@ class Load:
         assert self._client is not None
         await self._client.aclose()
 
+    def abandon(self) -> None:
+        """Stop at once, leaving queued requests unsent (a run that failed)."""
+        if not self._stop.is_set():
+            self._stop.set()
+            for task in self._tasks:
+                task.cancel()
+
     def check(self) -> None:
         for task in self._tasks:
             if task.done() and not task.cancelled() and task.exception() is not None:
@@ -296,3 +303,19 @@ async def drop_schema(dsn: str, schema: str) -> None:
 
 async def connect(dsn: str, schema: str) -> asyncpg.Connection:
     return await asyncpg.connect(dsn, timeout=30, server_settings={"search_path": schema})
+
+
+async def dismantle(pipeline: Pipeline, load: Load | None, conn: asyncpg.Connection | None, bootstrap: str,
+                    prefix: str, dsn: str, schema: str) -> None:
+    """The end of a run, whatever state it is in: load, connection, processes, topics, schema."""
+    from tests.conftest import delete_topics_with_prefix
+
+    if load is not None:
+        load.abandon()
+    if conn is not None:
+        with contextlib.suppress(Exception):
+            await conn.close()
+    await asyncio.to_thread(pipeline.stop)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(delete_topics_with_prefix(bootstrap, prefix), 30)
+    await drop_schema(dsn, schema)

@@ -30,8 +30,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.timefmt import UTC
 from schemas.topics import TopicPolicy, Topics, create_topics
-from tests.conftest import _wait_for_leaders, delete_topics_with_prefix
-from tests.e2e.loadgen import RATE, Load, connect, create_schema, drop_schema, make_hits, wait_landed
+from tests.conftest import _wait_for_leaders
+from tests.e2e.loadgen import RATE, Load, connect, create_schema, dismantle, make_hits, wait_landed
 from touchstream.pipeline import Pipeline
 
 pytestmark = pytest.mark.e2e
@@ -160,14 +160,4 @@ async def test_a_killed_broker_loses_no_accepted_hit_and_rejoins(services: Any, 
     finally:
         if clock is not None:
             await clock.stop()
-        if load is not None and not load._stop.is_set():
-            load._stop.set()
-            for task in load._tasks:
-                task.cancel()
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.close()
-        await asyncio.to_thread(pipeline.stop)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(delete_topics_with_prefix(bootstrap, prefix), 30)
-        await drop_schema(services.pg_dsn, schema)
+        await dismantle(pipeline, load, conn, bootstrap, prefix, services.pg_dsn, schema)

@@ -60,6 +60,7 @@ from tests.e2e.loadgen import (
     Request,
     connect,
     create_schema,
+    dismantle,
     drop_schema,
     landed,
     make_hits,
@@ -146,17 +147,7 @@ async def run(services, tmp_path_factory):
         await load.progressing(hits=int(RATE * 5))  # warmed up: the pipeline takes hits
         yield Run(pipeline, load, prefix, schema, conn, services, workdir)
     finally:
-        if load is not None and not load._stop.is_set():
-            load._stop.set()
-            for task in load._tasks:
-                task.cancel()
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.close()
-        await asyncio.to_thread(pipeline.stop)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(delete_topics_with_prefix(services.kafka_bootstrap, prefix), 30)
-        await drop_schema(services.pg_dsn, schema)
+        await dismantle(pipeline, load, conn, services.kafka_bootstrap, prefix, services.pg_dsn, schema)
 
 
 # --- the faults, in order -----------------------------------------------------------------
