@@ -65,6 +65,7 @@ from touchstream.devstack import ensure_up  # noqa: E402
 from touchstream.devstack.process import apt_install, free_port  # noqa: E402
 
 OUT = REPO / "bench" / "out"
+ADMIN_PORT_ENV = "TOUCHSTREAM_INGEST_ADMIN_PORT"  # the edge's admin listener, for /metrics
 PAGES = ("/", "/floorplans", "/amenities", "/gallery", "/contact", "/apply", "/pricing")
 SITES = ("www.oakridge-apts.com", "www.maple-court.com", "www.riverside-lofts.com")
 REFERRERS = ("", "https://www.google.com/", "https://www.facebook.com/", "https://www.apartments.com/listing/123")
@@ -161,6 +162,7 @@ class Server:
     proc: subprocess.Popen
     base: str
     log: Path
+    admin: str  # the edge's admin listener (/metrics)
 
 
 def start_server(name: str, cmd: list[str], env: dict[str, str], port: int, ready_path: str) -> Server:
@@ -175,7 +177,8 @@ def start_server(name: str, cmd: list[str], env: dict[str, str], port: int, read
             raise SystemExit(f"{name} exited during start-up; see {log}:\n{log.read_text()[-2000:]}")
         try:
             if httpx.get(base + ready_path, timeout=2).status_code in (200, 202):
-                return Server(name, proc, base, log)
+                admin = f"http://127.0.0.1:{env.get(ADMIN_PORT_ENV, port)}"
+                return Server(name, proc, base, log, admin)
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline:
@@ -284,8 +287,8 @@ async def end_offsets(bootstrap: str, topic: str) -> int:
         await consumer.stop()
 
 
-def edge_accepted(base: str) -> int:
-    text = httpx.get(base + "/metrics", timeout=10).text
+def edge_accepted(admin: str) -> int:
+    text = httpx.get(admin + "/metrics", timeout=10).text
     match = re.search(r"^ingest_hits_accepted_total ([\d.e+]+)$", text, re.M)
     return int(float(match.group(1))) if match else 0
 
@@ -306,7 +309,7 @@ def measure(
     is_edge = app == "edge"
     if is_edge:
         time.sleep(0.5)
-        offsets0, accepted0 = asyncio.run(end_offsets(bootstrap, topic)), edge_accepted(server.base)
+        offsets0, accepted0 = asyncio.run(end_offsets(bootstrap, topic)), edge_accepted(server.admin)
     load = os.getloadavg()[0]
     cpu0, busy0 = cpu_seconds(server.proc.pid), machine_busy()
     wall0 = time.monotonic()
@@ -330,7 +333,7 @@ def measure(
     if is_edge:
         time.sleep(1.0)  # in-flight requests of the run finish
         result.kafka_records = asyncio.run(end_offsets(bootstrap, topic)) - offsets0
-        result.edge_accepted = edge_accepted(server.base) - accepted0
+        result.edge_accepted = edge_accepted(server.admin) - accepted0
     return result
 
 
@@ -387,26 +390,14 @@ def table(results: list[Result]) -> str:
 
 def serve_profiled(port: int, out: Path) -> int:
     """Run the edge in this process under pyinstrument; write the report on SIGINT."""
-    import uvicorn
     from pyinstrument import Profiler
 
-    from ingest.__main__ import app_from_env
+    from ingest.__main__ import _serve
 
     profiler = Profiler(interval=0.0005, async_mode="disabled")
     profiler.start()
     try:
-        uvicorn.run(
-            app_from_env(),
-            host="127.0.0.1",
-            port=port,
-            loop="uvloop",
-            http="httptools",
-            lifespan="on",
-            access_log=False,
-            proxy_headers=False,
-            server_header=False,
-            log_level="warning",
-        )
+        _serve("127.0.0.1", port, 1, "warning", ("127.0.0.1", int(os.environ[ADMIN_PORT_ENV])))
     except KeyboardInterrupt:
         pass
     finally:
@@ -472,7 +463,8 @@ def main(argv: list[str] | None = None) -> int:
         scenarios.append((scenario, hits, lua, conns))
 
     python = sys.executable
-    env = {**os.environ, "TOUCHSTREAM_KAFKA_BOOTSTRAP": info.kafka_bootstrap, "TOUCHSTREAM_TOPIC_PREFIX": prefix}
+    env = {**os.environ, "TOUCHSTREAM_KAFKA_BOOTSTRAP": info.kafka_bootstrap, "TOUCHSTREAM_TOPIC_PREFIX": prefix,
+           ADMIN_PORT_ENV: str(free_port())}
     if args.compression:
         env["TOUCHSTREAM_INGEST_COMPRESSION"] = args.compression
     # uvicorn's command line with the settings `touchstream ingest` runs with (ingest.__main__).

@@ -81,18 +81,22 @@ def main(argv: list[str] | None = None) -> int:
         # set before the workers import it.
         made_dir = os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="touchstream-ingest-metrics-")
 
+    admin = (settings.ingest_admin_host, settings.ingest_admin_port) if settings.ingest_admin_port else None
     try:
-        _serve(host, port, workers, log_level)
+        _serve(host, port, workers, log_level, admin)
     finally:
         if made_dir is not None:
             shutil.rmtree(made_dir, ignore_errors=True)
     return 0
 
 
-def _serve(host: str, port: int, workers: int, log_level: str) -> None:
+def _serve(host: str, port: int, workers: int, log_level: str, admin: tuple[str, int] | None) -> None:
+    """uvicorn on the public socket and, when set, the admin one: every worker serves both (the
+    app tells them apart by port), so /metrics answers whichever worker the kernel picks."""
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
-    uvicorn.run(
+    config = uvicorn.Config(
         "ingest.__main__:app_from_env",
         factory=True,
         host=host,
@@ -109,6 +113,16 @@ def _serve(host: str, port: int, workers: int, log_level: str) -> None:
         timeout_keep_alive=30,
         backlog=4096,
     )
+    sockets = [config.bind_socket()]
+    if admin is not None:
+        sockets.append(uvicorn.Config(config.app, host=admin[0], port=admin[1], log_config=None).bind_socket())
+    server = uvicorn.Server(config)
+    if workers > 1:
+        Multiprocess(config, sockets=sockets).run()
+    else:
+        server.run(sockets=sockets)
+        if not server.started:
+            sys.exit(3)  # uvicorn's own exit code when start-up failed
 
 
 if __name__ == "__main__":

@@ -2,15 +2,26 @@
 
 Why raw ASGI: under uvicorn a framework's routing and request objects cost about as much as the
 edge's own work on a single-hit request (the README's measured section has the figures;
-`bench/ingest_bench.py` measures the edge against a bare app). The edge has six fixed routes:
+`bench/ingest_bench.py` measures the edge against a bare app). The public listener has five
+fixed routes:
 
     POST    /v1/hits        hits (ingest.body -> ingest.intake -> ingest.fastpath; ingest.publisher)
     OPTIONS /v1/hits        CORS preflight
     GET     /v1/tracker.js  the tracker (ingest.tracker)
     GET     /healthz        liveness
-    GET     /readyz         Kafka reachable (cached metadata check)
-    GET     /metrics        Prometheus
+    GET     /readyz         Kafka reachable (cached metadata check); no reason given
     GET     /openapi.json   ingest.openapi
+
+and the admin listener (`TOUCHSTREAM_INGEST_ADMIN_PORT`, loopback by default) three:
+
+    GET     /healthz        liveness
+    GET     /readyz         Kafka reachable, and when not, why (its address, the error)
+    GET     /metrics        Prometheus
+
+The edge is public and unauthenticated: what it tells anyone is only what a client needs. Kafka's
+addresses, exception text and the metrics are for operators, on a port the internet does not
+reach; a 503's body names no cause. One app serves both listeners and tells them apart by the
+local port a request arrived on (`scope["server"]`).
 """
 
 from __future__ import annotations
@@ -48,6 +59,9 @@ Headers = list[tuple[bytes, bytes]]
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 JSON = (b"content-type", b"application/json")
+# A 503's body on the public port: the same for every cause (SPEC section 2).
+UNAVAILABLE = orjson.dumps({"accepted": 0, "rejected": [
+    {"index": None, "errors": [{"field": "kafka", "message": "the pipeline cannot take hits now; retry later"}]}]})
 NO_HEADERS: Headers = []  # shared, never appended to
 
 
@@ -128,22 +142,25 @@ class IngestApp:
         self._sync_task: asyncio.Task[None] | None = None
         # The answer to a request whose every hit was accepted, by count: no need to encode it.
         self._all_accepted = [b'{"accepted":%d,"rejected":[]}' % n for n in range(settings.ingest_max_items + 1)]
-        self.routes = self._routes()
+        self.admin_port = settings.ingest_admin_port or -1  # -1: no request arrives there
+        self.routes, self.admin_routes = self._routes()
 
-    def _routes(self) -> dict[str, Route]:
-        """Path -> handlers by method (the module docstring lists them)."""
+    def _routes(self) -> tuple[dict[str, Route], dict[str, Route]]:
+        """Path -> handlers by method, of the public and the admin listener (the module docstring
+        lists them)."""
 
         def get(handler: Handler) -> Route:
             return Route({"GET": handler, "HEAD": handler})
 
-        return {
+        public = {
             "/v1/hits": Route({"POST": self.post_hits, "OPTIONS": self.preflight}),
             "/v1/tracker.js": get(self.get_tracker),
             "/healthz": get(self.get_health),
             "/readyz": get(self.get_ready),
-            "/metrics": get(self.get_metrics),
             "/openapi.json": get(self.get_openapi),
         }
+        admin = {"/healthz": get(self.get_health), "/readyz": get(self.get_ready_why), "/metrics": get(self.get_metrics)}
+        return public, admin
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -196,7 +213,9 @@ class IngestApp:
                 await self._lifespan(receive, send)
             return
         path: str = scope["path"]
-        route = self.routes.get(path)
+        server = scope.get("server")
+        routes = self.admin_routes if server is not None and server[1] == self.admin_port else self.routes
+        route = routes.get(path)
         try:
             if route is None:
                 await respond(send, 404, {"error": f"no route {path}"})
@@ -293,8 +312,9 @@ class IngestApp:
         self.metrics.request_refusal["unavailable"].inc()
         self.metrics.hit_refusal["unavailable"].inc(hits)
         self.metrics.count_status(503)
-        body = {"accepted": 0, "rejected": [{"index": None, "errors": [{"field": "kafka", "message": exc.reason}]}]}
-        await respond_bytes(send, 503, orjson.dumps(body), [JSON, (b"retry-after", self.retry_after), *cors])
+        # exc.reason may name Kafka's addresses or an exception: the admin /readyz tells it.
+        log.debug("answered 503", extra={"reason": exc.reason, "hits": hits})
+        await respond_bytes(send, 503, UNAVAILABLE, [JSON, (b"retry-after", self.retry_after), *cors])
 
     async def preflight(self, scope: Scope, receive: Receive, send: Send) -> None:
         """OPTIONS /v1/hits: the CORS preflight."""
@@ -332,13 +352,18 @@ class IngestApp:
     async def get_health(self, scope: Scope, receive: Receive, send: Send) -> None:
         await respond(send, 200, {"status": "ok"}, head=_head(scope))
 
-    async def get_ready(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def get_ready(self, scope: Scope, receive: Receive, send: Send, *, why: bool = False) -> None:
         if await self.publisher.ready():
             await respond(send, 200, {"status": "ready"}, head=_head(scope))
             return
-        reason = getattr(self.publisher, "last_error", "") or "Kafka is not reachable"
-        body = {"status": "unavailable", "reason": reason}
+        body = {"status": "unavailable"}
+        if why:
+            body["reason"] = getattr(self.publisher, "last_error", "") or "Kafka is not reachable"
         await respond(send, 503, body, [(b"retry-after", self.retry_after)], head=_head(scope))
+
+    async def get_ready_why(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The admin listener's /readyz: with the reason when not ready."""
+        await self.get_ready(scope, receive, send, why=True)
 
     async def get_metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = [(b"content-type", METRICS_TYPE.encode())]

@@ -154,15 +154,9 @@ def document(settings: IngestSettings) -> dict[str, Any]:
             "/readyz": {
                 "get": {
                     "operationId": "readyz",
-                    "summary": "Readiness: Kafka answers a metadata request (cached briefly)",
+                    "summary": "Readiness: Kafka answers a metadata request (cached briefly); the reason "
+                    "and /metrics are on the admin port only (TOUCHSTREAM_INGEST_ADMIN_PORT)",
                     "responses": {"200": {"description": "ready"}, "503": {"description": "Kafka unreachable"}},
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "operationId": "metrics",
-                    "summary": "Prometheus metrics",
-                    "responses": {"200": {"description": "Prometheus text format"}},
                 }
             },
             "/openapi.json": {

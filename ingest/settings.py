@@ -35,6 +35,11 @@ class IngestSettings(KafkaSettings, RuntimeSettings):
     ingest_host: str = Field("127.0.0.1", description="address the edge listens on")
     ingest_port: int = Field(8080, ge=0, le=65535, description="port the edge listens on")
     ingest_workers: int = Field(1, ge=1, description="uvicorn worker processes")
+    ingest_admin_host: str = Field("127.0.0.1", description="address of the admin listener (keep it off the internet)")
+    ingest_admin_port: int = Field(
+        0, ge=0, le=65535, description="admin listener: /metrics, and /readyz with the reason (0: none; the public "
+        "port serves neither /metrics nor error details)"
+    )
 
     # --- what a request may hold ------------------------------------------------------
     ingest_max_body_bytes: int = Field(MiB, ge=1024, description="request body limit; beyond it 413")
@@ -83,6 +88,13 @@ class IngestSettings(KafkaSettings, RuntimeSettings):
         Path(__file__).resolve().parent / "static" / "tracker.js", description="file served as GET /v1/tracker.js"
     )
     ingest_tracker_max_age_s: int = Field(300, ge=0, description="Cache-Control max-age of the tracker")
+
+    @model_validator(mode="after")
+    def _admin_apart(self) -> IngestSettings:
+        if self.ingest_admin_port and self.ingest_admin_port == self.ingest_port:
+            raise ValueError("TOUCHSTREAM_INGEST_ADMIN_PORT must differ from TOUCHSTREAM_INGEST_PORT: "
+                             "the admin routes are not for the public")
+        return self
 
     @field_validator("ingest_allowed_sites", "ingest_cors_origins", "ingest_trusted_proxies", mode="before")
     @classmethod

@@ -266,12 +266,12 @@ def private_stack(tmp_path_factory: pytest.TempPathFactory, name: str, *, broker
     afterwards — or by a watchdog process when pytest dies without cleaning up."""
     from touchstream import devstack
     from touchstream.devstack.paths import NODE_PORT_STRIDE
-    from touchstream.devstack.process import free_port, free_port_block
+    from touchstream.devstack.process import free_port, free_port_block, stack_port
 
     shared = devstack.StackConfig.from_env()
     kafka_port = free_port_block(NODE_PORT_STRIDE * brokers)
     pg_port = free_port()
-    while kafka_port <= pg_port < kafka_port + NODE_PORT_STRIDE * brokers:
+    while kafka_port <= pg_port < kafka_port + NODE_PORT_STRIDE * brokers or stack_port(pg_port):
         pg_port = free_port()
     cfg = devstack.StackConfig(root=tmp_path_factory.mktemp(name) / "stack", kafka_port=kafka_port,
                                kafka_controller_port=kafka_port + 1, pg_port=pg_port,

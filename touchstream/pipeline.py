@@ -83,6 +83,7 @@ class Pipeline:
     partitions: int = 8
     extra_env: dict[str, str] = field(default_factory=dict)
     ingest_port: int = 0
+    admin_port: int = 0  # the edge's admin listener (/metrics, /readyz with the reason)
     log_level: str = "WARNING"  # of every component
     components: dict[str, Component] = field(default_factory=dict)
 
@@ -90,10 +91,16 @@ class Pipeline:
         self.workdir.mkdir(parents=True, exist_ok=True)
         if not self.ingest_port:
             self.ingest_port = free_port()
+        while not self.admin_port or self.admin_port == self.ingest_port:
+            self.admin_port = free_port()
 
     @property
     def edge_url(self) -> str:
         return f"http://127.0.0.1:{self.ingest_port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
 
     def env(self, **more: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TOUCHSTREAM_")}
@@ -116,7 +123,7 @@ class Pipeline:
             "ingest",
             self._python("ingest", "--port", str(self.ingest_port), "--workers", str(workers), "--log-level",
                          self.log_level.lower()),
-            self.env(),
+            self.env(TOUCHSTREAM_INGEST_ADMIN_PORT=str(self.admin_port)),
             self.workdir / "ingest.log",
         )
         self.components[comp.name] = comp

@@ -151,7 +151,7 @@ async def test_a_killed_broker_loses_no_accepted_hit_and_rejoins(services: Any, 
         p99 = latencies[int(len(latencies) * 0.99) - 1] if latencies else float("nan")
         print(f"[broker loss] longest refusal window {load.longest_refusal(killed_at - 1):.1f}s; 202 -> row while "
               f"down: p50 {p50:.2f}s, p99 {p99:.2f}s over {len(latencies)} hits; broker back in {back_s:.1f}s, "
-              f"every partition in sync {caught_up_s:.1f}s after it started; total: {result}; "
+              f"every partition in sync {caught_up_s - back_s:.1f}s after that; total: {result}; "
               f"edge answers {dict(load.statuses)}")
         assert not result.missing and not result.duplicates, str(result)
         assert load.given_up == 0

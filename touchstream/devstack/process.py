@@ -123,12 +123,22 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def stack_port(port: int) -> bool:
+    """Whether `port` is one a checkout's own stack may use (broker blocks from …9092, PostgreSQL
+    on …5432, helpers' 69xx): a private stack keeps off them even while that stack is down, or
+    it would take the port from under it when it comes up."""
+    low = port % 10_000
+    return 9090 <= low < 9140 or 5430 <= low < 5440 or 6900 <= port < 7000
+
+
 def free_port_block(count: int, host: str = "127.0.0.1", attempts: int = 200) -> int:
-    """The first of `count` consecutive ports that can all be bound now (a broker's block)."""
+    """The first of `count` consecutive ports that can all be bound now (a broker's block), none
+    of them a stack's own (`stack_port`)."""
     rng = random.Random()
     for _ in range(attempts):
         base = rng.randrange(20_000, 60_000 - count)
-        if all(port_bindable(host, port) for port in range(base, base + count)):
+        block = range(base, base + count)
+        if not any(stack_port(port) for port in block) and all(port_bindable(host, port) for port in block):
             return base
     raise StackError(f"found no {count} consecutive free ports on {host}")
 

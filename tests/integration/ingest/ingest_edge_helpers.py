@@ -16,11 +16,16 @@ NOW = datetime(2026, 3, 2, 9, 0, 5, 250000, tzinfo=timezone.utc)
 PEER = ("198.51.100.23", 50123)
 
 
+ADMIN_PORT = 9464
+ADMIN = f"http://edge:{ADMIN_PORT}"  # running_edge's app on its admin listener (/metrics)
+
+
 @contextlib.asynccontextmanager
 async def running_edge(
     bootstrap: str, prefix: str, *, clock: Callable[[], datetime] = lambda: NOW, **overrides: Any
 ) -> AsyncIterator[tuple[httpx.AsyncClient, IngestApp]]:
     """The real app (real KafkaPublisher) in this process, behind an httpx client."""
+    overrides.setdefault("ingest_admin_port", ADMIN_PORT)
     settings = IngestSettings(kafka_bootstrap=bootstrap, topic_prefix=prefix, **overrides)
     app = create_app(settings, clock=clock)
     await app.startup()

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from ingest_edge_helpers import running_edge
+from ingest_edge_helpers import ADMIN, running_edge
 
 from tests.topic_reader import read_topic
 
@@ -80,8 +80,12 @@ async def test_broker_stop_gives_bounded_503_and_restart_recovers(services: Any,
                 assert response.headers["retry-after"] == str(RETRY_AFTER)
                 assert response.json()["accepted"] == 0
                 assert response.json()["rejected"][0]["errors"][0]["field"] == "kafka"
+                assert str(cfg.kafka_port) not in response.text, "a public answer names Kafka's address"
                 assert elapsed < TIMEOUT_S + 1.5, f"503 took {elapsed:.1f} s, past the {TIMEOUT_S} s bound"
-            assert (await client.get("/readyz")).status_code == 503
+            public = await client.get("/readyz")
+            assert public.status_code == 503 and public.json() == {"status": "unavailable"}
+            why = await client.get(f"{ADMIN}/readyz")  # the operator's listener says why
+            assert why.status_code == 503 and why.json()["reason"], why.text
             assert (await client.get("/healthz")).status_code == 200  # alive, just not ready
 
             await asyncio.to_thread(devstack.start_kafka, cfg)
@@ -94,7 +98,7 @@ async def test_broker_stop_gives_bounded_503_and_restart_recovers(services: Any,
             assert response.status_code == 202 and response.json()["accepted"] == 50
             accepted += [h["hit_id"] for h in third]
             assert (await client.get("/readyz")).status_code == 200
-            metrics = (await client.get("/metrics")).text
+            metrics = (await client.get(f"{ADMIN}/metrics")).text
             assert 'ingest_requests_refused_total{reason="unavailable"}' in metrics
 
         records = await read_topic(cfg.kafka_bootstrap, topics.hits, len(accepted))

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
-from ingest_edge_helpers import NOW, running_edge
+from ingest_edge_helpers import ADMIN, NOW, running_edge
 
 from tests.topic_reader import read_topic
 
@@ -233,7 +233,7 @@ async def test_large_batches_all_acknowledged(services: Any, topic_prefix: str, 
             response = await client.post("/v1/hits", json=batch)
             assert response.status_code == 202 and response.json()["accepted"] == 500
             sent += 500
-        metrics = (await client.get("/metrics")).text
+        metrics = (await client.get(f"{ADMIN}/metrics")).text
     records = await read_topic(services.kafka_bootstrap, topics.hits, sent)
     assert len(records) == sent
     assert len({orjson.loads(r.value)["hit_id"] for r in records}) == sent

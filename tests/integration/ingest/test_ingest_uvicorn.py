@@ -22,12 +22,14 @@ from schemas.topics import Topics
 from touchstream.devstack.process import free_port
 
 REPO = Path(__file__).resolve().parents[3]
+ADMIN: dict[str, str] = {}  # an edge's public base URL -> its admin listener's
 
 
 @pytest.fixture(params=[1], ids=["1-worker"])
 def edge(services: Any, topic_prefix: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The edge's public base URL; its admin listener is on the port in `ADMIN_PORTS[base]`."""
     workers = request.param
-    port = free_port()
+    port, admin_port = free_port(), free_port()
     log = tmp_path / "edge.log"
     env = {
         **os.environ,
@@ -35,6 +37,7 @@ def edge(services: Any, topic_prefix: str, tmp_path: Path, request: pytest.Fixtu
         "TOUCHSTREAM_TOPIC_PREFIX": topic_prefix,
         "TOUCHSTREAM_INGEST_MAX_BODY_BYTES": str(64 * 1024),
         "TOUCHSTREAM_INGEST_IP_MODE": "full",
+        "TOUCHSTREAM_INGEST_ADMIN_PORT": str(admin_port),
     }
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -57,6 +60,7 @@ def edge(services: Any, topic_prefix: str, tmp_path: Path, request: pytest.Fixtu
             stdin=subprocess.DEVNULL,
         )
     base = f"http://127.0.0.1:{port}"
+    ADMIN[base] = f"http://127.0.0.1:{admin_port}"
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -90,7 +94,11 @@ async def test_serves_hits_and_the_small_routes(edge: str, services: Any, topic_
         tracker = await client.get("/v1/tracker.js")
         assert tracker.status_code == 200 and tracker.headers["content-type"].startswith("text/javascript")
         assert (await client.get("/healthz")).status_code == 200
-        assert "ingest_hits_accepted_total 1.0" in (await client.get("/metrics")).text
+        assert (await client.get("/metrics")).status_code == 404  # not on the public port
+        assert "ingest_hits_accepted_total 1.0" in (await client.get(f"{ADMIN[edge]}/metrics")).text
+        admin_ready = await client.get(f"{ADMIN[edge]}/readyz")
+        assert admin_ready.status_code == 200
+        assert (await client.post(f"{ADMIN[edge]}/v1/hits", json={"guid": guid, "url": "https://e.com/"})).status_code == 404
         assert (await client.get("/openapi.json")).json()["openapi"] == "3.1.0"
     [record] = await read_topic(services.kafka_bootstrap, Topics(topic_prefix).hits, 1)
     import orjson
@@ -146,7 +154,7 @@ def test_several_workers_share_the_port_and_sum_their_metrics(edge: str, service
         accepted += 3
     deadline = time.monotonic() + 10
     while True:  # each worker hands its counts over every second
-        metrics = httpx.get(f"{edge}/metrics", timeout=10).text
+        metrics = httpx.get(f"{ADMIN[edge]}/metrics", timeout=10).text
         if f"ingest_hits_accepted_total {accepted:.1f}" in metrics or time.monotonic() > deadline:
             break
         time.sleep(0.5)

@@ -55,3 +55,13 @@ def test_tls_adds_sasl_ssl_and_mutual_tls_listeners_and_prints_no_secret(tmp_pat
     assert f"$(cat {material(cfg.root).secret_file('sasl')})" in lines
     assert stack.env() == {"TOUCHSTREAM_KAFKA_BOOTSTRAP": "127.0.0.1:30000",
                            "TOUCHSTREAM_PG_DSN": "postgresql://postgres@127.0.0.1:30500/touchstream"}
+
+
+def test_private_stacks_keep_off_the_checkouts_stack_ports() -> None:
+    from touchstream.devstack.process import free_port_block, stack_port
+
+    assert all(stack_port(p) for p in (19092, 29092, 39093, 49122, 15432, 35432, 6901))
+    assert not any(stack_port(p) for p in (30000, 29080, 25440, 7000))
+    for _ in range(20):
+        base = free_port_block(30)
+        assert not any(stack_port(p) for p in range(base, base + 30))

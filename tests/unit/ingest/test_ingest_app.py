@@ -21,6 +21,8 @@ from tests.unit.ingest.fakes import FakePublisher
 NOW = datetime(2026, 3, 2, 9, 0, 5, tzinfo=timezone.utc)
 GUID = "6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a01"
 HIT = {"guid": GUID, "url": "https://www.example.com/"}
+ADMIN_PORT = 9464
+ADMIN = f"http://edge:{ADMIN_PORT}"  # the same app, reached on the admin listener's port
 
 
 @pytest.fixture
@@ -31,6 +33,7 @@ def tracker(tmp_path: Path) -> Path:
 
 
 def make(tracker: Path, **overrides: Any) -> tuple[httpx.AsyncClient, FakePublisher, Any]:
+    overrides.setdefault("ingest_admin_port", ADMIN_PORT)
     settings = IngestSettings(topic_prefix="u.", ingest_tracker_file=tracker, **overrides)
     publisher = FakePublisher()
     app = create_app(settings, publisher, clock=lambda: NOW)
@@ -136,17 +139,18 @@ async def test_streamed_body_over_the_limit_is_413(tracker: Path) -> None:
 
 async def test_kafka_down_is_503_with_retry_after_and_nothing_accepted(tracker: Path) -> None:
     client, publisher, app = make(tracker, ingest_retry_after_s=7)
-    publisher.fail = "Kafka did not acknowledge within 5 s"
+    publisher.fail = "cannot reach Kafka at 10.1.2.3:9092: KafkaConnectionError('Connection refused')"
     response = await post(client, [HIT, HIT])
     assert response.status_code == 503
     assert response.headers["retry-after"] == "7"
+    # The public answer names no cause: not Kafka's address, not the exception.
     assert response.json() == {
         "accepted": 0,
         "rejected": [
-            {"index": None, "errors": [{"field": "kafka", "message": "Kafka did not acknowledge within 5 s"}]}
+            {"index": None, "errors": [{"field": "kafka", "message": "the pipeline cannot take hits now; retry later"}]}
         ],
     }
-    metrics = (await client.get("/metrics")).text
+    metrics = (await client.get(f"{ADMIN}/metrics")).text
     assert 'ingest_hits_refused_total{reason="unavailable"} 2.0' in metrics
     assert "ingest_hits_accepted_total 0.0" in metrics
 
@@ -155,7 +159,7 @@ async def test_slow_kafka_is_bounded(tracker: Path) -> None:
     client, publisher, _ = make(tracker, ingest_publish_timeout_s=0.2)
     publisher.hang = True
     response = await post(client, HIT)
-    assert response.status_code == 503 and "within 0.2 s" in response.text
+    assert response.status_code == 503 and response.json()["rejected"][0]["errors"][0]["field"] == "kafka"
 
 
 async def test_invalid_only_request_is_400_even_when_dead_letters_cannot_be_written(tracker: Path) -> None:
@@ -163,7 +167,7 @@ async def test_invalid_only_request_is_400_even_when_dead_letters_cannot_be_writ
     publisher.fail = "down"
     response = await post(client, {"guid": "bad", "url": "https://e.com/"})
     assert response.status_code == 400  # a client must not retry what can never be accepted
-    assert "ingest_dead_letter_failures_total 1.0" in (await client.get("/metrics")).text
+    assert "ingest_dead_letter_failures_total 1.0" in (await client.get(f"{ADMIN}/metrics")).text
 
 
 async def test_site_allow_list(tracker: Path) -> None:
@@ -254,14 +258,17 @@ def test_default_tracker_file_exists_and_is_javascript() -> None:
 
 async def test_health_ready_metrics_openapi(tracker: Path) -> None:
     client, publisher, _ = make(tracker)
-    assert (await client.get("/healthz")).json() == {"status": "ok"}
-    assert (await client.get("/readyz")).status_code == 200
+    for base in ("", ADMIN):
+        assert (await client.get(f"{base}/healthz")).json() == {"status": "ok"}
+        assert (await client.get(f"{base}/readyz")).status_code == 200
     publisher.is_ready = False
-    publisher.last_error = "cannot reach Kafka"
-    not_ready = await client.get("/readyz")
-    assert not_ready.status_code == 503 and not_ready.json()["reason"] == "cannot reach Kafka"
+    publisher.last_error = "cannot reach Kafka at 10.1.2.3:9092: KafkaConnectionError"
+    not_ready = await client.get(f"{ADMIN}/readyz")
+    assert not_ready.status_code == 503 and not_ready.json()["reason"] == publisher.last_error
+    public = await client.get("/readyz")
+    assert public.status_code == 503 and public.json() == {"status": "unavailable"}
     await post(client, [HIT, HIT, {"guid": "x"}])
-    metrics = await client.get("/metrics")
+    metrics = await client.get(f"{ADMIN}/metrics")
     assert metrics.headers["content-type"].startswith("text/plain")
     text = metrics.text
     for line in [
@@ -340,3 +347,21 @@ async def test_request_waiting_for_kafka_holds_no_body_items_or_records(tracker:
     assert response.status_code == 202 and response.json()["accepted"] == 400
     # The body is ~380 KB and its records ~500 KB; the parsed items alone would be more than the body.
     assert held and held[0] < len(body) // 4, f"{held[0]:,} bytes still held while waiting (body {len(body):,})"
+
+
+async def test_the_public_port_serves_no_metrics_and_the_admin_port_no_hits(tracker: Path) -> None:
+    client, _, _ = make(tracker)
+    assert (await client.get("/metrics")).status_code == 404
+    assert (await post(client, HIT)).status_code == 202
+    assert (await client.post(f"{ADMIN}/v1/hits", json=HIT)).status_code == 404
+    assert (await client.get(f"{ADMIN}/v1/tracker.js")).status_code == 404
+    assert (await client.get(f"{ADMIN}/metrics")).status_code == 200
+    # Without an admin port, no listener serves them.
+    bare, _, _ = make(tracker, ingest_admin_port=0)
+    assert (await bare.get("/metrics")).status_code == 404
+    assert (await bare.get(f"{ADMIN}/metrics")).status_code == 404
+
+
+def test_the_admin_port_is_not_the_public_one() -> None:
+    with pytest.raises(ValueError, match="ADMIN_PORT must differ"):
+        IngestSettings(ingest_port=8080, ingest_admin_port=8080)
