@@ -2,6 +2,8 @@
 
     touchstream ingest [--host 127.0.0.1] [--port 8080] [--workers N] [--log-level info]
 
+With `TOUCHSTREAM_INGEST_ADMIN_PORT` set, the same workers also serve the admin listener
+(/metrics, /readyz with the reason) on `TOUCHSTREAM_INGEST_ADMIN_HOST` (loopback by default).
 Every other setting comes from `TOUCHSTREAM_*` environment variables (ingest/settings.py);
 `--settings` prints them with their current values. Each worker process builds its own app
 (and Kafka producer) from the environment, and logs as `component=ingest worker=host:pid`
