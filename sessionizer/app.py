@@ -50,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 import faust
@@ -88,27 +89,38 @@ async def ensure_topics(settings: SessionizerSettings) -> dict[str, int]:
     policy = TopicPolicy.of(settings)
     name = changelog_topic(settings)
     await create_missing(settings.kafka_connection(), [policy.new_topic(name, policy.changelog_config())])
-    admin = AIOKafkaAdminClient(**settings.kafka_connection().client_args())
-    await admin.start()
-    try:
-        topics = Topics(settings.topic_prefix)
-        names = [*topics.all(), name]
-        counts: dict[str, int] = {}
-        for _ in range(50):
-            described = await admin.describe_topics(names)
-            counts = {d["topic"]: len(d["partitions"]) for d in described if not d.get("error_code")}
-            if len(counts) == len(names) and all(counts.values()):
-                break
-            await asyncio.sleep(0.1)
-    finally:
-        await admin.close()
-    expected = counts.get(topics.hits)
+    topics = Topics(settings.topic_prefix)
+    names = [*topics.all(), name]
+    counts = await _partition_counts(settings, names, settings.sessionizer_topics_wait_s)
+    missing = [n for n in names if not counts.get(n)]
+    if missing:
+        raise PartitionsMismatch(f"topics {missing} have no partitions {settings.sessionizer_topics_wait_s:g} s "
+                                 f"after their creation; got {counts}")
+    expected = counts[topics.hits]
     wrong = {n: c for n, c in counts.items() if c != expected}
-    if expected is None or wrong or len(counts) != len(names):
+    if wrong:
         raise PartitionsMismatch(
             f"every topic must have the partition count of {topics.hits} ({expected}); got {counts}"
         )
     return counts
+
+
+async def _partition_counts(settings: SessionizerSettings, names: list[str], wait_s: float) -> dict[str, int]:
+    """Name -> partition count of the topics the brokers describe, waiting up to `wait_s` for all
+    of them: a topic just created by this or another worker takes a while to show in every
+    broker's metadata, longer on a busy machine."""
+    admin = AIOKafkaAdminClient(**settings.kafka_connection().client_args())
+    await admin.start()
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            described = await admin.describe_topics(names)
+            counts = {d["topic"]: len(d["partitions"]) for d in described if not d.get("error_code")}
+            if (len(counts) == len(names) and all(counts.values())) or time.monotonic() > deadline:
+                return counts
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
 
 
 class SessionizerApp(faust.App):

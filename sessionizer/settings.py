@@ -45,6 +45,9 @@ class SessionizerSettings(KafkaSettings, RuntimeSettings):
     sessionizer_data_dir: Path = Field(Path(".data/sessionizer"), description="RocksDB table files (one folder per worker)")
     sessionizer_web_port: int = Field(6066, ge=1, lt=65536, description="Faust web port: /metrics, /healthz (one per worker)")
     sessionizer_web_host: str = Field("127.0.0.1", description="address the web port binds")
+    sessionizer_topics_wait_s: float = Field(
+        30.0, gt=0, description="longest wait at start for the topics (the changelog just created among them) to be described"
+    )
     sessionizer_table: str = Field("devices", description="name of the Faust table (changelog: <app id>-<table>-changelog)")
     sessionizer_standby_replicas: int = Field(1, ge=0, description="Faust table standby replicas kept by other workers")
     sessionizer_batch_max: int = Field(20_000, ge=1, description="most hits processed in one batch (one changelog write per device)")
