@@ -90,6 +90,15 @@ class DeviceStore:
         db = self._db(partition)
         yield from db.items()
 
+    def items_from(self, partition: int, key: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+        """The partition's (key, value) pairs in key order, from `key` on (None: from the start)."""
+        db = self._db(partition)
+        yield from (db.items() if key is None else db.items(from_key=key))
+
+    def cached(self, partition: int, guid: str) -> bool:
+        """Whether the processor touched the device recently (its cached state may be ahead of RocksDB)."""
+        return (partition, guid) in self._cache
+
     def persisted_offset(self, partition: int) -> int | None:
         """The last changelog offset the partition's RocksDB holds (as Faust reads it at recovery)."""
         raw = self._db(partition).get(self.partitions.offset_key)
@@ -106,9 +115,14 @@ class DeviceStore:
         for partition, devices in states.items():
             if not devices:
                 continue
-            encoded[partition] = [
-                (guid.encode(), None if state is None else state.to_bytes()) for guid, state in devices.items()
-            ]
+            rows = encoded[partition] = []
+            for guid, state in devices.items():
+                if state is None:
+                    rows.append((guid.encode(), None))
+                    continue
+                raw = state.to_bytes()
+                state.size = len(raw)  # (what Rules.max_state_bytes is checked against)
+                rows.append((guid.encode(), raw))
             self._remember(partition, devices)
         for partition, clock in clocks.items():
             encoded.setdefault(partition, []).append((CLOCK_KEY, clock.to_bytes()))
