@@ -60,12 +60,12 @@ from sessionizer.channel import channel_for
 from sessionizer.identity import hit_fingerprint, session_id
 from sessionizer.rules import Rules
 from sessionizer.snapshot import hit_record, late_record, move_record, range_move_record, retraction, session_snapshot
-from sessionizer.state import CAMPAIGN, Block, DeviceState, Element, Mark, Session, Slot
+from sessionizer.state import CAMPAIGN, Block, DeviceState, Element, Mark, Session, Slot, Times
 from sessionizer.timeline import INACTIVITY, STORAGE_CLEARED, Run, closed_by, segment, split_reason
 from sessionizer.useragent import is_crawler
 
 __all__ = [
-    "BOT", "TOO_LATE", "DeviceState", "Emitted", "Rules", "StateLimit", "idle", "next_deadline_ms", "on_close",
+    "BOT", "TOO_LATE", "DeviceState", "Emitted", "Rules", "StateLimit", "idle", "idle_state", "next_deadline_ms", "on_close",
     "on_hit", "on_time", "peek_deadline_ms", "shrink",
 ]
 
@@ -290,14 +290,21 @@ def shrink(state: DeviceState) -> None:
 def idle(raw: bytes, rules: Rules, event_time_ms: int) -> bool:
     """Whether a stored state (its bytes) may leave: it retains no session and its newest hit is
     more than `Rules.idle_after_ms` before event time. Reads the header only."""
-    after = rules.idle_after_ms
-    if not after:
+    if not rules.idle_after_ms:
         return False
     times = DeviceState.peek(raw)
-    if times is None:  # (format 2: decode)
-        state = DeviceState.from_bytes(raw)
-        times = state.times()
-    return times.open_last < 0 and times.closed_last < 0 and 0 <= times.last_seen < event_time_ms - after
+    return idle_state(DeviceState.from_bytes(raw), rules, event_time_ms) if times is None else _idle(
+        times, rules, event_time_ms)
+
+
+def idle_state(state: DeviceState, rules: Rules, event_time_ms: int) -> bool:
+    """`idle` of a decoded state."""
+    return bool(rules.idle_after_ms) and _idle(state.times(), rules, event_time_ms)
+
+
+def _idle(times: Times, rules: Rules, event_time_ms: int) -> bool:
+    return (times.open_last < 0 and times.closed_last < 0
+            and 0 <= times.last_seen < event_time_ms - rules.idle_after_ms)
 
 
 def peek_deadline_ms(raw: bytes, rules: Rules) -> tuple[int | None, bool]:

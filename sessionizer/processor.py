@@ -59,7 +59,8 @@ from schemas.topics import Topics
 from schemas.wire import WIRE_OPTIONS, dead_letter, encode
 from sessionizer.clock import PartitionClock
 from sessionizer.machine import (
-    Counts, DeviceState, Emitted, Rules, StateLimit, idle, next_deadline_ms, on_close, on_hit, on_time, peek_deadline_ms,
+    Counts, DeviceState, Emitted, Rules, StateLimit, idle, idle_state, next_deadline_ms, on_close, on_hit, on_time,
+    peek_deadline_ms,
 )
 from sessionizer.output import BatchWriter, Sender
 from sessionizer.stats import Stats
@@ -462,9 +463,17 @@ class Processor:
             if now is None or budget <= 0:
                 continue
             states = touched.setdefault(partition, {})
-            scanned, gone = ps.idle.scan(store.items_from(partition, ps.idle.cursor), budget,
-                                         lambda key, raw: key.decode() not in states
-                                         and not store.cached(partition, key.decode()) and idle(raw, rules, now))
+
+            def is_idle(key: bytes, raw: bytes) -> bool:
+                guid = key.decode()
+                if guid in states:  # touched in this round: not idle
+                    return False
+                known, state = store.cached(partition, guid)  # (the cache may be ahead of RocksDB)
+                if known:
+                    return state is not None and idle_state(state, rules, now)
+                return idle(raw, rules, now)
+
+            scanned, gone = ps.idle.scan(store.items_from(partition, ps.idle.cursor), budget, is_idle)
             budget -= scanned
             for guid in gone:
                 states[guid] = None

@@ -95,9 +95,12 @@ class DeviceStore:
         db = self._db(partition)
         yield from (db.items() if key is None else db.items(from_key=key))
 
-    def cached(self, partition: int, guid: str) -> bool:
-        """Whether the processor touched the device recently (its cached state may be ahead of RocksDB)."""
-        return (partition, guid) in self._cache
+    def cached(self, partition: int, guid: str) -> tuple[bool, DeviceState | None]:
+        """Whether the device's state is cached (the processor touched it recently: it may be ahead
+        of RocksDB), and that state (None: deleted)."""
+        key = (partition, guid)
+        cache = self._cache
+        return (True, cache[key]) if key in cache else (False, None)
 
     def persisted_offset(self, partition: int) -> int | None:
         """The last changelog offset the partition's RocksDB holds (as Faust reads it at recovery)."""
