@@ -40,6 +40,19 @@ def pages(hits: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return [(h["type"], h["url"]) for h in hits]
 
 
+def navigate(browser: Browser, script: str, sends: bool, until: str = "return true") -> None:
+    """Run a router's `script`; wait for `until`, then for the request it must (or must not) make."""
+    before = browser.execute(POSTS_MADE)
+    browser.execute(script)
+    browser.wait_for(until)
+    if sends:
+        browser.wait_for(f"{POSTS_MADE} > {before}")
+        settle(browser, 0)
+    else:
+        time.sleep(0.8)  # well past the 300 ms SPA delay
+        assert browser.execute(POSTS_MADE) == before, f"a request after: {script}"
+
+
 # --- size ---------------------------------------------------------------------------------------
 
 
@@ -59,31 +72,25 @@ def test_history_navigation_sends_one_pageview_per_new_page(browser: Browser, si
     home = edge_page(site, edge, "/app") + "?utm_source=newsletter"
     browser.get(home)
     guid = uuid_str(browser.wait_for(LOADED))
+    browser.wait_for(f"{POSTS_MADE} === 1")
+    settle(browser, 0)
     # A router starting up: replaceState to the same URL, a stray popstate. Not a second view.
-    browser.execute("history.replaceState({route: 'home'}, '', location.href);"
-                    "window.dispatchEvent(new PopStateEvent('popstate', {state: null}))")
-    settle(browser)
-    steps = [
-        "history.pushState({}, '', '/floorplans'); document.title = 'Floorplans'",           # a view
-        "history.replaceState({}, '', '/floorplans?sort=price')",                            # same path: none
-        "history.replaceState({}, '', '/floorplans/2b'); document.title = 'Floorplan 2B'",   # new path: a view
-        "history.pushState({}, '', '#details'); location.hash = 'reviews'",                  # anchors: none
-    ]
-    for step in steps:
-        browser.execute(step)
-        settle(browser)
-    browser.execute("history.go(-3)")  # back to the landing page: popstate, a view
-    browser.wait_for("return location.pathname === '/app'")
-    settle(browser)
+    navigate(browser, "history.replaceState({route: 'home'}, '', location.href);"
+                      "window.dispatchEvent(new PopStateEvent('popstate', {state: null}))", sends=False)
+    navigate(browser, "history.pushState({}, '', '/floorplans'); document.title = 'Floorplans'", sends=True)
+    navigate(browser, "history.replaceState({}, '', '/floorplans?sort=price')", sends=False)  # same path
+    navigate(browser, "history.replaceState({}, '', '/floorplans/2b'); document.title = 'Floorplan 2B'", sends=True)
+    navigate(browser, "history.pushState({}, '', '#details'); location.hash = 'reviews'", sends=False)  # anchors
+    # Back to the landing page: popstate, a view.
+    navigate(browser, "history.go(-3)", sends=True, until="return location.pathname === '/app'")
     # A router that also calls pageview() itself: one view. A redirect within the delay: one view.
-    browser.execute("history.pushState({}, '', '/contact'); document.title = 'Contact'; touchstream.pageview()")
-    settle(browser)
-    browser.execute("history.pushState({}, '', '/old-offers'); history.replaceState({}, '', '/offers')")
-    settle(browser)
+    navigate(browser, "history.pushState({}, '', '/contact'); document.title = 'Contact'; touchstream.pageview()",
+             sends=True)
+    time.sleep(0.8)
+    navigate(browser, "history.pushState({}, '', '/old-offers'); history.replaceState({}, '', '/offers')", sends=True)
     # An event right after a navigation: the new page's view goes first, and the event is on it.
-    browser.execute("history.pushState({}, '', '/thanks'); document.title = 'Thanks';"
-                    "touchstream.track('lead', {form: 'contact'})")
-    settle(browser)
+    navigate(browser, "history.pushState({}, '', '/thanks'); document.title = 'Thanks';"
+                      "touchstream.track('lead', {form: 'contact'})", sends=True)
 
     hits = published_hits(services, topic_prefix, 8, settle=1.5)
     url = site.url
@@ -104,17 +111,13 @@ def test_hash_mode_counts_fragment_routes(browser: Browser, site: SiteServer, ed
     app = edge_page(site, edge, "/app", extra_attrs=' data-spa="hash"')
     browser.get(app + "#/home")
     browser.wait_for(LOADED)
-    settle(browser)
-    steps = [
-        "location.hash = '#/about'",                          # popstate and hashchange: one view
-        "history.pushState(null, '', '#/pricing')",           # a view
-        "history.replaceState({tab: 2}, '', '#/pricing')",    # same route: none
-        "history.back()",                                     # popstate to #/about: a view
-        "history.replaceState(null, '', '#/faq')",            # a new route: a view
-    ]
-    for step in steps:
-        browser.execute(step)
-        settle(browser)
+    browser.wait_for(f"{POSTS_MADE} === 1")
+    settle(browser, 0)
+    navigate(browser, "location.hash = '#/about'", sends=True)  # popstate and hashchange: one view
+    navigate(browser, "history.pushState(null, '', '#/pricing')", sends=True)
+    navigate(browser, "history.replaceState({tab: 2}, '', '#/pricing')", sends=False)  # same route
+    navigate(browser, "history.back()", sends=True, until="return location.hash === '#/about'")
+    navigate(browser, "history.replaceState(null, '', '#/faq')", sends=True)  # a new route
     hits = published_hits(services, topic_prefix, 5, settle=1.5)
     assert pages(hits) == [("pageview", app + f"#/{route}") for route in ("home", "about", "pricing", "about", "faq")]
     assert hits[2]["referrer"] == app + "#/about"
@@ -367,8 +370,8 @@ def test_cross_domain_links_carry_the_guid_to_the_other_domain(browser: Browser,
         browser.click("#to-b")
         assert browser.wait_for(LOADED) == a_guid, "B adopts A's GUID"
         assert browser.current_url == to_b, "the parameter is taken out of the address bar"
-        assert browser.execute(STORED) == [["touchstream.guid"], f"ts_guid={a_guid}"]
         settle(browser)
+        assert browser.execute(STORED) == [["touchstream.guid"], f"ts_guid={a_guid}"]
 
         ua, lang = browser.execute("return [navigator.userAgent, navigator.language]")
         now = time.time()
