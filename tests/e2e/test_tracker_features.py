@@ -253,6 +253,20 @@ def test_consent_required_stores_and_sends_nothing_until_given(browser: Browser,
     assert_no_page_errors(browser)
 
 
+def test_a_consent_given_before_the_tracker_loaded_counts(browser: Browser, site: SiteServer, edge: str,
+                                                        services: Any, topic_prefix: str) -> None:
+    # A consent banner that answers first: the snippet's stubs queue the calls.
+    early = "<script>touchstream.consent(true); touchstream.track('lead', {form: 'banner'});</script>"
+    page = edge_page(site, edge, "/index.html", extra_attrs=' data-consent="required"', before_tracker=early)
+    browser.get(page)
+    guid = uuid_str(browser.wait_for(LOADED))
+    settle(browser)
+    hits = published_hits(services, topic_prefix, 2)
+    assert [(h["type"], h["guid"]) for h in hits] == [("pageview", guid), ("event", guid)]
+    assert browser.execute(STORED) == [["touchstream.consent", "touchstream.guid"], f"ts_guid={guid}"]
+    assert_no_page_errors(browser)
+
+
 def test_opt_out_forgets_the_device_and_is_remembered(browser: Browser, site: SiteServer, edge: str,
                                                       services: Any, topic_prefix: str) -> None:
     page = edge_page(site, edge, "/index.html")
