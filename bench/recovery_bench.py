@@ -10,7 +10,7 @@ visits, open, closed and frozen — `--distinct` of them, stored under as many g
   (a) the floor: iterating the RocksDB (keys and values), nothing else;
   (b) now: each state's header only (sessionizer.machine.peek_deadline_ms, format 3);
   (c) before: each state decoded (DeviceState.from_bytes + next_deadline_ms), as until format 2;
-  (d) the idle scan's step: 2,000 stored devices looked at from a cursor (sessionizer.sweep).
+  (d) the idle scan's step: 500 stored devices looked at from a cursor (sessionizer.sweep), its default.
 
 Devices idle past the TTL leave the state, so what a partition stores follows the devices of the
 TTL (400 days by default), not every guid ever seen.
@@ -126,12 +126,12 @@ def main() -> None:
             n = 0
             for _ in range(steps):
                 it = db.items() if cursor.cursor is None else db.items(from_key=cursor.cursor)
-                scanned, _ = cursor.scan(it, 2_000, lambda key, raw: idle(raw, rules, now))
+                scanned, _ = cursor.scan(it, 500, lambda key, raw: idle(raw, rules, now))
                 n += scanned
             return n
 
-        took = _timed(f"(d) idle scan, {steps} steps of 2,000", scan)
-        print(f"idle scan: {took / steps * 1000:.1f} ms per step of 2,000 devices")
+        took = _timed(f"(d) idle scan, {steps} steps of 500", scan)
+        print(f"idle scan: {took / steps * 1000:.1f} ms per step of 500 devices")
         db.close()
     finally:
         shutil.rmtree(folder, ignore_errors=True)

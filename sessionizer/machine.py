@@ -189,12 +189,7 @@ def on_hit(
         return state
     key = hit.site if rules.scope == "site" else ""
     slot = state.slots.get(key)
-    if slot is None and len(state.slots) >= rules.max_slots:
-        raise StateLimit(f"the device already has {len(state.slots)} sites in the sessionizer's state, the most "
-                         f"one device may have (TOUCHSTREAM_SESSION_MAX_SLOTS); a hit for another site is refused")
-    if state.size + weight > rules.max_state_bytes:
-        _make_room(state, weight, rules, out)
-    state.size += weight
+    _admit(state, slot is None, weight, rules, out)
     state.remember(fingerprint, rules.dedupe_size)
     if slot is None:
         slot = state.slots[key] = Slot()
@@ -261,6 +256,16 @@ def on_time(state: DeviceState, rules: Rules, event_time_ms: int, out: Emitted) 
     """
     _expire(state, rules, event_time_ms, out)
     return state
+
+
+def _admit(state: DeviceState, new_slot: bool, weight: int, rules: Rules, out: Emitted) -> None:
+    """Bounded state: room for a hit of up to `weight` bytes (in a new slot), or StateLimit."""
+    if new_slot and len(state.slots) >= rules.max_slots:
+        raise StateLimit(f"the device already has {len(state.slots)} sites in the sessionizer's state, the most "
+                         f"one device may have (TOUCHSTREAM_SESSION_MAX_SLOTS); a hit for another site is refused")
+    if state.size + weight > rules.max_state_bytes:
+        _make_room(state, weight, rules, out)
+    state.size += weight
 
 
 def _make_room(state: DeviceState, weight: int, rules: Rules, out: Emitted) -> None:

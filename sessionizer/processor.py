@@ -155,7 +155,7 @@ class Processor:
         tick_s: float,
         sweep_max: int,
         stats: Stats,
-        idle_scan_max: int = 2_000,
+        idle_scan_max: int = 500,
         wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self.app = app
@@ -456,11 +456,14 @@ class Processor:
         rules = self.rules
         if not rules.idle_after_ms:
             return
-        budget = self.idle_scan_max
+        if not self.partitions:
+            return
+        # Shared evenly, so a large partition does not keep the scan from the others.
+        budget = max(1, self.idle_scan_max // len(self.partitions))
         store = self.store
         for partition, ps in self.partitions.items():
             now = ps.clock.time_ms
-            if now is None or budget <= 0:
+            if now is None:
                 continue
             states = touched.setdefault(partition, {})
 
@@ -473,8 +476,7 @@ class Processor:
                     return state is not None and idle_state(state, rules, now)
                 return idle(raw, rules, now)
 
-            scanned, gone = ps.idle.scan(store.items_from(partition, ps.idle.cursor), budget, is_idle)
-            budget -= scanned
+            _, gone = ps.idle.scan(store.items_from(partition, ps.idle.cursor), budget, is_idle)
             for guid in gone:
                 states[guid] = None
             self.stats.idle_removed += len(gone)

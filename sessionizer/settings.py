@@ -63,7 +63,7 @@ class SessionizerSettings(KafkaSettings, RuntimeSettings):
     sessionizer_tick_ms: int = Field(1_000, ge=10, description="how often an idle worker advances event time and closes sessions")
     sessionizer_sweep_max: int = Field(20_000, ge=1, description="most devices closed by time in one batch")
     sessionizer_idle_scan_max: int = Field(
-        2_000, ge=1, description="stored devices looked at per batch for the idle TTL (a cursor goes round each partition)"
+        500, ge=1, description="stored devices looked at per batch for the idle TTL (a cursor goes round each partition)"
     )
     sessionizer_state_cache: int = Field(
         200_000, ge=0, description="decoded device states kept in memory (at least two rounds' worth, whatever is set)"
