@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from ingest.app import IngestApp, create_app
 from ingest.metrics import Metrics
 from ingest.settings import IngestSettings
+from schemas.internals import require
 from schemas.logs import configure_logging, default_worker, secrets_of
 from schemas.runtime import tune_gc
 
@@ -83,21 +84,21 @@ def main(argv: list[str] | None = None) -> int:
         # set before the workers import it.
         made_dir = os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="touchstream-ingest-metrics-")
 
-    admin = (settings.ingest_admin_host, settings.ingest_admin_port) if settings.ingest_admin_port else None
     try:
-        _serve(host, port, workers, log_level, admin)
+        _serve(host, port, workers, log_level, settings)
     finally:
         if made_dir is not None:
             shutil.rmtree(made_dir, ignore_errors=True)
     return 0
 
 
-def _serve(host: str, port: int, workers: int, log_level: str, admin: tuple[str, int] | None) -> None:
+def _serve(host: str, port: int, workers: int, log_level: str, settings: IngestSettings) -> None:
     """uvicorn on the public socket and, when set, the admin one: every worker serves both (the
     app tells them apart by port), so /metrics answers whichever worker the kernel picks."""
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
+    require("uvicorn")  # ingest.connection extends uvicorn's httptools protocol
     config = uvicorn.Config(
         "ingest.__main__:app_from_env",
         factory=True,
@@ -105,7 +106,10 @@ def _serve(host: str, port: int, workers: int, log_level: str, admin: tuple[str,
         port=port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        # httptools, with the edge's read deadline and header cap (ingest.connection); named by
+        # import path so that each worker process loads it.
+        http="ingest.connection:GuardedHttpProtocol",
+        limit_concurrency=settings.ingest_max_connections,  # beyond it: 503 at once
         lifespan="on",
         access_log=False,
         proxy_headers=False,  # the edge reads X-Forwarded-For itself, from trusted proxies only
@@ -116,8 +120,10 @@ def _serve(host: str, port: int, workers: int, log_level: str, admin: tuple[str,
         backlog=4096,
     )
     sockets = [config.bind_socket()]
-    if admin is not None:
-        sockets.append(uvicorn.Config(config.app, host=admin[0], port=admin[1], log_config=None).bind_socket())
+    if settings.ingest_admin_port:
+        admin = uvicorn.Config(config.app, host=settings.ingest_admin_host, port=settings.ingest_admin_port,
+                               log_config=None)
+        sockets.append(admin.bind_socket())
     server = uvicorn.Server(config)
     if workers > 1:
         Multiprocess(config, sockets=sockets).run()
