@@ -9,23 +9,15 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import NoDecode
 
-from schemas.settings import KafkaSettings, RuntimeSettings
+from schemas.settings import CommaList, KafkaSettings, RuntimeSettings, split_commas
 
 MiB = 1024 * 1024
 IpMode = Literal["full", "truncate", "hash", "drop"]
 Compression = Literal["none", "lz4", "gzip", "snappy", "zstd"]
-CommaList = Annotated[list[str], NoDecode]
-
-
-def _split(value: object) -> object:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
 
 
 class IngestSettings(KafkaSettings, RuntimeSettings):
@@ -87,7 +79,7 @@ class IngestSettings(KafkaSettings, RuntimeSettings):
     @field_validator("ingest_allowed_sites", "ingest_cors_origins", "ingest_trusted_proxies", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
-        return _split(value)
+        return split_commas(value)
 
     @field_validator("ingest_allowed_sites")
     @classmethod

@@ -8,12 +8,23 @@ built once in a component's `__main__`, then passed down: library code never rea
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "TOUCHSTREAM_"
+
+# A list setting written as one comma-separated variable (e.g. TOUCHSTREAM_INGEST_TRUSTED_PROXIES);
+# a field of this type gets `split_commas` as its "before" validator.
+CommaList = Annotated[list[str], NoDecode]
+
+
+def split_commas(value: object) -> object:
+    """A comma-separated variable as a list of its non-empty, stripped parts."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
 
 
 class KafkaSettings(BaseSettings):

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from sessionizer.channel import DEFAULT_GROUPING, ChannelGrouping
+
 Scope = Literal["device", "site"]
 
 MINUTE_MS = 60_000
@@ -47,6 +49,11 @@ class Rules:
     # Rule 6, bounded: at most this many retained hits per device and scope key (sessionizer.state).
     # Beyond it the oldest are folded into one block and hits before them are too late.
     retained_hits: int = 256
+    # The channel of a session's landing (SPEC section 3, "Channel"): GA4's default channel
+    # group, the operator's rules before it, and the referral exclusions — hosts whose
+    # referrals do not count as one: not the source of a session, and (rule 4) a hit arriving
+    # from one never starts a new session by its campaign data.
+    channels: ChannelGrouping = DEFAULT_GROUPING
 
     def __post_init__(self) -> None:
         if self.timeout_ms <= 0:

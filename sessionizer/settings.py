@@ -11,10 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from schemas.settings import ENV_PREFIX, KafkaSettings, RuntimeSettings
+from schemas.settings import ENV_PREFIX, CommaList, KafkaSettings, RuntimeSettings, split_commas
+from sessionizer.channel_rules import grouping, load_rules
 from sessionizer.rules import HOUR_MS, MINUTE_MS, Rules
 
 
@@ -37,6 +38,25 @@ class SessionizerSettings(KafkaSettings, RuntimeSettings):
     session_retained_hits: int = Field(
         256, ge=8, description="rule 6: most hits a device keeps for re-placing late hits (beyond it, older ones are too late)"
     )
+    session_channel_rules_file: Path | None = Field(
+        None, description="channel rules (TOML or JSON) checked before GA4's default channel group (unset: GA4's only)"
+    )
+    session_referral_exclusions: CommaList = Field(
+        default_factory=list,
+        description="hosts (and their subdomains) whose referrals do not count: payment providers, your other domains",
+    )
+
+    @field_validator("session_referral_exclusions", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        return split_commas(value)
+
+    @field_validator("session_channel_rules_file")
+    @classmethod
+    def _rules_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            load_rules(value)  # a bad file fails here, at start-up, naming the rule and field (ChannelRulesError)
+        return value
 
     # --- the worker -------------------------------------------------------------------------
     sessionizer_app_id: str = Field(
@@ -79,4 +99,5 @@ class SessionizerSettings(KafkaSettings, RuntimeSettings):
             dedupe_size=self.session_dedupe_size,
             lateness_ms=self.session_allowed_lateness_ms,
             retained_hits=self.session_retained_hits,
+            channels=grouping(self.session_channel_rules_file, self.session_referral_exclusions),
         )

@@ -94,6 +94,7 @@ class Mark(NamedTuple):
         return (self.t, self.hit_id)
 
 
+REFERRER_HOST = 7
 VISIT = 8
 CAMPAIGN = slice(9, 17)
 _MARK_FIELDS = len(Mark._fields)
