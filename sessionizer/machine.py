@@ -62,7 +62,7 @@ __all__ = [
 
 # Late-hit reasons (LateHitRecord.reason).
 TOO_LATE = "too_late"  # older than the allowed lateness, or than what its slot retains
-BOT = "bot"            # a crawler's hit dropped under Rules.drop_bots
+BOT = "bot"            # a crawler's hit dropped under Rules.drop_bots (or a data centre's, drop_datacenter)
 
 
 @dataclass(slots=True)
@@ -154,7 +154,7 @@ def on_hit(
             if offset <= state.offset:
                 return state
             state.offset = offset
-    if rules.drop_bots and is_crawler(hit.user_agent):
+    if (rules.drop_bots and is_crawler(hit.user_agent)) or (rules.drop_datacenter and hit.datacenter):
         if rules.record_dropped_bots:
             out.records.append(late_record(hit, state.guid if state is not None else hit.guid.lower(), BOT))
         return state
@@ -263,7 +263,7 @@ def _mark(hit: HitView, t: int) -> Mark:
         t, hit.occurred_at.microsecond % 1000, hit.hit_id, hit.type == "event",
         hit.url, hit.path, hit.referrer, hit.referrer_host, hit.site,
         hit.utm_source, hit.utm_medium, hit.utm_campaign, hit.utm_term, hit.utm_content, hit.utm_id,
-        hit.click_id, hit.click_id_type, hit.ip, hit.user_agent,
+        hit.click_id, hit.click_id_type, hit.ip, hit.user_agent, hit.datacenter,
     ))
 
 

@@ -35,7 +35,10 @@ class Rules:
     midnight_tz: str | None = None
     # Rule 11: drop hits whose user agent is a crawler instead of keeping them flagged.
     drop_bots: bool = False
-    # With `drop_bots`, still account for each dropped hit with a `late_hit` record
+    # Rule 11: hits the edge marked `datacenter` (a configured data-centre address range) flag
+    # their session is_bot; this drops them instead (as crawler hits under drop_bots).
+    drop_datacenter: bool = False
+    # With `drop_bots` (or `drop_datacenter`), still account for each dropped hit with a `late_hit` record
     # (reason "bot"), so SPEC section 6 ("every accepted hit ends up exactly once in
     # Postgres ... with a reason") holds. Turn off to drop crawler hits without a trace.
     record_dropped_bots: bool = True

@@ -29,7 +29,12 @@ class SessionizerSettings(KafkaSettings, RuntimeSettings):
     session_split_on_campaign: bool = Field(False, description="rule 4: new campaign data starts a new session")
     session_midnight_tz: str | None = Field(None, description="rule 4: IANA zone whose midnight starts a new session (unset: off)")
     session_drop_bots: bool = Field(False, description="rule 11: drop crawler hits instead of flagging their sessions")
-    session_record_dropped_bots: bool = Field(True, description="with drop_bots, account for each dropped hit as a late hit 'bot'")
+    session_drop_datacenter: bool = Field(
+        False, description="rule 11: drop hits the edge marked as from a data centre instead of flagging their sessions"
+    )
+    session_record_dropped_bots: bool = Field(
+        True, description="with drop_bots or drop_datacenter, account for each dropped hit as a late hit 'bot'"
+    )
     session_dedupe_size: int = Field(64, ge=1, le=4096, description="rule 8: recent hit ids remembered per device")
     session_allowed_lateness_ms: int = Field(
         24 * HOUR_MS, ge=0,
@@ -95,6 +100,7 @@ class SessionizerSettings(KafkaSettings, RuntimeSettings):
             split_on_campaign=self.session_split_on_campaign,
             midnight_tz=self.session_midnight_tz,
             drop_bots=self.session_drop_bots,
+            drop_datacenter=self.session_drop_datacenter,
             record_dropped_bots=self.session_record_dropped_bots,
             dedupe_size=self.session_dedupe_size,
             lateness_ms=self.session_allowed_lateness_ms,

@@ -113,6 +113,22 @@ def test_a_state_of_format_1_is_read_with_its_sessions_as_blocks() -> None:
     assert [(s.id, s.hits) for s in slot.sessions] == [("last", 5)]
 
 
+def test_marks_written_before_the_datacenter_flag_read_as_false() -> None:
+    state = _device(3)
+    data = state.to_bytes()
+    head, ring_len = data[0], int.from_bytes(data[1:3], "little")
+    start = 3 + ring_len
+    body = orjson.loads(data[start:])
+    for slot in body[3]:
+        for session in slot[4]:
+            for element in session[5]:
+                if isinstance(element, list) and len(element) == 20:
+                    element.pop()  # the format as it was: 19 values
+    old = DeviceState.from_bytes(data[:start] + orjson.dumps(body))
+    assert head == 2 and old == state
+    assert all(m.datacenter is False for s in old.sessions() for m in s.elements if isinstance(m, Mark))
+
+
 def test_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError):
         DeviceState.from_bytes(b"\x09\x00\x00[]")
