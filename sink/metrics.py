@@ -11,6 +11,7 @@
     touchstream_sink_consumer_lag{topic,partition}   high watermark - committed offset, per assigned partition
     touchstream_sink_partitions_created_total        day partitions created
     touchstream_sink_partitions_dropped_total        day partitions dropped by retention
+    touchstream_sink_rows_expired_total{table}       deadletter / late_hits rows deleted by retention
 
 `start_exporter(port)` serves them on http://0.0.0.0:port/metrics (the sink's __main__ calls it).
 """
@@ -37,6 +38,7 @@ COMMIT_FAILURES = Counter("touchstream_sink_commit_failures_total", "Kafka offse
 LAG = Gauge("touchstream_sink_consumer_lag", "Records behind the high watermark", ["topic", "partition"])
 PARTITIONS_CREATED = Counter("touchstream_sink_partitions_created_total", "Day partitions created")
 PARTITIONS_DROPPED = Counter("touchstream_sink_partitions_dropped_total", "Day partitions dropped by retention")
+ROWS_EXPIRED = Counter("touchstream_sink_rows_expired_total", "Rows deleted by retention", ["table"])
 SESSIONS_RETRACTED = Counter("touchstream_sink_sessions_retracted_total",
                              "Session rows deleted because a late hit merged them into another (SPEC rule 6)")
 
