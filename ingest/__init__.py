@@ -7,6 +7,7 @@ items       a body's items and the way back to each one's original bytes
 intake      the pure core: items -> records, dead letters, per-item errors, status
 fastpath    the common hit validated and enriched without pydantic (checked against HitIn)
 client_ip   trusted proxies, X-Forwarded-For, ip modes full|truncate|hash|drop
+datacentre  configured data-centre CIDR ranges: the `datacenter` mark on hits (SPEC rule 11)
 publisher   batching onto an idempotent acks=all aiokafka producer, with bounded waits
 metrics     Prometheus metrics
 openapi     the OpenAPI 3.1 document

@@ -40,6 +40,7 @@ from ingest import fastpath
 from ingest.body import BodyReader
 from ingest.client_ip import ClientIp, forwarded_for
 from ingest.connection import STATE_KEY, ConnectionLimits
+from ingest.datacentre import data_centres
 from ingest.deadletter_budget import DeadLetterBudget
 from ingest.errors import FieldError, OriginNotAllowed, PublishUnavailable
 from ingest.intake import Edge, Intake, Outcome, Record, Refusal
@@ -133,9 +134,10 @@ class IngestApp:
             self.intake, max_body=settings.ingest_max_body_bytes, max_items=settings.ingest_max_items
         )
         self.client_ip = ClientIp(
-            settings.ingest_trusted_proxies, settings.ingest_ip_mode, settings.ingest_ip_hash_salt.get_secret_value()
+            settings.ingest_trusted_proxies, settings.ingest_ip_mode, settings.ingest_ip_hash_salt.get_secret_value(),
+            data_centres(settings.ingest_datacenter_ranges, settings.ingest_datacenter_file),
         )
-        self.peer_ip = self.client_ip.peer  # the stored form of a socket peer (remembered)
+        self.peer_client = self.client_ip.peer_client  # a socket peer's stored form and data-centre flag (remembered)
         self.cors = Cors(settings.ingest_cors_origins)
         self.tracker = TrackerFile(settings.ingest_tracker_file, settings.ingest_tracker_max_age_s)
         self.openapi = orjson.dumps(document(settings))
@@ -253,12 +255,12 @@ class IngestApp:
         client = peer
         if b"x-forwarded-for" in headers and self.client_ip.trusts_proxies:
             address = self.client_ip.resolve(peer, forwarded_for([v for k, v in raw_headers if k == b"x-forwarded-for"]))
-            ip = self.client_ip.stored(address)
+            ip, datacenter = self.client_ip.stored(address), self.client_ip.in_datacentre(address)
             client = None if address is None else str(address)
         else:
-            ip = self.peer_ip(peer)
+            ip, datacenter = self.peer_client(peer)
         user_agent = get(b"user-agent")
-        edge = Edge(self.clock(), ip, user_agent.decode("utf-8", "replace") if user_agent else "", client)
+        edge = Edge(self.clock(), ip, user_agent.decode("utf-8", "replace") if user_agent else "", client, datacenter)
         origin = get(b"origin")
         cors = NO_HEADERS if origin is None else self.cors.headers(origin)
         if cors is None:

@@ -8,6 +8,9 @@ spoof its address by sending its own X-Forwarded-For.
 
 Which form: `full`, `truncate` (IPv4 /24, IPv6 /48: the default), `hash` (keyed BLAKE2b, so
 the same address gives the same value without being reversible without the key), `drop`.
+
+And whether the address lies in a configured data-centre range (ingest.datacentre), decided on
+the full address before it is reduced: `client()` gives both.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
+from ingest.datacentre import DataCentres
 from ingest.settings import IpMode
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -57,7 +61,8 @@ def forwarded_for(headers: Iterable[bytes]) -> list[str]:
 class ClientIp:
     """Resolves and anonymises client addresses; built once from the settings."""
 
-    def __init__(self, trusted_proxies: Sequence[str], mode: IpMode, salt: str = "") -> None:
+    def __init__(self, trusted_proxies: Sequence[str], mode: IpMode, salt: str = "",
+                 datacentres: DataCentres | None = None) -> None:
         self._trusted: tuple[IPNetwork, ...] = tuple(ipaddress.ip_network(c, strict=False) for c in trusted_proxies)
         self.mode: IpMode = mode
         if mode == "hash" and not salt:
@@ -66,6 +71,8 @@ class ClientIp:
         # Peers repeat (proxies, NATs, keep-alive clients): remember what each one becomes.
         self.stored = lru_cache(maxsize=65536)(self._stored)
         self.peer = lru_cache(maxsize=65536)(self._stored_peer)  # peer -> stored form, when no proxy is involved
+        self._datacentres = datacentres or None
+        self.peer_client = lru_cache(maxsize=65536)(self._peer_client)  # peer -> (stored form, data centre)
 
     @property
     def trusts_proxies(self) -> bool:
@@ -109,3 +116,18 @@ class ClientIp:
 
     def _stored_peer(self, peer: str | None) -> str | None:
         return self.stored(parse_ip(peer) if peer else None)
+
+    def client(self, peer: str | None, xff: Sequence[str] = ()) -> tuple[str | None, bool]:
+        """The stored form of the client address of a request, and whether the address is in a
+        data-centre range."""
+        if not xff or not self._trusted:
+            return self.peer_client(peer)
+        address = self.resolve(peer, xff)
+        return self.stored(address), self.in_datacentre(address)
+
+    def in_datacentre(self, address: IPAddress | None) -> bool:
+        return address is not None and self._datacentres is not None and address in self._datacentres
+
+    def _peer_client(self, peer: str | None) -> tuple[str | None, bool]:
+        address = parse_ip(peer) if peer else None
+        return self.stored(address), self.in_datacentre(address)

@@ -72,7 +72,7 @@ OUT_FIELDS = (
     "v", "hit_id", "guid", "type", "url", "path", "site", "referrer", "referrer_host", "title",
     "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "utm_id", "click_id", "click_id_type",
     "event_name", "event_module", "event_properties", "previous_guid",
-    "created_at", "sent_at", "received_at", "occurred_at", "ip", "user_agent",
+    "created_at", "sent_at", "received_at", "occurred_at", "ip", "user_agent", "datacenter",
 )  # fmt: skip
 ENABLED = FIELDS == frozenset(HitIn.model_fields) and OUT_FIELDS == HitOut.__struct_fields__
 if not ENABLED:  # pragma: no cover - only when HitIn or Hit changes without this module
@@ -122,6 +122,7 @@ def fast_enrich(
     ip: str | None,
     user_agent: str,
     new_id: Callable[[], str],
+    datacenter: bool = False,
 ) -> tuple[HitOut, CloseView | None] | None:
     """`enrich(HitIn.model_validate(item), ...)` for the common hit, or None: run that instead.
 
@@ -164,7 +165,7 @@ def fast_enrich(
         SCHEMA_VERSION, hit_id, guid, kind, url, path, site, referrer, referrer_host, title,
         source, medium, campaign, term, content, utm_id, click_id, click_type, event_name, module, properties,
         previous_guid, created_at, sent_at, received_at, occurred_at, ip,
-        user_agent if len(user_agent) <= MAX_TEXT else user_agent[:MAX_TEXT],
+        user_agent if len(user_agent) <= MAX_TEXT else user_agent[:MAX_TEXT], datacenter,
     )  # fmt: skip
     if previous_guid is None or previous_guid == guid:
         return record, None

@@ -60,6 +60,7 @@ class Edge:
     ip: str | None  # the stored form (SPEC section 2, IP privacy)
     user_agent: str
     client: str | None = None  # the address itself (never stored): whose dead-letter budget
+    datacenter: bool = False  # the client address is in a configured data-centre range (ingest.datacentre)
 
 
 @dataclass(slots=True)
@@ -134,14 +135,15 @@ class Intake:
 
     def process(self, items: Items, edge: Edge) -> Outcome:
         out = Outcome(len(items.values))
-        received_at, ip, user_agent, new_id = edge.received_at, edge.ip, edge.user_agent, self.new_id
+        received_at, ip, user_agent, datacenter, new_id = (
+            edge.received_at, edge.ip, edge.user_agent, edge.datacenter, self.new_id)
         fast = self._fast_enrich
         allowed = self.allowed_sites
         oldest = received_at - self.max_hit_age
         add = out.hits.append
         accepted = 0
         for index, value in enumerate(items.values):
-            result = fast(value, received_at, ip, user_agent, new_id)  # (positional: per hit)
+            result = fast(value, received_at, ip, user_agent, new_id, datacenter)  # (positional: per hit)
             if result is None:  # the fast path was not sure: the definition decides
                 result = self._validated(value, edge)
                 if type(result) is list:
@@ -181,7 +183,8 @@ class Intake:
         except ValidationError as exc:
             return field_errors(exc)
         record, close = enrich(
-            hit, received_at=edge.received_at, ip=edge.ip, user_agent=edge.user_agent, new_id=self.new_id
+            hit, received_at=edge.received_at, ip=edge.ip, user_agent=edge.user_agent, new_id=self.new_id,
+            datacenter=edge.datacenter,
         )
         return view_of(record), None if close is None else view_of(close)
 

@@ -9,23 +9,16 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import NoDecode
 
-from schemas.settings import KafkaSettings, RuntimeSettings
+from ingest.datacentre import parse_ranges, read_ranges
+from schemas.settings import CommaList, KafkaSettings, RuntimeSettings, split_commas
 
 MiB = 1024 * 1024
 IpMode = Literal["full", "truncate", "hash", "drop"]
 Compression = Literal["none", "lz4", "gzip", "snappy", "zstd"]
-CommaList = Annotated[list[str], NoDecode]
-
-
-def _split(value: object) -> object:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
 
 
 class IngestSettings(KafkaSettings, RuntimeSettings):
@@ -77,6 +70,13 @@ class IngestSettings(KafkaSettings, RuntimeSettings):
         "truncate", description="stored IP: full | truncate (IPv4 /24, IPv6 /48) | hash | drop"
     )
     ingest_ip_hash_salt: SecretStr = Field(SecretStr(""), description="key of the blake2b hash when ip_mode = hash")
+    ingest_datacenter_ranges: CommaList = Field(
+        default_factory=list,
+        description="CIDRs of data-centre networks: hits from them are marked datacenter (their session is_bot)",
+    )
+    ingest_datacenter_file: Path | None = Field(
+        None, description="file of data-centre CIDRs, one a line (# comments), added to ingest_datacenter_ranges"
+    )
 
     # --- Kafka producer ---------------------------------------------------------------
     ingest_publish_timeout_s: float = Field(
@@ -117,10 +117,12 @@ class IngestSettings(KafkaSettings, RuntimeSettings):
                              "the admin routes are not for the public")
         return self
 
-    @field_validator("ingest_allowed_sites", "ingest_cors_origins", "ingest_trusted_proxies", mode="before")
+    @field_validator(
+        "ingest_allowed_sites", "ingest_cors_origins", "ingest_trusted_proxies", "ingest_datacenter_ranges", mode="before"
+    )
     @classmethod
     def _comma_list(cls, value: object) -> object:
-        return _split(value)
+        return split_commas(value)
 
     @field_validator("ingest_allowed_sites")
     @classmethod
@@ -140,6 +142,19 @@ class IngestSettings(KafkaSettings, RuntimeSettings):
                 ipaddress.ip_network(cidr, strict=False)
             except ValueError:
                 raise ValueError(f"{cidr!r} is not an IP network (e.g. 10.0.0.0/8 or 2001:db8::/32)") from None
+        return value
+
+    @field_validator("ingest_datacenter_ranges")
+    @classmethod
+    def _datacenter_cidrs(cls, value: list[str]) -> list[str]:
+        parse_ranges(value, "TOUCHSTREAM_INGEST_DATACENTER_RANGES")
+        return value
+
+    @field_validator("ingest_datacenter_file")
+    @classmethod
+    def _datacenter_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            read_ranges(value)  # a bad file fails at start-up, naming the line
         return value
 
     @model_validator(mode="after")

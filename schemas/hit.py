@@ -217,6 +217,7 @@ class Hit(BaseModel):
     occurred_at: AwareDatetime
     ip: str | None = None
     user_agent: str = ""
+    datacenter: bool = False  # the client address is in a configured data-centre range (SPEC rule 11)
 
 
 class CloseRecord(BaseModel):
@@ -300,6 +301,7 @@ def enrich(
     ip: str | None,
     user_agent: str,
     new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    datacenter: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The edge's pure step: the posted hit plus what the edge knows, as published to `hits`.
 
@@ -346,6 +348,7 @@ def enrich(
         "occurred_at": occurred_at,
         "ip": ip,
         "user_agent": user_agent[:MAX_TEXT],
+        "datacenter": datacenter,
     }
     close = None
     if hit.previous_guid is not None and hit.previous_guid != hit.guid:

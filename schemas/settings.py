@@ -9,14 +9,25 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from schemas.kafka_security import KafkaConnection
 
 ENV_PREFIX = "TOUCHSTREAM_"
+
+# A list setting written as one comma-separated variable (e.g. TOUCHSTREAM_INGEST_TRUSTED_PROXIES);
+# a field of this type gets `split_commas` as its "before" validator.
+CommaList = Annotated[list[str], NoDecode]
+
+
+def split_commas(value: object) -> object:
+    """A comma-separated variable as a list of its non-empty, stripped parts."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
 
 
 DAY_MS = 24 * 3600 * 1000

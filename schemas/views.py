@@ -98,7 +98,7 @@ else:
     LateHitView = struct_of(LateHitRecord, "LateHitView")
     MoveView = struct_of(HitMoveRecord, "MoveView")
     RangeMoveView = struct_of(RangeMoveRecord, "RangeMoveView")
-    # `hits`, written by the edge's fast path (ingest.fastpath): all 29 values, in Hit's order
+    # `hits`, written by the edge's fast path (ingest.fastpath): all 30 values, in Hit's order
     HitOut = struct_of(Hit, "HitOut", positional=True)
 
 HitRecordView = Union[HitView, CloseView, ForgetView]  # noqa: UP007

@@ -15,6 +15,8 @@ import socket
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from schemas.logs import configure_logging, secrets_of
 from schemas.runtime import tune_gc
 from sessionizer.settings import SessionizerSettings
@@ -50,7 +52,11 @@ def settings_from(argv: list[str]) -> SessionizerSettings:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = settings_from(list(sys.argv[1:] if argv is None else argv))
+    try:
+        settings = settings_from(list(sys.argv[1:] if argv is None else argv))
+    except ValidationError as exc:  # e.g. a channel rules file that does not validate
+        print(f"touchstream sessionizer: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
     # The worker's name in the group is its web address; two workers on a machine differ by port.
     worker = f"{socket.gethostname()}:{settings.sessionizer_web_port}"
     configure_logging(settings, "sessionizer", worker=worker, secrets=secrets_of(settings))

@@ -56,12 +56,11 @@ from urllib.parse import urlsplit
 
 from schemas.timefmt import to_ms
 from schemas.views import CloseView, HitView
-from sessionizer.channel import channel_for
 from sessionizer.identity import hit_fingerprint, session_id
 from sessionizer.rules import Rules
 from sessionizer.snapshot import hit_record, late_record, move_record, range_move_record, retraction, session_snapshot
 from sessionizer.state import CAMPAIGN, Block, DeviceState, Element, Mark, Session, Slot, Times
-from sessionizer.timeline import INACTIVITY, STORAGE_CLEARED, Run, closed_by, segment, split_reason
+from sessionizer.timeline import INACTIVITY, STORAGE_CLEARED, Run, campaign_of, closed_by, segment, split_reason
 from sessionizer.useragent import is_crawler
 
 __all__ = [
@@ -71,7 +70,7 @@ __all__ = [
 
 # Late-hit reasons (LateHitRecord.reason).
 TOO_LATE = "too_late"  # older than the allowed lateness, or than what its slot retains
-BOT = "bot"            # a crawler's hit dropped under Rules.drop_bots
+BOT = "bot"            # a crawler's hit dropped under Rules.drop_bots (or a data centre's, drop_datacenter)
 
 
 class StateLimit(Exception):
@@ -178,7 +177,7 @@ def on_hit(
             if offset <= state.offset:
                 return state
             state.offset = offset
-    if rules.drop_bots and is_crawler(hit.user_agent):
+    if (rules.drop_bots and is_crawler(hit.user_agent)) or (rules.drop_datacenter and hit.datacenter):
         if rules.record_dropped_bots:
             out.records.append(late_record(hit, state.guid if state is not None else hit.guid.lower(), BOT))
         return state
@@ -359,7 +358,7 @@ def _mark(hit: HitView, t: int) -> Mark:
         t, hit.occurred_at.microsecond % 1000, hit.hit_id, hit.type == "event",
         hit.url, hit.path, hit.referrer, hit.referrer_host, hit.site,
         hit.utm_source, hit.utm_medium, hit.utm_campaign, hit.utm_term, hit.utm_content, hit.utm_id,
-        hit.click_id, hit.click_id_type, hit.ip, hit.user_agent,
+        hit.click_id, hit.click_id_type, hit.ip, hit.user_agent, hit.datacenter,
     ))
 
 
@@ -385,7 +384,8 @@ def _place_in_order(state: DeviceState, slot: Slot, mark: Mark, hit: HitView, no
                     and rules.midnight_tz is None and not rules.split_on_campaign):
                 split = None  # (what split_reason says, without building the campaigns: the common case)
             else:
-                split = split_reason(latest.first, latest.last, latest.landing[CAMPAIGN], t, t, mark[CAMPAIGN], rules)
+                split = split_reason(latest.first, latest.last, latest.landing[CAMPAIGN], t, t,
+                                     campaign_of(mark, rules), rules)
             if split is None:
                 latest.append(mark)
                 _publish(state, latest, True, out)
@@ -412,7 +412,7 @@ def _place_in_order(state: DeviceState, slot: Slot, mark: Mark, hit: HitView, no
 
 def _open(state: DeviceState, slot: Slot, mark: Mark, sid: str, hit: HitView, now: int, rules: Rules,
           out: Emitted) -> None:
-    session = Session.opened(sid, slot.count + len(slot.sessions) + 1, _channel(mark), mark)
+    session = Session.opened(sid, slot.count + len(slot.sessions) + 1, _channel(mark, rules), mark)
     slot.sessions.append(session)
     # A hit so late that its session has already expired is published closed, once.
     is_open = mark.t + rules.timeout_ms >= now
@@ -475,12 +475,12 @@ def _reconcile(state: DeviceState, slot: Slot, runs: list[Run], mark: Mark | Non
             session = claim[0]
             for gone in claim[1:]:
                 _retract(state, gone, session, out)
-            _refresh(state, session, run, slot.count + i + 1, end_reason, out)
+            _refresh(state, session, run, slot.count + i + 1, end_reason, rules, out)
         else:
             sid = _fresh_id(guid, run, taken)
             taken.add(sid)
             session = Session(sid, slot.count + i + 1, 0, end_reason, "", run.elements)
-            session.channel = _channel(session.landing)
+            session.channel = _channel(session.landing, rules)
             if latest_first is not None and session.first < latest_first:
                 out.counts.inserted += 1
             _publish(state, session, end_reason is None, out)
@@ -501,13 +501,13 @@ def _reconcile(state: DeviceState, slot: Slot, runs: list[Run], mark: Mark | Non
 
 
 def _refresh(state: DeviceState, session: Session, run: Run, index: int, end_reason: str | None,
-             out: Emitted) -> None:
+             rules: Rules, out: Emitted) -> None:
     before = (session.index, session.first, session.last, session.pageviews, session.events, session.exit_url,
               session.exit_at, session.end_reason, session.landing)
     landing = session.landing
     session.reset(run.elements)
     if session.landing is not landing:
-        session.channel = _channel(session.landing)
+        session.channel = _channel(session.landing, rules)
     if session.index != index:
         out.counts.renumbered += 1
         session.index = index
@@ -623,12 +623,12 @@ def _record(hit: HitView, guid: str, sid: str, out: Emitted) -> None:
     out.placed[hit.hit_id] = record
 
 
-def _channel(landing: Mark | HitView) -> str:
+def _channel(landing: Mark | HitView, rules: Rules) -> str:
     has_campaign = bool(
         landing.utm_source or landing.utm_medium or landing.utm_campaign or landing.utm_term or landing.utm_content
         or landing.utm_id or landing.click_id_type
     )
     referrer_host = landing.referrer_host
     page_host = urlsplit(landing.url).hostname if referrer_host and not has_campaign else None
-    return channel_for(landing.utm_source, landing.utm_medium, landing.click_id_type, referrer_host, landing.site,
-                       page_host, has_campaign)
+    return rules.channels.channel(landing.utm_source, landing.utm_medium, landing.utm_campaign, landing.click_id_type,
+                                  referrer_host, landing.site, page_host, has_campaign)

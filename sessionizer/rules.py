@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from sessionizer.channel import DEFAULT_GROUPING, ChannelGrouping
+
 Scope = Literal["device", "site"]
 
 MINUTE_MS = 60_000
@@ -33,7 +35,10 @@ class Rules:
     midnight_tz: str | None = None
     # Rule 11: drop hits whose user agent is a crawler instead of keeping them flagged.
     drop_bots: bool = False
-    # With `drop_bots`, still account for each dropped hit with a `late_hit` record
+    # Rule 11: hits the edge marked `datacenter` (a configured data-centre address range) flag
+    # their session is_bot; this drops them instead (as crawler hits under drop_bots).
+    drop_datacenter: bool = False
+    # With `drop_bots` (or `drop_datacenter`), still account for each dropped hit with a `late_hit` record
     # (reason "bot"), so SPEC section 6 ("every accepted hit ends up exactly once in
     # Postgres ... with a reason") holds. Turn off to drop crawler hits without a trace.
     record_dropped_bots: bool = True
@@ -58,6 +63,11 @@ class Rules:
     # A device whose newest hit is this much older than its partition's event time, and that
     # retains nothing, leaves the state (its rows stay in PostgreSQL). 0: never. See `idle_after_ms`.
     idle_ttl_ms: int = 400 * 24 * HOUR_MS
+    # The channel of a session's landing (SPEC section 3, "Channel"): GA4's default channel
+    # group, the operator's rules before it, and the referral exclusions — hosts whose
+    # referrals do not count as one: not the source of a session, and (rule 4) a hit arriving
+    # from one never starts a new session by its campaign data.
+    channels: ChannelGrouping = DEFAULT_GROUPING
 
     @property
     def idle_after_ms(self) -> int:

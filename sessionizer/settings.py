@@ -11,10 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from schemas.settings import ENV_PREFIX, KafkaSettings, RuntimeSettings
+from schemas.settings import ENV_PREFIX, CommaList, KafkaSettings, RuntimeSettings, split_commas
+from sessionizer.channel_rules import grouping, load_rules
 from sessionizer.rules import HOUR_MS, MINUTE_MS, Rules
 
 
@@ -28,7 +29,12 @@ class SessionizerSettings(KafkaSettings, RuntimeSettings):
     session_split_on_campaign: bool = Field(False, description="rule 4: new campaign data starts a new session")
     session_midnight_tz: str | None = Field(None, description="rule 4: IANA zone whose midnight starts a new session (unset: off)")
     session_drop_bots: bool = Field(False, description="rule 11: drop crawler hits instead of flagging their sessions")
-    session_record_dropped_bots: bool = Field(True, description="with drop_bots, account for each dropped hit as a late hit 'bot'")
+    session_drop_datacenter: bool = Field(
+        False, description="rule 11: drop hits the edge marked as from a data centre instead of flagging their sessions"
+    )
+    session_record_dropped_bots: bool = Field(
+        True, description="with drop_bots or drop_datacenter, account for each dropped hit as a late hit 'bot'"
+    )
     session_dedupe_size: int = Field(64, ge=1, le=4096, description="rule 8: recent hit ids remembered per device")
     session_allowed_lateness_ms: int = Field(
         24 * HOUR_MS, ge=0,
@@ -47,6 +53,25 @@ class SessionizerSettings(KafkaSettings, RuntimeSettings):
     session_idle_ttl_days: float = Field(
         400.0, ge=0, description="a device idle this long (event time) leaves the sessionizer's state; its rows stay (0: never)"
     )
+    session_channel_rules_file: Path | None = Field(
+        None, description="channel rules (TOML or JSON) checked before GA4's default channel group (unset: GA4's only)"
+    )
+    session_referral_exclusions: CommaList = Field(
+        default_factory=list,
+        description="hosts (and their subdomains) whose referrals do not count: payment providers, your other domains",
+    )
+
+    @field_validator("session_referral_exclusions", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        return split_commas(value)
+
+    @field_validator("session_channel_rules_file")
+    @classmethod
+    def _rules_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            load_rules(value)  # a bad file fails here, at start-up, naming the rule and field (ChannelRulesError)
+        return value
 
     # --- the worker -------------------------------------------------------------------------
     sessionizer_app_id: str = Field(
@@ -91,6 +116,7 @@ class SessionizerSettings(KafkaSettings, RuntimeSettings):
             split_on_campaign=self.session_split_on_campaign,
             midnight_tz=self.session_midnight_tz,
             drop_bots=self.session_drop_bots,
+            drop_datacenter=self.session_drop_datacenter,
             record_dropped_bots=self.session_record_dropped_bots,
             dedupe_size=self.session_dedupe_size,
             lateness_ms=self.session_allowed_lateness_ms,
@@ -98,4 +124,5 @@ class SessionizerSettings(KafkaSettings, RuntimeSettings):
             max_slots=self.session_max_slots,
             max_state_bytes=self.session_max_state_bytes,
             idle_ttl_ms=round(self.session_idle_ttl_days * 86_400_000),
+            channels=grouping(self.session_channel_rules_file, self.session_referral_exclusions),
         )

@@ -82,7 +82,7 @@ def _static_fields(guid: str, s: Session) -> dict[str, Any]:
         "browser": agent.browser,
         "os": agent.os,
         "device_type": agent.device_type,
-        "is_bot": agent.is_bot,
+        "is_bot": agent.is_bot or landing.datacenter,  # a crawler's user agent, or a data centre's address
     }
 
 

@@ -42,7 +42,8 @@ a partition's recovery and the idle sweep read without decoding the rest), the r
 `[id, index, version, end_reason, channel, [element, ...]]`; its aggregate is recomputed from
 the elements when read. A mark is a JSON array in `Mark` order (is_event as 0/1); after a
 session's first mark, `t` is the gap to the previous mark, and the visit's fields (site, utm,
-click id, IP, user agent) are left out when they equal the previous mark's: a pageview then
+click id, IP, user agent, data-centre flag) are left out when they equal the previous mark's
+(a mark of 19 values was written before the flag existed: it reads as False): a pageview then
 costs about 70 bytes besides its URL, path and referrer. A block is `{"b": [...]}`. Each session keeps its
 encoded elements and appends to them, so encoding a state costs its new hits, not all of them.
 Format 2 (no times) and format 1 are still read.
@@ -101,6 +102,7 @@ class Mark(NamedTuple):
     click_id_type: str | None
     ip: str | None
     user_agent: str
+    datacenter: bool = False  # from a data-centre address (the edge's flag); marks of older states lack it
 
     @property
     def campaign(self) -> tuple[str | None, ...]:
@@ -112,6 +114,7 @@ class Mark(NamedTuple):
         return (self.t, self.hit_id)
 
 
+REFERRER_HOST = 7
 VISIT = 8
 CAMPAIGN = slice(9, 17)
 _MARK_FIELDS = len(Mark._fields)
@@ -314,6 +317,8 @@ def _decode_elements(raw: list[Any]) -> list[Element]:
             item[0] += previous[0]
             if len(item) == VISIT:
                 item.extend(previous[VISIT:])
+        if len(item) == _MARK_FIELDS - 1:
+            item.append(False)  # a mark written before `datacenter` existed
         previous = _new_mark(Mark, item)
         elements.append(previous)
     return elements
@@ -490,7 +495,7 @@ def _from_format_1(ring: bytes, body: list[Any]) -> DeviceState:
             old = dict(zip(_FORMAT_1_FIELDS, values))
             landing = Mark(
                 t=old["first"], us=0, hit_id=old["id"], is_event=False,
-                **{f: old[f] for f in Mark._fields[4:]},
+                **{f: old[f] for f in Mark._fields[4:] if f in old},
             )
             block = Block(old["first"], old["last"], old["pageviews"], old["events"], old["exit_url"],
                           old["exit_at"], landing, old["id"])

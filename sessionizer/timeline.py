@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from sessionizer.days import day_number
 from sessionizer.rules import Rules
-from sessionizer.state import CAMPAIGN, Block, Element
+from sessionizer.state import CAMPAIGN, REFERRER_HOST, Block, Element, Mark
 
 INACTIVITY = "inactivity"
 MAX_LENGTH = "max_length"
@@ -43,6 +43,17 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run({self.first}..{self.last}, {len(self.elements)} elements, end={self.end_reason})"
+
+
+_NO_CAMPAIGN: tuple[str | None, ...] = ()
+
+
+def campaign_of(mark: Mark, rules: Rules) -> tuple[str | None, ...]:
+    """The campaign data a hit brings to rule 4: none when it arrives from a referral exclusion
+    (a payment provider's return carrying its own utm tags does not start a new session)."""
+    if rules.channels.referral_exclusions and rules.channels.excludes(mark[REFERRER_HOST]):
+        return _NO_CAMPAIGN
+    return mark[CAMPAIGN]
 
 
 def split_reason(first: int, last: int, campaign: tuple[str | None, ...], at: int, until: int,
@@ -72,12 +83,15 @@ def segment(elements: list[Element], closes: list[int], rules: Rules) -> list[Ru
     runs: list[Run] = []
     run: Run | None = None
     ci, n_closes = 0, len(closes)
+    excluding = rules.split_on_campaign and bool(rules.channels.referral_exclusions)
     for e in elements:
         if type(e) is Block:
             at, until, campaign = e.first, e.last, e.landing[CAMPAIGN]
+            brought = campaign
         else:
             at = until = e.t
             campaign = e[CAMPAIGN]
+            brought = campaign_of(e, rules) if excluding else campaign
         while ci < n_closes and closes[ci] < at:
             if run is not None:
                 run.end_reason = closed_by(closes[ci], run.last, rules)
@@ -85,7 +99,7 @@ def segment(elements: list[Element], closes: list[int], rules: Rules) -> list[Ru
                 run = None
             ci += 1
         if run is not None:
-            reason = None if at < run.last else split_reason(run.first, run.last, run.campaign, at, until, campaign, rules)
+            reason = None if at < run.last else split_reason(run.first, run.last, run.campaign, at, until, brought, rules)
             if reason is None:
                 run.elements.append(e)
                 if until > run.last:

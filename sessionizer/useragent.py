@@ -5,31 +5,23 @@ installed it falls back to pure-Python regexes, slow for an unseen string (`benc
 measures a parse against a cache hit), so parses are cached: many hits share a handful of user agents, and the core only
 asks at the moment it builds a session snapshot.
 
-A user agent is a crawler when ua-parser calls its device "Spider" or when it carries a
-common crawler / automation token (`CRAWLER_TOKENS`). An empty user agent is *not* flagged:
-the edge always records the header it got, and flagging every import without one would
-hide real sessions.
+A user agent is a crawler when ua-parser calls its device "Spider" or when it matches the
+crawler list of the `crawler-user-agents` package (PyPI; the maintained community list of
+crawler, scraper, monitoring and HTTP-library patterns, released every few weeks: upgrading the
+pin upgrades the list). An empty user agent is *not* flagged: the edge always records the header
+it got, and flagging every import without one would hide real sessions.
+
+The edge adds a second signal: hits from a configured data-centre address range carry
+`datacenter` (ingest.datacentre), which flags their session too (sessionizer.snapshot).
 """
 
 from __future__ import annotations
 
-import re
 from functools import lru_cache
 from typing import NamedTuple
 
+import crawleruseragents
 import ua_parser
-
-# Matched case-insensitively anywhere in the string. "bot" is guarded so phone makers
-# such as CUBOT are not crawlers.
-CRAWLER_TOKENS = re.compile(
-    r"(?<!cu)bot\b|crawl|spider|slurp|headless|lighthouse|python-requests|python-urllib|"
-    r"aiohttp|httpx|curl/|wget|libwww|scrapy|okhttp|go-http-client|java/|apache-httpclient|axios|"
-    r"node-fetch|phantomjs|selenium|puppeteer|playwright|facebookexternalhit|mediapartners|"
-    r"feedfetcher|ia_archiver|archive\.org|pingdom|uptimerobot|statuscake|site24x7|gtmetrix|"
-    r"pagespeed|bingpreview|semrush|ahrefs|petalsearch|yandex(?:bot|images)|baiduspider|"
-    r"duckduckgo-favicons",
-    re.IGNORECASE,
-)
 
 _TABLET_DEVICES = frozenset({"iPad", "Kindle", "Kindle Fire", "Generic Tablet", "Nexus 7", "Nexus 9", "Nexus 10"})
 _MOBILE_OS = frozenset({"iOS", "Android", "Windows Phone", "BlackBerry OS", "KaiOS", "Firefox OS", "HarmonyOS"})
@@ -58,7 +50,7 @@ def describe(user_agent: str) -> Agent:
     browser = _family(parsed.user_agent)
     os_name = _family(parsed.os)
     device = _family(parsed.device)
-    is_bot = device == "Spider" or CRAWLER_TOKENS.search(user_agent) is not None
+    is_bot = device == "Spider" or crawleruseragents.is_crawler(user_agent)
     if is_bot:
         device_type = "bot"
     elif (
@@ -80,5 +72,6 @@ def is_crawler(user_agent: str) -> bool:
 
 
 def warm() -> None:
-    """Load and compile ua-parser's rules now (about a second) rather than on the first hit."""
+    """Load and compile ua-parser's rules and the crawler list now (about a second) rather than
+    on the first hit."""
     describe.__wrapped__("Mozilla/5.0 (Windows NT 10.0; Win64; x64)")

@@ -154,3 +154,12 @@ def test_whole_body_refusals() -> None:
     assert intake.refuse(TooManyItems("too many items", []), b"[...]", EDGE).dead_letters  # data: kept
     too_large = intake.refuse(PayloadTooLarge("body too large", []), b"", EDGE)
     assert too_large.dead_letters == [] and too_large.status == 413  # never read: nothing to keep
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_a_data_centre_client_marks_its_hits(fast_path: bool) -> None:
+    edge = Edge(received_at=NOW, ip="3.5.140.0", user_agent="Mozilla/5.0 (Test)", datacenter=True)
+    out = Intake(fast_path=fast_path).process(parse(orjson.dumps([HIT, {**HIT, "hit_id": None}]), "json", 500), edge)
+    assert [hit_codec.decode(value).datacenter for _, value in out.hits] == [True, True]
+    plain = run(orjson.dumps(HIT), Intake(fast_path=fast_path))
+    assert [hit_codec.decode(value).datacenter for _, value in plain.hits] == [False]

@@ -52,6 +52,7 @@ def make_hit(
     received_at: int | None = None,
     title: str | None = None,
     event_name: str = "lead",
+    datacenter: bool = False,
 ) -> HitView:
     """A hit as the edge publishes it (HitIn -> enrich -> Hit), occurring at `at` (ms or ISO),
     as the sessionizer reads it (HitView)."""
@@ -68,7 +69,8 @@ def make_hit(
     if type == "event":
         body["event"] = {"name": event_name, "module": "contact_form", "properties": {"unit": "2B"}}
     received = from_ms(received_at) if received_at is not None else created
-    record, _ = enrich(HitIn.model_validate(body), received_at=received, ip=ip, user_agent=user_agent)
+    record, _ = enrich(HitIn.model_validate(body), received_at=received, ip=ip, user_agent=user_agent,
+                       datacenter=datacenter)
     return _view(record)
 
 

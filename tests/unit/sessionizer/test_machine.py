@@ -541,6 +541,28 @@ def test_drop_bots_keeps_no_state_and_accounts_for_the_hit() -> None:
     assert human is not None and human.open_sessions() == 1
 
 
+def test_a_data_centre_landing_flags_its_session() -> None:
+    # Flagged, not dropped, by default; the user agent still says what the device claims to be.
+    [s] = play([T0, T0 + MIN], datacenter=True).sessions()
+    assert s["is_bot"] is True and s["device_type"] == "desktop" and s["hits"] == 2
+    part = Partition()
+    part.hit(make_hit(T0, hid=1))
+    part.hit(make_hit(T0 + MIN, hid=2, datacenter=True))  # not the landing: the session stays a person's
+    part.finish()
+    assert [x["is_bot"] for x in part.sessions()] == [False]
+
+
+def test_drop_datacenter_drops_and_accounts_for_the_hit() -> None:
+    rules = Rules(drop_datacenter=True)
+    out = Emitted()
+    assert on_hit(None, make_hit(T0, hid=1, datacenter=True), rules, T0, out) is None
+    assert out.sessions == [] and [r.reason for r in out.records] == [BOT]
+    out = Emitted()
+    assert on_hit(None, make_hit(T0, hid=2, user_agent=GOOGLEBOT), rules, T0, out) is not None  # drop_bots is apart
+    out = Emitted()
+    assert on_hit(None, make_hit(T0, hid=3, datacenter=True), Rules(drop_bots=True), T0, out) is not None
+
+
 # -- rule 12: cleared storage -------------------------------------------------------------------
 
 

@@ -7,7 +7,7 @@ import pytest
 from sessionizer.machine import DeviceState, Emitted, Rules, on_hit, on_time
 import orjson
 
-from sessionizer.state import Block, Mark, Session, Slot
+from sessionizer.state import _HEADER, _TIMES, Block, Mark, Session, Slot
 
 from .driver import GUID, HOUR, MIN, T0, make_hit
 
@@ -111,6 +111,22 @@ def test_a_state_of_format_1_is_read_with_its_sessions_as_blocks() -> None:
     [move] = [r for r in out.records if r.kind == "move_range"]
     assert (move.from_session_id, move.session_id) == ("open", "last")
     assert [(s.id, s.hits) for s in slot.sessions] == [("last", 5)]
+
+
+def test_marks_written_before_the_datacenter_flag_read_as_false() -> None:
+    state = _device(3)
+    data = state.to_bytes()
+    head, ring_len = _HEADER.unpack_from(data)
+    start = _HEADER.size + _TIMES.size + ring_len
+    body = orjson.loads(data[start:])
+    for slot in body[3]:
+        for session in slot[4]:
+            for element in session[5]:
+                if isinstance(element, list) and len(element) == 20:
+                    element.pop()  # the format as it was: 19 values
+    old = DeviceState.from_bytes(data[:start] + orjson.dumps(body))
+    assert head == 3 and old == state
+    assert all(m.datacenter is False for s in old.sessions() for m in s.elements if isinstance(m, Mark))
 
 
 def test_unknown_format_is_refused() -> None:

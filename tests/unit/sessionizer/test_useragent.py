@@ -55,6 +55,12 @@ def test_other_devices() -> None:
     "Wget/1.21.4",
     "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)",
     "Mozilla/5.0 (compatible; Yahoo! Slurp; http://help.yahoo.com/help/us/ysearch/slurp)",
+    # from the maintained list (crawler-user-agents), beyond what a hand-written regex held
+    "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)",
+    "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; ClaudeBot/1.0; +claudebot@anthropic.com)",
+    "Mozilla/5.0 (compatible; Bytespider; spider-feedback@bytedance.com) AppleWebKit/537.36",
+    "Go-http-client/1.1",
+    "Mozilla/5.0 (compatible; SemrushBot/7~bl; +http://www.semrush.com/bot.html)",
 ])
 def test_crawlers_are_flagged(ua: str) -> None:
     agent = describe(ua)
@@ -74,3 +80,16 @@ def test_parses_are_cached() -> None:
     describe(CHROME_WINDOWS)
     describe(CHROME_WINDOWS)
     assert describe.cache_info().hits >= 1
+
+
+@pytest.mark.parametrize("ua", [
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 "
+    "[FBAN/FBIOS;FBAV/450.0.0.38.108;FBBV/584870385]",
+    "Mozilla/5.0 (Linux; Android 13; SM-S918B Build/TP1A.220624.014; wv) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Version/4.0 Chrome/120.0.6099.230 Mobile Safari/537.36 Instagram 312.0.0.32.112 Android",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36 "
+    "Edg/120.0.0.0",
+    CUBOT_PHONE,
+])
+def test_people_in_app_browsers_are_not_crawlers(ua: str) -> None:
+    assert not describe(ua).is_bot and not is_crawler(ua)
