@@ -83,7 +83,7 @@ def _edge_record(**body) -> dict:
     return record
 
 
-texts = st.text(st.characters(blacklist_characters="\x00"), min_size=1, max_size=20)  # (HitIn refuses NUL)
+texts = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), min_size=1, max_size=20)  # (HitIn refuses NUL and lone surrogates)
 
 
 @settings(max_examples=150, deadline=None)
