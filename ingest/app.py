@@ -119,7 +119,8 @@ class IngestApp:
             self.intake, max_body=settings.ingest_max_body_bytes, max_items=settings.ingest_max_items
         )
         self.client_ip = ClientIp(
-            settings.ingest_trusted_proxies, settings.ingest_ip_mode, settings.ingest_ip_hash_salt.get_secret_value()
+            settings.ingest_trusted_proxies, settings.ingest_ip_mode, settings.ingest_ip_hash_salt.get_secret_value(),
+            settings.ingest_ip_hash_rotate_hours,
         )
         self.peer_ip = self.client_ip.peer  # the stored form of a socket peer (remembered)
         self.cors = Cors(settings.ingest_cors_origins)
@@ -232,6 +233,9 @@ class IngestApp:
         client = scope.get("client")
         peer = client[0] if client else None
         client = peer
+        received_at = self.clock()
+        if self.client_ip.rotates:
+            self.client_ip.rotate(received_at)  # the key of received_at's day hashes this request's address
         if b"x-forwarded-for" in headers and self.client_ip.trusts_proxies:
             address = self.client_ip.resolve(peer, forwarded_for([v for k, v in raw_headers if k == b"x-forwarded-for"]))
             ip = self.client_ip.stored(address)
@@ -239,7 +243,7 @@ class IngestApp:
         else:
             ip = self.peer_ip(peer)
         user_agent = get(b"user-agent")
-        edge = Edge(self.clock(), ip, user_agent.decode("utf-8", "replace") if user_agent else "", client)
+        edge = Edge(received_at, ip, user_agent.decode("utf-8", "replace") if user_agent else "", client)
         origin = get(b"origin")
         cors = NO_HEADERS if origin is None else self.cors.headers(origin)
         if cors is None:

@@ -71,6 +71,10 @@ class IngestSettings(KafkaSettings, RuntimeSettings):
         "truncate", description="stored IP: full | truncate (IPv4 /24, IPv6 /48) | hash | drop"
     )
     ingest_ip_hash_salt: SecretStr = Field(SecretStr(""), description="key of the blake2b hash when ip_mode = hash")
+    ingest_ip_hash_rotate_hours: int = Field(
+        24, ge=0, le=8784,
+        description="the hash key changes every this many hours (aligned to UTC midnight; 0: one key forever)",
+    )
 
     # --- Kafka producer ---------------------------------------------------------------
     ingest_publish_timeout_s: float = Field(
