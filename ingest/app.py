@@ -135,7 +135,8 @@ class IngestApp:
         )
         self.client_ip = ClientIp(
             settings.ingest_trusted_proxies, settings.ingest_ip_mode, settings.ingest_ip_hash_salt.get_secret_value(),
-            data_centres(settings.ingest_datacenter_ranges, settings.ingest_datacenter_file),
+            datacentres=data_centres(settings.ingest_datacenter_ranges, settings.ingest_datacenter_file),
+            rotate_hours=settings.ingest_ip_hash_rotate_hours,
         )
         self.peer_client = self.client_ip.peer_client  # a socket peer's stored form and data-centre flag (remembered)
         self.cors = Cors(settings.ingest_cors_origins)
@@ -253,6 +254,9 @@ class IngestApp:
         client = scope.get("client")
         peer = client[0] if client else None
         client = peer
+        received_at = self.clock()
+        if self.client_ip.rotates:
+            self.client_ip.rotate(received_at)  # the key of received_at's day hashes this request's address
         if b"x-forwarded-for" in headers and self.client_ip.trusts_proxies:
             address = self.client_ip.resolve(peer, forwarded_for([v for k, v in raw_headers if k == b"x-forwarded-for"]))
             ip, datacenter = self.client_ip.stored(address), self.client_ip.in_datacentre(address)
@@ -260,7 +264,7 @@ class IngestApp:
         else:
             ip, datacenter = self.peer_client(peer)
         user_agent = get(b"user-agent")
-        edge = Edge(self.clock(), ip, user_agent.decode("utf-8", "replace") if user_agent else "", client, datacenter)
+        edge = Edge(received_at, ip, user_agent.decode("utf-8", "replace") if user_agent else "", client, datacenter)
         origin = get(b"origin")
         cors = NO_HEADERS if origin is None else self.cors.headers(origin)
         if cors is None:

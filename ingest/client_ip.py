@@ -11,13 +11,20 @@ the same address gives the same value without being reversible without the key),
 
 And whether the address lies in a configured data-centre range (ingest.datacentre), decided on
 the full address before it is reduced: `client()` gives both.
+
+The hash key rotates (every `rotate_hours`, 24 by default, aligned to UTC midnight): the key of
+a period is HMAC-SHA256(salt, label of the period's start, `YYYY-MM-DD` for daily keys), so the
+same address hashes alike within a day but a hashed IP is not a permanent identifier across
+days. The edge calls `rotate(received_at)` before each request; 0 hours keeps one key forever.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import ipaddress
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from ingest.datacentre import DataCentres
@@ -50,6 +57,13 @@ def _unmap(address: IPAddress) -> IPAddress:
     return address
 
 
+def period_key(salt: bytes, period: int, period_s: int) -> bytes:
+    """The hash key of rotation period `period` (periods of `period_s` seconds since the epoch)."""
+    start = datetime.fromtimestamp(period * period_s, UTC)
+    label = start.strftime("%Y-%m-%d" if period_s % 86400 == 0 else "%Y-%m-%dT%H:%MZ")
+    return hmac.digest(salt, label.encode(), "sha256")[:32]
+
+
 def forwarded_for(headers: Iterable[bytes]) -> list[str]:
     """Every X-Forwarded-For entry, left to right, across repeated headers."""
     entries: list[str] = []
@@ -62,17 +76,37 @@ class ClientIp:
     """Resolves and anonymises client addresses; built once from the settings."""
 
     def __init__(self, trusted_proxies: Sequence[str], mode: IpMode, salt: str = "",
-                 datacentres: DataCentres | None = None) -> None:
+                 datacentres: DataCentres | None = None, rotate_hours: int = 24) -> None:
         self._trusted: tuple[IPNetwork, ...] = tuple(ipaddress.ip_network(c, strict=False) for c in trusted_proxies)
         self.mode: IpMode = mode
         if mode == "hash" and not salt:
             raise ValueError("ip mode 'hash' needs a salt")
-        self._key = hashlib.blake2b(salt.encode(), digest_size=32).digest() if salt else b""
+        self._salt = salt.encode()
+        self._key = hashlib.blake2b(self._salt, digest_size=32).digest() if salt else b""  # the key when not rotating
+        # Only a hashed address has a key to rotate; the others never change.
+        self.rotates = mode == "hash" and rotate_hours > 0
+        self._period_s = rotate_hours * 3600
+        self._period = -1  # the period of the current key: none yet
         # Peers repeat (proxies, NATs, keep-alive clients): remember what each one becomes.
         self.stored = lru_cache(maxsize=65536)(self._stored)
         self.peer = lru_cache(maxsize=65536)(self._stored_peer)  # peer -> stored form, when no proxy is involved
         self._datacentres = datacentres or None
         self.peer_client = lru_cache(maxsize=65536)(self._peer_client)  # peer -> (stored form, data centre)
+        if self.rotates:
+            self.rotate(datetime.fromtimestamp(0, UTC))  # a defined key before the first request
+
+    def rotate(self, now: datetime) -> None:
+        """Use the key of the period holding `now` (a request's received_at); cheap when unchanged."""
+        if not self.rotates:
+            return
+        period = int(now.timestamp()) // self._period_s
+        if period == self._period:
+            return
+        self._period = period
+        self._key = period_key(self._salt, period, self._period_s)
+        self.stored.cache_clear()  # remembered forms were made with the old key
+        self.peer.cache_clear()
+        self.peer_client.cache_clear()
 
     @property
     def trusts_proxies(self) -> bool:

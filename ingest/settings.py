@@ -77,6 +77,10 @@ class IngestSettings(KafkaSettings, RuntimeSettings):
     ingest_datacenter_file: Path | None = Field(
         None, description="file of data-centre CIDRs, one a line (# comments), added to ingest_datacenter_ranges"
     )
+    ingest_ip_hash_rotate_hours: int = Field(
+        24, ge=0, le=8784,
+        description="the hash key changes every this many hours (aligned to UTC midnight; 0: one key forever)",
+    )
 
     # --- Kafka producer ---------------------------------------------------------------
     ingest_publish_timeout_s: float = Field(

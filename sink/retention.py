@@ -1,4 +1,4 @@
-"""Retention of the tables that grow with refused input: `deadletter` and `late_hits`.
+"""Retention of the tables that grow row by row: `deadletter`, `late_hits` and `sessions`.
 
 Whoever can post can add rows to these (a malformed body is a dead letter, a hit older than the
 allowed lateness a late hit), so without retention a flood grows them for ever. Rows older than
@@ -7,6 +7,10 @@ allowed lateness a late hit), so without retention a flood grows them for ever. 
 SECURITY DEFINER function `expire_rows`, at most `TOUCHSTREAM_SINK_RETENTION_BATCH_ROWS` per
 call, each call its own short transaction: a backlog of millions goes in small steps between
 the sink's batch writes, never as one long delete holding locks and WAL while hits wait.
+
+`TOUCHSTREAM_SINK_SESSIONS_RETENTION_DAYS` (off by default: sessions are the analysts' data)
+expires closed sessions by `started_at` the same way, and a device's `devices` row with its
+last session (migration 0008).
 
 (Day-partitioned `pageviews`/`events` are dropped a whole day at a time: `sink.partitions`.)
 """
@@ -37,7 +41,8 @@ class RowRetention:
     @classmethod
     def from_settings(cls, settings: SinkSettings) -> RowRetention:
         days = {"deadletter": settings.sink_deadletter_retention_days,
-                "late_hits": settings.sink_late_hits_retention_days}
+                "late_hits": settings.sink_late_hits_retention_days,
+                "sessions": settings.sink_sessions_retention_days}
         return cls(settings.pg_schema, {t: d for t, d in days.items() if d is not None},
                    settings.sink_retention_batch_rows)
 
@@ -47,10 +52,14 @@ class RowRetention:
         deleted = {table: 0 for table in self.days}
         waiting = set(self.days)
         started = time.monotonic()
-        sql = f"SELECT {quote_ident(self.schema)}.expire_rows($1, $2, $3)"
+        schema = quote_ident(self.schema)
+        rows = f"SELECT {schema}.expire_rows($1, $2, $3)"
+        sessions = f"SELECT {schema}.expire_sessions($1, $2)"  # (and devices: migration 0008)
         while waiting:
             for table in sorted(waiting):
-                count = await conn.fetchval(sql, table, now - timedelta(days=self.days[table]), self.batch_rows)
+                cutoff = now - timedelta(days=self.days[table])
+                count = await (conn.fetchval(sessions, cutoff, self.batch_rows) if table == "sessions"
+                               else conn.fetchval(rows, table, cutoff, self.batch_rows))
                 deleted[table] += count
                 if count < self.batch_rows:
                     waiting.discard(table)

@@ -67,6 +67,10 @@ class SinkSettings(KafkaSettings, PostgresSettings, RuntimeSettings):
     sink_late_hits_retention_days: int | None = Field(
         30, ge=1, description="delete late_hits rows received more than this many days ago (off: keep all)"
     )
+    sink_sessions_retention_days: int | None = Field(
+        None, ge=1, description="delete closed sessions started more than this many days ago, and the devices "
+        "row with a device's last session (unset/off: keep all)"
+    )
     sink_retention_batch_rows: int = Field(
         2000, ge=1, description="rows one retention delete takes (one short transaction; more follow between batches)"
     )
@@ -76,7 +80,8 @@ class SinkSettings(KafkaSettings, PostgresSettings, RuntimeSettings):
         9465, ge=0, lt=65536, description="Prometheus /metrics port of a sink worker (0: off)"
     )
 
-    @field_validator("sink_deadletter_retention_days", "sink_late_hits_retention_days", mode="before")
+    @field_validator("sink_deadletter_retention_days", "sink_late_hits_retention_days",
+                     "sink_sessions_retention_days", mode="before")
     @classmethod
     def _off(cls, value: object) -> object:
         # On by default, so an environment variable must be able to say "keep everything".

@@ -1,15 +1,21 @@
 """`touchstream forget GUID`: delete one device's data everywhere Touchstream keeps it.
 
-In one PostgreSQL transaction it deletes the device's rows from `sessions`, `pageviews`,
-`events`, `devices`, `late_hits`, `session_retractions`, and the `deadletter` rows that belong to it (keyed by the guid
-or one of its session ids, carrying one of its hit ids, or whose payload contains the guid).
+First it reads the compacted `sessions` topic for the device's session ids: PostgreSQL has only
+those the sink has written (`touchstream.device_sessions`). Then, in one PostgreSQL transaction,
+it deletes the device's rows from `sessions`, `pageviews`, `events`, `devices`, `late_hits`,
+`session_retractions`, and the `deadletter` rows that belong to it (keyed by the guid or one of
+its session ids, carrying one of its hit ids, or whose payload contains the guid: in any
+spelling a UUID parser reads, any case, with or without hyphens, braces or `urn:uuid:`).
 Before that transaction commits it publishes, acknowledged by Kafka:
 
 - a forget record (`schemas.hit.ForgetRecord`) on `hits`, keyed by the guid, so it reaches the
   sessionizer partition holding the device: the worker deletes the device's state (its table
   key), so the device's next hit starts afresh at session 1;
 - a tombstone on the compacted `sessions` topic for each deleted session id (retracted ones
-  included), so compaction drops the device's session snapshots and retractions from Kafka too.
+  included, and those found only on the topic), so compaction drops the device's session
+  snapshots and retractions from Kafka too. Each goes to the partition holding the session's
+  records (the device's `hits` partition, where the sessionizer writes them): compaction only
+  drops a record that a tombstone of the same partition follows.
 
 If Kafka cannot take them, the transaction is rolled back and nothing is deleted (exit 3).
 Running it again is harmless.
@@ -28,6 +34,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from schemas.hit import ForgetRecord
+from schemas.partitioning import Partitioner
 from schemas.settings import ENV_PREFIX, KafkaSettings
 from schemas.timefmt import UTC
 from schemas.topics import Topics
@@ -44,17 +51,20 @@ from touchstream.console import (
     parse_guid,
     render_table,
 )
+from touchstream.device_sessions import session_ids_on_topic
 
 TABLES = ("sessions", "pageviews", "events", "devices", "late_hits", "session_retractions", "deadletter")
 
 # The device's dead letters: keyed by its guid (hits, edge refusals) or one of its session ids
-# (sessions), about one of its hits, or with the guid anywhere in the original bytes (any case:
-# the edge dead-letters what the client sent). `encode(..., 'escape')` reads any bytes as text.
+# (sessions), about one of its hits, or with the guid anywhere in the original bytes. The edge
+# dead-letters what the client sent, and accepts any spelling `uuid.UUID` reads (any case, no
+# hyphens, braces, `urn:uuid:`), so keys and payloads are compared as bare hex digits ($1).
+# `encode(..., 'escape')` reads any bytes as text.
 DEADLETTER_WHERE = """
-    lower(record_key) = $1
+    regexp_replace(lower(record_key), '[-{}]|urn:|uuid:', '', 'g') = $1
     OR record_key = ANY($2::text[])
     OR hit_id = ANY($3::text[])
-    OR strpos(lower(encode(payload, 'escape')), $1) > 0
+    OR strpos(replace(lower(encode(payload, 'escape')), '-', ''), $1) > 0
 """
 
 
@@ -66,6 +76,9 @@ class ForgetSettings(KafkaSettings, PgReadSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     forget_kafka_timeout_s: float = Field(30.0, gt=0, description="longest `forget` waits for Kafka (connect, acks)")
+    forget_scan_timeout_s: float = Field(
+        300.0, gt=0, description="longest `forget` reads the sessions topic for the device's session ids"
+    )
 
 
 @dataclass
@@ -85,12 +98,13 @@ class Outcome:
     dry_run: bool = False
 
 
-async def _device_ids(conn: Any, guid: str) -> tuple[list[str], list[str]]:
+async def _device_ids(conn: Any, guid: str, on_topic: set[str]) -> tuple[list[str], list[str]]:
     """The device's session ids (retracted ones too: their retractions on `sessions` name the
-    guid) and hit ids (as text), to find its dead letters and tombstone its session records."""
-    sessions = [r[0] for r in await conn.fetch(
+    guid; and `on_topic`, those the sink has not written) and hit ids (as text), to find its
+    dead letters and tombstone its session records."""
+    sessions = sorted(on_topic.union(r[0] for r in await conn.fetch(
         "SELECT session_id::text FROM sessions WHERE guid = $1::uuid "
-        "UNION SELECT session_id::text FROM session_retractions WHERE guid = $1::uuid", guid)]
+        "UNION SELECT session_id::text FROM session_retractions WHERE guid = $1::uuid", guid)))
     hits = [r[0] for r in await conn.fetch(
         "SELECT hit_id::text FROM pageviews WHERE guid = $1::uuid "
         "UNION SELECT hit_id::text FROM events WHERE guid = $1::uuid "
@@ -100,21 +114,22 @@ async def _device_ids(conn: Any, guid: str) -> tuple[list[str], list[str]]:
 
 async def count_rows(conn: Any, guid: str) -> dict[str, int]:
     """What `forget` would delete, per table (changes nothing)."""
-    sessions, hits = await _device_ids(conn, guid)
+    sessions, hits = await _device_ids(conn, guid, set())
     counts = {}
     for table in TABLES[:-1]:
         counts[table] = int(await conn.fetchval(f"SELECT count(*) FROM {table} WHERE guid = $1::uuid", guid))
     counts["deadletter"] = int(await conn.fetchval(
-        f"SELECT count(*) FROM deadletter WHERE {DEADLETTER_WHERE}", guid, sessions, hits))
+        f"SELECT count(*) FROM deadletter WHERE {DEADLETTER_WHERE}", guid.replace("-", ""), sessions, hits))
     return counts
 
 
-async def delete_rows(conn: Any, guid: str) -> tuple[dict[str, int], list[str]]:
-    """Delete the device's rows (inside the caller's transaction): counts per table, deleted session ids."""
-    sessions, hits = await _device_ids(conn, guid)
+async def delete_rows(conn: Any, guid: str, on_topic: set[str] | None = None) -> tuple[dict[str, int], list[str]]:
+    """Delete the device's rows (inside the caller's transaction): counts per table, and the
+    session ids to tombstone (those deleted, and `on_topic`: the ones found on `sessions`)."""
+    sessions, hits = await _device_ids(conn, guid, on_topic or set())
     counts: dict[str, int] = {}
     counts["deadletter"] = _deleted(await conn.execute(
-        f"DELETE FROM deadletter WHERE {DEADLETTER_WHERE}", guid, sessions, hits))
+        f"DELETE FROM deadletter WHERE {DEADLETTER_WHERE}", guid.replace("-", ""), sessions, hits))
     for table in ("pageviews", "events", "late_hits", "sessions", "session_retractions", "devices"):
         counts[table] = _deleted(await conn.execute(f"DELETE FROM {table} WHERE guid = $1::uuid", guid))
     return {t: counts[t] for t in TABLES}, sessions
@@ -132,6 +147,8 @@ class Publisher:
         self.settings = settings
         self.topics = Topics(settings.topic_prefix)
         self.producer: Any = None
+        self.sessions_partitions: list[int] = []  # of the `sessions` topic, from the metadata read at start
+        self.device_partition = Partitioner(1)  # key -> `hits` partition, once the partition count is known
 
     async def start(self) -> None:
         from aiokafka import AIOKafkaProducer
@@ -160,20 +177,24 @@ class Publisher:
                 await self.stop()
                 raise CliError(f"Kafka has no topic {topic!r} (check TOUCHSTREAM_TOPIC_PREFIX, or run "
                                "`touchstream topics`); nothing was deleted", EXIT_USAGE)
+        self.sessions_partitions = sorted(cluster.partitions_for_topic(self.topics.sessions))
+        self.device_partition = Partitioner(len(cluster.partitions_for_topic(self.topics.hits)))
 
-    async def publish(self, guid: str, session_ids: list[str], now: datetime) -> Published:
+    async def publish(self, guid: str, tombstones: dict[str, set[int]], now: datetime) -> Published:
+        """The forget record, then a tombstone per (session id, partition) in `tombstones`."""
         record = ForgetRecord(guid=guid, requested_at=now)
         timeout = self.settings.forget_kafka_timeout_s
         try:
             meta = await asyncio.wait_for(
                 self.producer.send_and_wait(self.topics.hits, encode(record), key=guid.encode()), timeout)
-            pending = [await self.producer.send(self.topics.sessions, None, key=sid.encode()) for sid in session_ids]
+            pending = [await self.producer.send(self.topics.sessions, None, key=sid.encode(), partition=p)
+                       for sid, partitions in tombstones.items() for p in sorted(partitions)]
             if pending:
                 await asyncio.wait_for(asyncio.gather(*pending), timeout)
         except Exception as exc:
             raise CliError(f"Kafka did not acknowledge the forget record: {type(exc).__name__}: {exc}; "
                            "the deletion was rolled back, nothing was deleted", EXIT_UNAVAILABLE) from None
-        return Published(meta.topic, meta.partition, meta.offset, len(session_ids), self.topics.sessions)
+        return Published(meta.topic, meta.partition, meta.offset, len(pending), self.topics.sessions)
 
     async def stop(self) -> None:
         if self.producer is not None:
@@ -190,12 +211,17 @@ async def forget(settings: ForgetSettings, guid: str, *, now: datetime | None = 
     publisher = Publisher(settings)
     await publisher.start()
     try:
+        on_topic = await _sessions_on_topic(settings, publisher.sessions_partitions, guid)
         conn = await connect(settings, "touchstream-forget", dsn=settings.migrate_dsn)
         published: Published | None = None
         try:
             async with conn.transaction():
-                counts, sessions = await delete_rows(conn, guid)
-                published = await publisher.publish(guid, sessions, now or datetime.now(UTC))
+                counts, sessions = await delete_rows(conn, guid, set(on_topic))
+                # Where each snapshot is: as found on the topic, else the device's partition
+                # (where the sessionizer writes them).
+                home = {publisher.device_partition(guid.encode())}
+                tombstones = {sid: on_topic.get(sid) or home for sid in sessions}
+                published = await publisher.publish(guid, tombstones, now or datetime.now(UTC))
         except CliError:
             raise
         except Exception as exc:  # PostgreSQL failed mid-way (the transaction is rolled back)
@@ -208,6 +234,16 @@ async def forget(settings: ForgetSettings, guid: str, *, now: datetime | None = 
     finally:
         await publisher.stop()
     return Outcome(guid, counts, published)
+
+
+async def _sessions_on_topic(settings: ForgetSettings, partitions: list[int], guid: str) -> dict[str, set[int]]:
+    topic = Topics(settings.topic_prefix).sessions
+    try:
+        return await session_ids_on_topic(settings.kafka_connection().client_args(), topic, partitions, guid,
+                                          settings.forget_scan_timeout_s)
+    except Exception as exc:
+        raise CliError(f"cannot read the session ids of the device on {topic}: {type(exc).__name__}: {exc} "
+                       "(TOUCHSTREAM_FORGET_SCAN_TIMEOUT_S); nothing was deleted", EXIT_UNAVAILABLE) from None
 
 
 async def dry_run(settings: ForgetSettings, guid: str) -> Outcome:
@@ -257,7 +293,8 @@ deadletter (keyed by the guid or one of its sessions, about one of its hits, or 
 holds the guid), in one PostgreSQL transaction, and print the rows deleted per table. Before
 committing it publishes a forget record on the `hits` topic, keyed by the guid, so the
 sessionizer deletes the device's state, and a tombstone on the compacted `sessions` topic for
-each deleted session. If Kafka does not acknowledge them, nothing is deleted.""",
+each of its sessions (read from that topic first: those the sink has not written yet too).
+If Kafka does not acknowledge them, nothing is deleted.""",
         epilog="""\
 What it does not erase:
   - the raw hits on the `hits` topic: they stay until its retention passes (default 7 days,

@@ -79,6 +79,15 @@
     var autoPageview = attr('auto-pageview') !== 'false';
     var spa = autoPageview ? attr('spa') || 'history' : 'off'; // history | hash | off
     var crossDomains = list('cross-domain');
+    var denied = list('strip-params', 'email,token,access_token,auth,code,key,api_key,password,pwd,secret,sid');
+    var scrub = s => {
+      try {
+        var u = new URL(s), p = u.searchParams;
+        [...p.keys()].map(k => denied.includes(k.toLowerCase()) && p.delete(k));
+        if (spa !== 'hash' && attr('keep-fragment') !== 'true') u.hash = '';
+        return u.href;
+      } catch (e) { return s; }
+    };
     var downloadExts = attr('downloads') === 'false' ? [] : list('download-extensions', DOWNLOADS);
     var outbound = attr('outbound-links') !== 'false';
     var consentRequired = attr('consent') === 'required';
@@ -196,8 +205,8 @@
       var hit = {
         type,
         hit_id: uuid(),
-        url: clip(url, 4096),
-        referrer: ABSOLUTE_RE.test(referrer || '') ? clip(referrer, 4096) : '',
+        url: clip(scrub(url), 4096),
+        referrer: ABSOLUTE_RE.test(referrer || '') ? clip(scrub(referrer), 4096) : '',
         created_at: now()
       };
       if (title) hit.title = clip(title, 2048);
@@ -291,9 +300,9 @@
       var ext = (/\.([a-z0-9]+)$/i.exec(u.pathname) || [])[1];
       ext = ext && ext.toLowerCase();
       if (downloadExts.indexOf(ext) >= 0 || (downloadExts.length && a.hasAttribute('download'))) {
-        track('file_download', { url: u.href, extension: ext || '' });
+        track('file_download', { url: scrub(u.href), extension: ext || '' });
       } else if (other && outbound) {
-        track('outbound_link', { url: u.href });
+        track('outbound_link', { url: scrub(u.href) });
       } else {
         return;
       }

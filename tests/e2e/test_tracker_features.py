@@ -124,6 +124,32 @@ def test_hash_mode_counts_fragment_routes(browser: Browser, site: SiteServer, ed
     assert_no_page_errors(browser)
 
 
+# --- what URLs may carry -----------------------------------------------------------------------
+
+
+def test_fragments_and_denied_query_parameters_never_leave_the_page(browser: Browser, site: SiteServer, edge: str,
+                                                                    services: Any, topic_prefix: str) -> None:
+    page = edge_page(site, edge, "/signup.html")
+    custom = edge_page(site, edge, "/custom.html", extra_attrs=' data-strip-params="q, Ref" data-keep-fragment="true"')
+    browser.get(page + "?utm_source=mail&Email=a%40b.example&token=t0k&plan=pro#step-2")
+    browser.wait_for(LOADED)
+    settle(browser)
+    # The page's own pageview(): its URL and referrer are scrubbed alike (names compared in any case).
+    browser.execute("touchstream.pageview({url: location.pathname + '?PassWord=hunter2&x=1%20y#top',"
+                    " referrer: 'https://other.example/p?access_token=s3cret&q=2#frag'})")
+    settle(browser)
+    browser.get(custom + "?q=secret&ref=x&token=kept&n=1#keep")  # its own list replaces the default one
+    browser.wait_for(LOADED)
+    settle(browser)
+    hits = published_hits(services, topic_prefix, 3)
+    assert [(h["url"], h["referrer"]) for h in hits] == [
+        (page + "?utm_source=mail&plan=pro", ""),
+        (page + "?x=1+y", "https://other.example/p?q=2"),
+        (custom + "?token=kept&n=1#keep", ""),
+    ], hits
+    assert_no_page_errors(browser)
+
+
 # --- outbound links and downloads ---------------------------------------------------------------
 
 # How the page's requests went out, kept in sessionStorage (it outlives the page, in this tab).
@@ -400,8 +426,9 @@ def test_cross_domain_links_carry_the_guid_to_the_other_domain(browser: Browser,
         assert browser.execute("return touchstream.getGuid()") == fresh_guid
 
     hits = published_hits(services, topic_prefix, 6)
+    # (the tracker sends URLs without their fragment)
     assert [(h["url"], h["guid"], h.get("previous_guid")) for h in hits if h["guid"] == a_guid] == [
-        (a_page, a_guid, None), (to_b, a_guid, b_guid), (b_page + "?page=2", a_guid, None),
+        (a_page, a_guid, None), (to_b.removesuffix("#top"), a_guid, b_guid), (b_page + "?page=2", a_guid, None),
         (b_page + "?page=2", a_guid, None)]
     assert [(h["url"], h["previous_guid"]) for h in hits if h["guid"] == fresh_guid] == [(b_page + "?page=2", a_guid)]
     assert [h["url"] for h in hits if h["guid"] == b_guid] == [b_page]

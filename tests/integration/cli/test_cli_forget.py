@@ -197,3 +197,69 @@ async def test_on_a_terminal_it_asks_first(journeys, services, topic_prefix):
         assert await conn.fetchval("SELECT count(*) FROM sessions") == len(before["sessions"]) - 1
     finally:
         await conn.close()
+
+
+async def test_forget_reaches_sessions_only_on_the_topic_and_dead_letters_in_any_spelling(
+        journeys, services, topic_prefix):
+    """Sessions the sink has not written yet are only on the `sessions` topic; the edge accepts
+    (and dead-letters) a guid in any spelling `uuid.UUID` reads."""
+    from aiokafka import AIOKafkaProducer
+
+    from cli_helpers import ROLES
+    from datetime import datetime
+    from schemas.timefmt import UTC
+    from schemas.partitioning import Partitioner
+    from schemas.wire import dead_letter, encode
+    from sink.batch import decode_batch
+    from sink.testing import RecordStream, session
+    from sink.writer import Writer
+
+    guid, other = journeys.guids["B"], journeys.guids["C"]
+    topics = Topics(topic_prefix)
+    unwritten = [session(guid=guid, session_index=2), session(guid=guid, session_index=3, status="closed")]
+    not_b = session(guid=other, session_index=3)
+    producer = AIOKafkaProducer(bootstrap_servers=services.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        partitions = len(await producer.partitions_for(topics.hits))
+        home = Partitioner(partitions)(guid.encode())  # as the sessionizer: the device's `hits` partition
+        elsewhere = (home + 1) % partitions  # (a merged device's sessions may sit on another)
+        where = {unwritten[0].session_id: home, unwritten[1].session_id: elsewhere}
+        for snap in unwritten:
+            await producer.send_and_wait(topics.sessions, encode(snap), key=snap.session_id.encode(),
+                                         partition=where[snap.session_id])
+        await producer.send_and_wait(topics.sessions, encode(not_b), key=not_b.session_id.encode(), partition=home)
+    finally:
+        await producer.stop()
+
+    bare = guid.replace("-", "")
+    spelled = [  # as a client may send them, each a spelling the edge accepts
+        dead_letter("ingest", "invalid hit", f'{{"guid":"{bare.upper()}","url":"nope"}}'.encode()),
+        dead_letter("ingest", "invalid hit", f'{{"guid":"{{{guid.upper()}}}"}}'.encode(), key=f"urn:uuid:{bare}"),
+        dead_letter("sessionizer", "refused", b'{"v":1}', key="{" + guid.upper() + "}"),
+    ]
+    rs = RecordStream()  # (on a partition the fixture's records do not use: rows are keyed by position)
+    writer = Writer(journeys.schema.dsn, journeys.schema.schema, role="touchstream_writer")
+    try:
+        await writer.write_isolating(decode_batch([rs.record(ROLES.deadletter, d, partition=7) for d in spelled], ROLES, now=datetime.now(UTC)))
+    finally:
+        await writer.close()
+
+    conn = await journeys.schema.connect()
+    try:
+        before = await snapshot(conn)
+        out = run_cli("forget", guid, "--yes", env=env_for(journeys, services, topic_prefix))
+        assert out.returncode == 0, out.stderr
+        after = await snapshot(conn)
+    finally:
+        await conn.close()
+    assert printed_counts(out.stdout)["deadletter"] == journeys.rows["B"]["deadletter"] + len(spelled)
+    assert len(before["deadletter"]) - len(after["deadletter"]) == journeys.rows["B"]["deadletter"] + len(spelled)
+    assert all(owner("deadletter", r, journeys) != "B" for r in after["deadletter"])
+
+    records = await read_topic(services.kafka_bootstrap, topics.sessions, 3 + 3)
+    tombstones = sorted((r.key.decode(), r.partition) for r in records if r.value is None)
+    # The one in PostgreSQL and the two only on the topic (not C's), each where its snapshot is:
+    # compaction drops a record only for a tombstone on its own partition.
+    assert tombstones == sorted([(journeys.sessions["B1"], home), *where.items()])
+    assert "3 tombstones" in out.stdout

@@ -92,3 +92,36 @@ async def test_retention_off_keeps_everything_and_the_writer_cannot_delete_other
         await sink.writer.close()
     assert await _count(db, "deadletter", "refused_at") == (20, 5)
     assert SinkSettings(sink_deadletter_retention_days="off").sink_deadletter_retention_days is None
+
+
+async def _session(db, guid: str, days_ago: int, status: str = "closed") -> str:
+    sid = new_id()
+    started = NOW - timedelta(days=days_ago)
+    await db.execute(
+        "INSERT INTO sessions (session_id, guid, session_index, site, status, started_at, last_seen_at, ended_at, "
+        "duration_s, landing_url, landing_path, channel, pageviews, events, hits, is_bounce, version) VALUES "
+        "($1, $2, 1, 'example.com', $3, $4, $4, $5, 0, 'https://example.com/', '/', 'Direct', 1, 0, 1, true, 1)",
+        sid, guid, status, started, started if status == "closed" else None)
+    return sid
+
+
+async def test_closed_sessions_expire_and_a_device_goes_with_its_last_session(migrated, db):
+    gone, stays, still_open = new_id(), new_id(), new_id()
+    old = [await _session(db, gone, 40) for _ in range(5)] + [await _session(db, stays, 40)]
+    kept = [await _session(db, stays, 2), await _session(db, still_open, 40, status="open")]
+    for guid in (gone, stays, still_open):
+        await db.execute("INSERT INTO devices (guid, first_seen_at, last_seen_at, sessions, first_session_id) "
+                         "VALUES ($1, $2, $2, 1, $3)", guid, NOW - timedelta(days=40), new_id())
+    sink = _sink(migrated, sink_sessions_retention_days=30, sink_retention_batch_rows=2)
+    try:
+        deleted = 0
+        while step := (await sink.expire_rows()).get("sessions", 0):
+            deleted += step
+    finally:
+        await sink.writer.close()
+    assert deleted == len(old)
+    left = {str(r[0]) for r in await db.fetch("SELECT session_id FROM sessions")}
+    assert left == set(kept)  # young and open sessions stay, whatever their age
+    devices = {str(r[0]) for r in await db.fetch("SELECT guid FROM devices")}
+    assert devices == {stays, still_open}  # the device whose every session expired is gone
+    assert SinkSettings().sink_sessions_retention_days is None  # off unless set

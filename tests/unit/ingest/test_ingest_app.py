@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import gc
+import hashlib
+import hmac
 import tracemalloc
 from datetime import datetime, timezone
 from pathlib import Path
@@ -185,6 +187,33 @@ async def test_forwarded_for_is_used_only_from_trusted_proxies(tracker: Path) ->
     client2, publisher2, _ = make(tracker, ingest_ip_mode="full")  # nobody trusted
     await post(client2, HIT, **{"x-forwarded-for": "203.0.113.9"})
     assert orjson.loads(publisher2.records("u.hits")[0][1])["ip"] == "198.51.100.23"
+
+
+async def test_hashed_ip_key_rotates_with_the_utc_day_of_received_at(tracker: Path) -> None:
+    salt = "0123456789abcdef-salt"
+    settings = IngestSettings(topic_prefix="u.", ingest_tracker_file=tracker, ingest_ip_mode="hash",
+                              ingest_ip_hash_salt=salt, ingest_trusted_proxies="10.0.0.0/8")
+    now = [NOW]
+    publisher = FakePublisher()
+    app = create_app(settings, publisher, clock=lambda: now[0])
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=("198.51.100.23", 50000)),
+                               base_url="http://edge")
+    proxied = httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=("10.0.0.1", 50000)),
+                                base_url="http://edge")
+    seen: list[tuple[str, str]] = []
+    for when in (NOW, NOW.replace(hour=23, minute=59), NOW.replace(day=3, hour=0, minute=0)):
+        now[0] = when
+        await post(client, HIT)
+        await post(proxied, HIT, **{"x-forwarded-for": "198.51.100.23"})
+        direct, forwarded = (orjson.loads(v)["ip"] for _, v in publisher.records("u.hits")[-2:])
+        assert direct == forwarded  # the same address, the same day: the same value either way
+        seen.append((when.strftime("%Y-%m-%d"), direct))
+    assert seen[0][1] == seen[1][1]  # one key for the whole UTC day
+    assert seen[2][1] != seen[0][1]  # the next day: not linkable to the previous one
+    for day, value in seen:
+        key = hmac.digest(salt.encode(), day.encode(), "sha256")
+        packed = bytes([198, 51, 100, 23])
+        assert value == hashlib.blake2b(packed, key=key, digest_size=16).hexdigest()
 
 
 # --- CORS -------------------------------------------------------------------------------------

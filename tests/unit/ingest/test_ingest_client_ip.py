@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from datetime import UTC, datetime
 
 import pytest
 
@@ -126,6 +127,28 @@ def test_hash_is_keyed_stable_and_not_the_address() -> None:
     unkeyed = hashlib.blake2b(ipaddress.ip_address("203.0.113.77").packed, digest_size=16).hexdigest()
     assert value != unkeyed  # not a plain (dictionary-attackable) hash
     assert len(one("2001:db8::1") or "") == 32
+
+
+def test_hash_key_rotates_daily_by_default_and_not_when_told() -> None:
+    day1, later, day2 = (datetime(2026, 3, 2, 0, 0, tzinfo=UTC), datetime(2026, 3, 2, 23, 59, 59, tzinfo=UTC),
+                         datetime(2026, 3, 3, 0, 0, tzinfo=UTC))
+    daily = ClientIp([], "hash", SALT)
+    values = []
+    for when in (day1, later, day2, day1):
+        daily.rotate(when)
+        values.append(daily("203.0.113.77"))
+    assert values[0] == values[1] == values[3] != values[2]  # a key per UTC day, the same one back again
+    hourly = ClientIp([], "hash", SALT, rotate_hours=1)
+    hourly.rotate(day1)
+    first = hourly("203.0.113.77")
+    hourly.rotate(day1.replace(minute=59))
+    assert hourly("203.0.113.77") == first
+    hourly.rotate(day1.replace(hour=1))
+    assert hourly("203.0.113.77") != first
+    fixed = ClientIp([], "hash", SALT, rotate_hours=0)
+    before = fixed("203.0.113.77")
+    fixed.rotate(day2)
+    assert fixed("203.0.113.77") == before and not fixed.rotates
 
 
 def test_hash_needs_a_salt() -> None:
