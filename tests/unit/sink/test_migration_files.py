@@ -14,7 +14,8 @@ def test_there_are_several_migrations_in_version_order():
     migrations = discover()
     versions = [m.version for m in migrations]
     assert len(migrations) >= 2
-    assert versions == sorted(versions) == list(range(1, len(versions) + 1))
+    # In order and unique; a number may be left free for a migration another branch brings.
+    assert versions == sorted(set(versions)) and versions[0] == 1
 
 
 def test_files_name_nothing_in_a_fixed_schema():
