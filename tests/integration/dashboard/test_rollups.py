@@ -5,68 +5,20 @@ conversion name, `touchstream forget`, a bot flag, and retention dropping day pa
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from dashboard_data import D, H, crowd, journeys, write
 from rollup_checks import mismatches
 from schemas.timefmt import UTC
-from sink.batch import TopicRoles, decode_batch
-from sink.testing import T0, RecordStream, event, pageview, session
-from sink.writer import Writer
+from sink.testing import T0, event
 from touchstream.forget import delete_rows
-
-ROLES = TopicRoles.from_prefix("roll.")
-D = timedelta(days=1)
-H = timedelta(hours=1)
-OTHER_SITE = "www.maple-court.com"
-
-
-async def write(migrated: Any, items: list) -> None:
-    """Snapshots and records through the sink's own write path, as its writer role."""
-    rs = RecordStream()
-    records = [rs.record(ROLES.sessions if item.__class__.__name__ == "SessionSnapshot" else ROLES.events, item)
-               for item in items]
-    writer = Writer(migrated.dsn, migrated.schema, role="touchstream_writer")
-    try:
-        await writer.write_isolating(decode_batch(records, ROLES, now=T0 + 30 * D))
-    finally:
-        await writer.close()
-
 
 async def check(db: Any) -> None:
     assert await mismatches(db) == {}
     for table in ("rollup_pending_sessions", "rollup_pending_conversions", "rollup_pending_folds"):
         assert await db.fetchval(f"SELECT count(*) FROM {table}") == 0, table
-
-
-def journeys() -> tuple[dict[str, Any], list]:
-    """Three devices on two sites: paid, email and direct touches, leads and appointments, a bot."""
-    a, b, c = "aaaaaaaa-0000-4000-8000-000000000001", "bbbbbbbb-0000-4000-8000-000000000002", \
-        "cccccccc-0000-4000-8000-000000000003"
-    s = {
-        "a1": session(guid=a, session_index=1, started_at=T0, channel="Paid Search", utm_source="google",
-                      utm_medium="cpc", utm_campaign="spring", status="closed", pageviews=3),
-        "a2": session(guid=a, session_index=2, started_at=T0 + 2 * D, channel="Direct", status="closed"),
-        "a3": session(guid=a, session_index=3, started_at=T0 + 3 * D, channel="Email", utm_source="newsletter",
-                      utm_medium="email", utm_campaign="may", status="closed", pageviews=2, events=1),
-        "b1": session(guid=b, session_index=1, started_at=T0 + D, channel="Organic Social", site=OTHER_SITE,
-                      status="closed", pageviews=2, events=1),
-        "b2": session(guid=b, session_index=2, started_at=T0 + 1 * D + 5 * H, channel="Direct", status="open",
-                      events=1),
-        "c1": session(guid=c, session_index=1, started_at=T0 + 2 * D, channel="Organic Search", is_bot=True,
-                      user_agent="Googlebot/2.1", status="closed"),
-    }
-    items: list = list(s.values())
-    items += [pageview(guid=x.guid, session_id=x.session_id, occurred_at=x.started_at) for x in s.values()]
-    items += [
-        event(name="lead", module="contact_form", guid=a, session_id=s["a3"].session_id, occurred_at=T0 + 3 * D + H),
-        event(name="chat_open", module="chat", guid=b, session_id=s["b1"].session_id, occurred_at=T0 + D + H),
-        event(name="appointment", module="scheduler", guid=b, session_id=s["b2"].session_id,
-              occurred_at=T0 + D + 6 * H, site=OTHER_SITE),
-    ]
-    return s, items
 
 
 @pytest.fixture
@@ -134,6 +86,14 @@ async def test_conversion_names_bots_forget_and_retention(migrated, db, filled):
     dropped = await db.fetchval("SELECT drop_day_partitions_before('events', $1)", cutoff)
     await db.execute("RESET ROLE")
     assert dropped, "the retention call dropped no partition: the test proves nothing"
+    await check(db)
+
+
+async def test_a_crowd_written_in_batches(migrated, db):
+    items = crowd(devices=40, seed=3)
+    for start in range(0, len(items), 97):  # many transactions, each with its own fold
+        await write(migrated, items[start:start + 97])
+    assert await db.fetchval("SELECT count(*) FROM rollup_credits") > 20
     await check(db)
 
 
