@@ -32,9 +32,48 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", type=int, default=300, help="synthetic devices (default 300, about 3,000 hits)")
     p.add_argument("--days", type=float, default=3.0, help="the traffic spans this many days up to now")
     p.add_argument("--seed", type=int, default=None, help="traffic seed (default: new devices each run)")
-    p.add_argument("--keep-running", action="store_true", help="leave the edge, sessionizer and sink running")
+    p.add_argument("--keep-running", action="store_true",
+                   help="leave the edge, sessionizer and sink running beside the dashboard (until Ctrl-C)")
     p.add_argument("--timeout", type=float, default=300.0, help="longest wait for the rows to land, in seconds")
+    p.add_argument("--dashboard-port", type=int, default=None,
+                   help="port of the dashboard the demo starts (default 8050, or a free one when it is taken)")
     return p
+
+
+def _dashboard_port(wanted: int | None) -> int:
+    if wanted is not None:
+        return wanted
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", 8050))
+            return 8050
+        except OSError:
+            pass
+    from touchstream.pipeline import free_port
+
+    return free_port()
+
+
+async def _serve_dashboard(pipeline: Pipeline, port: int | None, keep_pipeline: bool) -> None:
+    """Starts the dashboard and keeps it (and, with --keep-running, the pipeline) up until Ctrl-C when a
+    terminal is attached; with none (scripts, CI) it returns at once and everything stops."""
+    if not keep_pipeline:
+        for name in ("ingest", "sessionizer-0", "sink-0"):
+            if name in pipeline.components:
+                pipeline.components[name].stop()
+    chosen = _dashboard_port(port)
+    pipeline.add_dashboard(chosen)
+    url = f"http://127.0.0.1:{chosen}/overview?period=7d"
+    print(f"\ndashboard: {url}", flush=True)
+    if not sys.stdin.isatty():
+        print("no terminal attached: the demo stops here (run it in a terminal to keep the dashboard up)")
+        return
+    what = "the pipeline and the dashboard keep" if keep_pipeline else "the dashboard keeps"
+    print(f"{what} running; stop with Ctrl-C", flush=True)
+    while True:
+        await asyncio.sleep(3600)
 
 
 def _settings() -> tuple[KafkaSettings, PostgresSettings]:
@@ -170,9 +209,8 @@ async def _run(args: argparse.Namespace) -> int:
             print(f"\nonly {landed} of {len(accepted)} hits landed within {args.timeout:.0f}s", file=sys.stderr)
             return 1
         if args.keep_running:
-            print(f"\nthe pipeline keeps running: edge {pipeline.edge_url}; stop it with Ctrl-C", flush=True)
-            while True:
-                await asyncio.sleep(3600)
+            print(f"\nthe pipeline keeps running: edge {pipeline.edge_url}", flush=True)
+        await _serve_dashboard(pipeline, args.dashboard_port, args.keep_running)
         return 0
     finally:
         pipeline.stop()

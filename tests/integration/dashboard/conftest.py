@@ -12,7 +12,7 @@ import pytest_asyncio
 from dashboard.app import create_app
 from dashboard.db import create_pool
 from dashboard.settings import DashboardSettings
-from dashboard_data import crowd, journeys, write
+from tests.dashboard_data import crowd, journeys, write
 
 
 def dashboard_settings(schema: Any, **more: Any) -> DashboardSettings:

@@ -14,7 +14,7 @@ from pydantic import TypeAdapter
 
 from dashboard import api, baseline
 from dashboard.params import MODELS
-from dashboard_data import OTHER_SITE, journeys
+from tests.dashboard_data import OTHER_SITE, journeys
 from sink.testing import T0
 
 DAY = timedelta(days=1)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from dashboard_data import D, H, crowd, journeys, write
+from tests.dashboard_data import D, H, crowd, journeys, write
 from rollup_checks import mismatches
 from schemas.timefmt import UTC
 from sink.testing import T0, event
