@@ -242,13 +242,15 @@ async def main(argv: list[str]) -> int:
     parser.add_argument("--consumer-events", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the events comparison (best is shown)")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--target", type=int, default=None,
+                        help="migrate only up to this version (3: without the dashboard's rollup triggers of 0005)")
     args = parser.parse_args(argv)
     tune_gc(RuntimeSettings())  # the collector's policy of a sink process (sink/__main__.py)
 
     dsn, bootstrap = services()
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     roles = TopicRoles.from_prefix("bench.")
-    await migrate(dsn, schema)
+    print((await migrate(dsn, schema, target=args.target)).summary(), flush=True)
     conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})
     writer = Writer(dsn, schema, role="touchstream_writer")
     results: list[tuple[str, int, float, float | None]] = []  # (what, rows, seconds, raw seconds)

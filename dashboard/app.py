@@ -17,6 +17,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -220,4 +221,6 @@ def create_app(settings: DashboardSettings, pool: Any = None) -> Starlette:
         Route("/healthz", health, methods=["GET"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    return Starlette(routes=routes, middleware=[Middleware(Guard, dashboard=d)], lifespan=lifespan)
+    # gzip: a 90-day stacked chart is ~170 kB of SVG, ~21 kB compressed (bench/chart_bench.py)
+    middleware = [Middleware(GZipMiddleware, minimum_size=2048), Middleware(Guard, dashboard=d)]
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)

@@ -218,20 +218,21 @@ async def attribution(conn: Any, s: Scope, q: AttributionQuery) -> Table:
                  attributed=int(counts["attributed"]))
 
 
-async def conversions_daily(conn: Any, s: Scope, q: Any = None) -> Table:
+async def _conversion_counts(conn: Any, s: Scope, first: str, order: str) -> Table:
+    """Conversions per `first` (day or module) and name."""
     rows = await conn.fetch(
-        f"SELECT day, conversion_name, sum(conversions)::bigint AS conversions FROM rollup_conversions_daily "
+        f"SELECT {first}, conversion_name, sum(conversions)::bigint AS conversions FROM rollup_conversions_daily "
         f"WHERE day BETWEEN $1 AND $2 AND {SITE} AND conversion_name = ANY($4) GROUP BY 1, 2 "
-        "HAVING sum(conversions) <> 0 ORDER BY 1, 2", *s.args, s.names)
-    return table(rows, ["day", "conversion_name", "conversions"])
+        f"HAVING sum(conversions) <> 0 ORDER BY {order}", *s.args, s.names)
+    return table(rows, [first, "conversion_name", "conversions"])
+
+
+async def conversions_daily(conn: Any, s: Scope, q: Any = None) -> Table:
+    return await _conversion_counts(conn, s, "day", "1, 2")
 
 
 async def conversions_by_module(conn: Any, s: Scope, q: Any = None) -> Table:
-    rows = await conn.fetch(
-        f"SELECT module, conversion_name, sum(conversions)::bigint AS conversions FROM rollup_conversions_daily "
-        f"WHERE day BETWEEN $1 AND $2 AND {SITE} AND conversion_name = ANY($4) GROUP BY 1, 2 "
-        "HAVING sum(conversions) <> 0 ORDER BY 3 DESC, 1 NULLS FIRST, 2", *s.args, s.names)
-    return table(rows, ["module", "conversion_name", "conversions"])
+    return await _conversion_counts(conn, s, "module", "3 DESC, 1 NULLS FIRST, 2")
 
 
 async def conversions_by_channel(conn: Any, s: Scope, q: Any = None) -> Table:

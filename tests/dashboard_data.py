@@ -90,3 +90,10 @@ def crowd(devices: int = 60, seed: int = 7) -> list:
                 items.append(event(name=name, module=module, guid=guid, session_id=snap.session_id, site=site,
                                    occurred_at=start + timedelta(minutes=5 + n)))
     return items
+
+
+async def fill(migrated: Any) -> Any:
+    """The schema with the hand-built journeys and the default crowd, as the dashboard's tests use it."""
+    _, items = journeys()
+    await write(migrated, items + crowd())
+    return migrated

@@ -25,7 +25,7 @@ import pytest
 
 from dashboard.params import MODELS
 from sink.testing import T0
-from tests.dashboard_data import crowd, journeys, write
+from tests.dashboard_data import fill
 from tests.e2e.browser import KEYS, Browser, BrowserUnavailable, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,9 +67,7 @@ FETCH_JS = "fetch(arguments[0]).then(r => r.text()).then(arguments[arguments.len
 
 @pytest.fixture
 async def data(migrated: Any) -> Any:
-    _, items = journeys()
-    await write(migrated, items + crowd())
-    return migrated
+    return await fill(migrated)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest_asyncio
 from dashboard.app import create_app
 from dashboard.db import create_pool
 from dashboard.settings import DashboardSettings
-from tests.dashboard_data import crowd, journeys, write
+from tests.dashboard_data import fill
 
 
 def dashboard_settings(schema: Any, **more: Any) -> DashboardSettings:
@@ -22,9 +22,7 @@ def dashboard_settings(schema: Any, **more: Any) -> DashboardSettings:
 @pytest_asyncio.fixture
 async def filled(migrated: Any) -> Any:
     """The schema with the hand-built journeys and a seeded crowd (two weeks from sink.testing.T0)."""
-    _, items = journeys()
-    await write(migrated, items + crowd())
-    return migrated
+    return await fill(migrated)
 
 
 @pytest_asyncio.fixture
