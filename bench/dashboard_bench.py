@@ -158,6 +158,9 @@ async def run(args: argparse.Namespace) -> int:
             started = time.monotonic()
             await load(conn, args.devices, args.chunks)
             print(f"loaded in {time.monotonic() - started:.0f}s", flush=True)
+        channels = await conn.fetchval("SELECT count(DISTINCT channel) FROM sessions")
+        if channels < 10:  # a generator that lost its traffic mix would make every answer look cheap
+            raise SystemExit(f"the history has {channels} channels, not 10: the generator is broken")
         counts = await conn.fetchrow(
             "SELECT (SELECT count(*) FROM sessions) s, (SELECT count(*) FROM pageviews) p, "
             "(SELECT count(*) FROM events) e, (SELECT count(*) FROM conversions) c, "

@@ -7,7 +7,8 @@ CREATE TEMP TABLE IF NOT EXISTS bench_sources (k int PRIMARY KEY, channel text, 
     utm_campaign text, referrer_host text, click_id_type text, cum float8);
 TRUNCATE bench_sources;
 INSERT INTO bench_sources
-SELECT k, channel, utm_source, utm_medium, utm_campaign, referrer_host, click_id_type, sum(w) OVER (ORDER BY k) / sum(w) OVER ()
+SELECT k, channel, utm_source, utm_medium, utm_campaign, referrer_host, click_id_type,
+       sum(w) OVER (ORDER BY k)::float8 / sum(w) OVER ()  -- float: integer division would give 0 to all but the last
 FROM (VALUES
  (1, 'Organic Search', NULL, NULL, NULL, 'www.google.com', NULL, 28), (2, 'Paid Search', 'google', 'cpc', 'spring_lease', 'www.google.com', 'gclid', 12),
  (3, 'Paid Search', 'bing', 'cpc', 'brand', 'www.bing.com', 'msclkid', 3), (4, 'Paid Social', 'facebook', 'paid_social', 'spring_lease', 'm.facebook.com', 'fbclid', 8),
