@@ -4,7 +4,7 @@ these answers; bench/dashboard_bench.py times both in the same run.
 
 Credits come from `attribution_credits` (and `conversions` for the site) for the 90-day lookback,
 the view's own; the view has no other lookback, so for 7 and 30 days they come from
-rollup_credits_of(NULL) (a superuser's call), the view's SQL with the window as a parameter,
+rollup_credits_of(every converting device) (a superuser's call), the view's SQL with the window as a parameter,
 which the tests check equals the view at 90 days.
 """
 
@@ -38,7 +38,7 @@ def credits_source(s: Scope) -> str:
         return ("(SELECT a.*, c.site FROM attribution_credits a JOIN conversions c "
                 "ON c.conversion_hit_id = a.conversion_hit_id AND c.converted_at = a.converted_at)")
     models = ", ".join(f"('{m}', {m})" for m in MODELS)
-    return (f"(SELECT r.*, m.model, m.credit FROM rollup_credits_of(NULL) r "
+    return (f"(SELECT r.*, m.model, m.credit FROM rollup_credits_of(ARRAY(SELECT DISTINCT guid FROM conversions)) r "
             f"CROSS JOIN LATERAL (VALUES {models}) m(model, credit) WHERE r.lookback_days = {s.lookback})")
 
 

@@ -9,6 +9,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+from dashboard.settings import DashboardSettings
 from sink.batch import TopicRoles, decode_batch
 from sink.testing import T0, RecordStream, event, pageview, session
 from sink.writer import Writer
@@ -97,3 +98,8 @@ async def fill(migrated: Any) -> Any:
     _, items = journeys()
     await write(migrated, items + crowd())
     return migrated
+
+
+def dashboard_settings(schema: Any, **more: Any) -> DashboardSettings:
+    """The dashboard's settings for a test schema (pg_schema fixture)."""
+    return DashboardSettings(pg_dsn=schema.dsn, pg_schema=schema.schema, **more)

@@ -151,21 +151,24 @@ CREATE TABLE rollup_attribution_daily (
 -- --- what a transaction changed, until its fold at COMMIT -----------------------------------------
 
 CREATE UNLOGGED TABLE rollup_pending_sessions (
-    txid          xid8 NOT NULL DEFAULT pg_current_xact_id(),
-    sign          smallint NOT NULL,
-    guid          uuid NOT NULL,
-    day           date NOT NULL,
-    site          text NOT NULL,
-    channel       text NOT NULL,
-    utm_source    text,
-    utm_campaign  text,
-    is_bot        boolean NOT NULL,
-    status        text NOT NULL,
-    landing_path  text NOT NULL,
-    pageviews     bigint NOT NULL,
-    events        bigint NOT NULL,
-    bounce        boolean NOT NULL,
-    touches       boolean NOT NULL  -- the change can move attribution credit (start, order, channel, utm)
+    txid           xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    sign           smallint NOT NULL,
+    guid           uuid NOT NULL,
+    session_id     uuid NOT NULL,
+    started_at     timestamptz NOT NULL,
+    session_index  integer NOT NULL,
+    day            date NOT NULL,
+    site           text NOT NULL,
+    channel        text NOT NULL,
+    utm_source     text,
+    utm_medium     text,
+    utm_campaign   text,
+    is_bot         boolean NOT NULL,
+    status         text NOT NULL,
+    landing_path   text NOT NULL,
+    pageviews      bigint NOT NULL,
+    events         bigint NOT NULL,
+    bounce         boolean NOT NULL
 );
 CREATE INDEX rollup_pending_sessions_txid ON rollup_pending_sessions (txid);
 
@@ -181,11 +184,15 @@ CREATE UNLOGGED TABLE rollup_pending_folds (txid xid8 PRIMARY KEY DEFAULT pg_cur
 
 -- --- computing credits ----------------------------------------------------------------------------
 
--- attribution_touches + attribution_credits (0002) for the conversions of `guids` (NULL: all) and
+-- attribution_touches + attribution_credits (0002) for the conversions of the devices `guids` and
 -- every lookback, with the same expressions and window orders, so each credit is the very same
 -- double the view gives (tests compare them touch by touch).
+-- The fold's functions plan with these settings: a fold touches a few devices, so the right plan
+-- always walks the indexes from them (rollup_conversions by guid, sessions by guid and start,
+-- events by key). Left to statistics, a rollup table filled since its last ANALYZE made the planner
+-- scan it whole inside a nested loop: seconds per sink batch (bench/sink_bench.py).
 CREATE FUNCTION rollup_credits_of(guids uuid[]) RETURNS SETOF rollup_credits
-LANGUAGE sql STABLE AS $fn$
+LANGUAGE sql STABLE SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $fn$
 WITH touches AS (
     SELECT l.days AS lookback_days, c.conversion_hit_id, c.converted_at, c.guid, c.conversion_name, c.module, c.site,
            s.session_id, s.started_at AS touch_started_at, s.channel, s.utm_source, s.utm_medium, s.utm_campaign,
@@ -194,13 +201,15 @@ WITH touches AS (
            count(*) OVER (PARTITION BY l.days, c.conversion_hit_id, c.converted_at) AS touch_count,
            power(2.0::double precision,
                  -extract(epoch FROM (c.converted_at - s.started_at))::double precision / 604800.0) AS decay_weight
-    FROM rollup_conversions c
+    -- a join, not `c.guid = ANY(guids)`: an array parameter is searched row by row, which took
+    -- seconds per fold once rollup_conversions held 40,000 rows (bench/sink_bench.py)
+    FROM (SELECT DISTINCT g FROM unnest(guids) g) d(guid)
+    JOIN rollup_conversions c ON c.guid = d.guid
     CROSS JOIN rollup_lookbacks l
     JOIN sessions s
       ON s.guid = c.guid
      AND s.started_at <= c.converted_at
      AND s.started_at >= c.converted_at - make_interval(days => l.days)
-    WHERE guids IS NULL OR c.guid = ANY(guids)
 ), windowed AS (
     SELECT t.*,
            coalesce(max(t.touch_index) FILTER (WHERE t.channel IS DISTINCT FROM 'Direct') OVER w,
@@ -248,7 +257,7 @@ $fn$;
 
 -- Conversions touched by the transaction: their old rows out, their rows as `events` has them now in.
 CREATE FUNCTION rollup_fold_conversions(me xid8) RETURNS void
-LANGUAGE sql AS $fn$
+LANGUAGE sql SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $fn$
 WITH keys AS (
     SELECT DISTINCT converted_at, conversion_hit_id FROM rollup_pending_conversions WHERE txid = me
 ), gone AS (
@@ -279,8 +288,8 @@ $fn$;
 
 -- Credits of the devices `guids`: recomputed whole, and the difference carried to the daily rollup.
 CREATE FUNCTION rollup_refresh_credits(guids uuid[]) RETURNS void
-LANGUAGE sql AS $fn$
-WITH gone AS (DELETE FROM rollup_credits WHERE guid = ANY(guids) RETURNING *)
+LANGUAGE sql SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $fn$
+WITH gone AS (DELETE FROM rollup_credits WHERE guid IN (SELECT unnest(guids)) RETURNING *)
 SELECT rollup_add_credits(ARRAY(SELECT ROW(g.*)::rollup_credits FROM gone g), -1);
 
 WITH added AS (INSERT INTO rollup_credits SELECT * FROM rollup_credits_of(guids) RETURNING *)
@@ -313,17 +322,15 @@ $fn$;
 -- Device counts of the devices whose non-bot (day, site, channel) set changed. Their state before
 -- the transaction is `sessions` now minus the transaction's own signed rows, so nothing per device
 -- needs storing.
-CREATE FUNCTION rollup_refresh_devices(me xid8) RETURNS void
-LANGUAGE sql AS $fn$
+CREATE FUNCTION rollup_refresh_devices(me xid8, guids uuid[]) RETURNS void
+LANGUAGE sql SET enable_seqscan = off AS $fn$
 WITH chg AS (
     SELECT guid, day, site, channel, sum(sign)::bigint AS d
     FROM rollup_pending_sessions WHERE txid = me AND NOT is_bot
     GROUP BY 1, 2, 3, 4 HAVING sum(sign) <> 0
-), guids AS (
-    SELECT DISTINCT guid FROM chg
-), cur AS (
+), cur AS (  -- (guid = ANY(guids): index probes on sessions_guid_started_at)
     SELECT s.guid, (s.started_at AT TIME ZONE 'UTC')::date AS day, s.site, s.channel, count(*)::bigint AS n
-    FROM sessions s WHERE s.guid IN (SELECT guid FROM guids) AND NOT s.is_bot
+    FROM sessions s WHERE s.guid = ANY(guids) AND NOT s.is_bot
     GROUP BY 1, 2, 3, 4
 ), states AS (  -- (device, day, site, channel): sessions after (new_n) and before (old_n)
     SELECT coalesce(c.guid, g.guid) AS guid, coalesce(c.day, g.day) AS day, coalesce(c.site, g.site) AS site,
@@ -364,14 +371,28 @@ CREATE FUNCTION rollup_fold() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $fn$
 DECLARE
     me xid8 := NEW.txid;
+    touched uuid[];
 BEGIN
     PERFORM rollup_lock();
     PERFORM rollup_fold_conversions(me);
-    PERFORM rollup_refresh_credits(ARRAY(
-        SELECT guid FROM rollup_pending_sessions WHERE txid = me AND touches
-        UNION SELECT guid FROM rollup_pending_conversions WHERE txid = me));
+    -- A device's credits move when one of its touches appears, goes, or changes what attribution
+    -- reads of it (start, order, channel, utm): then its signed rows do not cancel out.
+    touched := ARRAY(
+        SELECT guid FROM rollup_pending_sessions WHERE txid = me
+        GROUP BY guid, session_id, started_at, session_index, channel, utm_source, utm_medium, utm_campaign
+        HAVING sum(sign) <> 0
+        UNION SELECT guid FROM rollup_pending_conversions WHERE txid = me);
+    IF cardinality(touched) > 0 THEN
+        PERFORM rollup_refresh_credits(touched);
+    END IF;
     PERFORM rollup_fold_sessions(me);
-    PERFORM rollup_refresh_devices(me);
+    -- Devices whose non-bot (day, site, channel) set changed.
+    touched := ARRAY(SELECT DISTINCT guid FROM (
+        SELECT guid FROM rollup_pending_sessions WHERE txid = me AND NOT is_bot
+        GROUP BY guid, day, site, channel HAVING sum(sign) <> 0) changed);
+    IF cardinality(touched) > 0 THEN
+        PERFORM rollup_refresh_devices(me, touched);
+    END IF;
     DELETE FROM rollup_pending_sessions WHERE txid = me;
     DELETE FROM rollup_pending_conversions WHERE txid = me;
     DELETE FROM rollup_pending_folds WHERE txid = me;
@@ -389,65 +410,34 @@ LANGUAGE sql AS $fn$
 INSERT INTO rollup_pending_folds DEFAULT VALUES ON CONFLICT (txid) DO NOTHING
 $fn$;
 
--- One signed pending row per session version: +1 for `new_`, -1 for `old_`.
-CREATE FUNCTION rollup_session_rows(rows_ sessions[], sign integer, touches boolean) RETURNS void
+-- One signed pending row per session version: +1 for a row as it is now, -1 for a row as it was.
+-- An UPDATE queues both (no join of the two transition tables: they have no statistics, and a
+-- nested loop over a 5,000-row batch took seconds); the fold keeps only what does not cancel out.
+CREATE FUNCTION rollup_session_rows(rows_ sessions[], sign integer) RETURNS void
 LANGUAGE sql AS $fn$
-INSERT INTO rollup_pending_sessions (sign, guid, day, site, channel, utm_source, utm_campaign, is_bot, status,
-                                     landing_path, pageviews, events, bounce, touches)
-SELECT sign, s.guid, (s.started_at AT TIME ZONE 'UTC')::date, s.site, s.channel, s.utm_source, s.utm_campaign,
-       s.is_bot, s.status, s.landing_path, s.pageviews, s.events, s.is_bounce, touches
+INSERT INTO rollup_pending_sessions (sign, guid, session_id, started_at, session_index, day, site, channel, utm_source,
+                                     utm_medium, utm_campaign, is_bot, status, landing_path, pageviews, events, bounce)
+SELECT sign, s.guid, s.session_id, s.started_at, s.session_index, (s.started_at AT TIME ZONE 'UTC')::date, s.site,
+       s.channel, s.utm_source, s.utm_medium, s.utm_campaign, s.is_bot, s.status, s.landing_path, s.pageviews,
+       s.events, s.is_bounce
 FROM unnest(rows_) s
 $fn$;
 
-CREATE FUNCTION rollup_sessions_inserted() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $fn$
-BEGIN
-    IF EXISTS (SELECT 1 FROM new_rows) THEN
-        PERFORM rollup_session_rows(ARRAY(SELECT ROW(n.*)::sessions FROM new_rows n), 1, true);
-        PERFORM rollup_mark();
-    END IF;
-    RETURN NULL;
-END
-$fn$;
-
-CREATE FUNCTION rollup_sessions_deleted() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $fn$
-BEGIN
-    IF EXISTS (SELECT 1 FROM old_rows) THEN
-        PERFORM rollup_session_rows(ARRAY(SELECT ROW(o.*)::sessions FROM old_rows o), -1, true);
-        PERFORM rollup_mark();
-    END IF;
-    RETURN NULL;
-END
-$fn$;
-
--- An update counts only when something the rollups use changed (most do: counts grow with each hit).
-CREATE FUNCTION rollup_sessions_updated() RETURNS trigger
+CREATE FUNCTION rollup_sessions_changed() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $fn$
 DECLARE
-    n integer;
+    old_ sessions[] := '{}';
+    new_ sessions[] := '{}';
 BEGIN
-    INSERT INTO rollup_pending_sessions (sign, guid, day, site, channel, utm_source, utm_campaign, is_bot, status,
-                                         landing_path, pageviews, events, bounce, touches)
-    SELECT v.*
-    FROM old_rows o
-    JOIN new_rows n ON n.session_id = o.session_id
-    CROSS JOIN LATERAL (SELECT (o.guid, o.started_at, o.session_index, o.channel, o.utm_source, o.utm_medium,
-                                o.utm_campaign) IS DISTINCT FROM
-                               (n.guid, n.started_at, n.session_index, n.channel, n.utm_source, n.utm_medium,
-                                n.utm_campaign) AS touches) t
-    CROSS JOIN LATERAL (VALUES
-        (-1::smallint, o.guid, (o.started_at AT TIME ZONE 'UTC')::date, o.site, o.channel, o.utm_source,
-         o.utm_campaign, o.is_bot, o.status, o.landing_path, o.pageviews::bigint, o.events::bigint, o.is_bounce,
-         t.touches),
-        (1::smallint, n.guid, (n.started_at AT TIME ZONE 'UTC')::date, n.site, n.channel, n.utm_source,
-         n.utm_campaign, n.is_bot, n.status, n.landing_path, n.pageviews::bigint, n.events::bigint, n.is_bounce,
-         t.touches)) v
-    WHERE t.touches
-       OR (o.site, o.is_bot, o.status, o.landing_path, o.pageviews, o.events, o.is_bounce) IS DISTINCT FROM
-          (n.site, n.is_bot, n.status, n.landing_path, n.pageviews, n.events, n.is_bounce);
-    GET DIAGNOSTICS n = ROW_COUNT;
-    IF n > 0 THEN
+    IF TG_OP IN ('DELETE', 'UPDATE') THEN
+        EXECUTE 'SELECT coalesce(array_agg(ROW(o.*)::sessions), ''{}'') FROM old_rows o' INTO old_;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        EXECUTE 'SELECT coalesce(array_agg(ROW(n.*)::sessions), ''{}'') FROM new_rows n' INTO new_;
+    END IF;
+    IF cardinality(old_) + cardinality(new_) > 0 THEN
+        PERFORM rollup_session_rows(old_, -1);
+        PERFORM rollup_session_rows(new_, 1);
         PERFORM rollup_mark();
     END IF;
     RETURN NULL;
@@ -455,11 +445,11 @@ END
 $fn$;
 
 CREATE TRIGGER rollup_sessions_inserted AFTER INSERT ON sessions
-REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION rollup_sessions_inserted();
+REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION rollup_sessions_changed();
 CREATE TRIGGER rollup_sessions_updated AFTER UPDATE ON sessions
-REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION rollup_sessions_updated();
+REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION rollup_sessions_changed();
 CREATE TRIGGER rollup_sessions_deleted AFTER DELETE ON sessions
-REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION rollup_sessions_deleted();
+REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION rollup_sessions_changed();
 
 -- Events: only conversions matter. New rows count when their name is a conversion; old rows when
 -- they are in rollup_conversions. The fold re-reads each key from `events`.
@@ -563,7 +553,7 @@ BEGIN
     INSERT INTO rollup_conversions_daily (day, site, conversion_name, module, conversions)
     SELECT (converted_at AT TIME ZONE 'UTC')::date, site, conversion_name, module, count(*)
     FROM rollup_conversions GROUP BY 1, 2, 3, 4;
-    INSERT INTO rollup_credits SELECT * FROM rollup_credits_of(NULL);
+    INSERT INTO rollup_credits SELECT * FROM rollup_credits_of(ARRAY(SELECT DISTINCT guid FROM rollup_conversions));
     -- a day at a time, so no array holds every credit row
     FOR lookback, day_ IN SELECT DISTINCT lookback_days, (converted_at AT TIME ZONE 'UTC')::date FROM rollup_credits LOOP
         PERFORM rollup_add_credits(ARRAY(
@@ -599,11 +589,10 @@ SELECT rollup_rebuild();
 
 -- --- who may read ----------------------------------------------------------------------------------------
 
-REVOKE ALL ON FUNCTION rollup_fold(), rollup_sessions_inserted(), rollup_sessions_updated(), rollup_sessions_deleted(),
-                       rollup_events_changed(), rollup_conversion_names_changed(), rollup_credits_of(uuid[]),
+REVOKE ALL ON FUNCTION rollup_fold(), rollup_sessions_changed(), rollup_events_changed(), rollup_conversion_names_changed(), rollup_credits_of(uuid[]),
                        rollup_add_credits(rollup_credits[], integer), rollup_fold_conversions(xid8),
-                       rollup_refresh_credits(uuid[]), rollup_fold_sessions(xid8), rollup_refresh_devices(xid8),
-                       rollup_lock(), rollup_mark(), rollup_session_rows(sessions[], integer, boolean) FROM PUBLIC;
+                       rollup_refresh_credits(uuid[]), rollup_fold_sessions(xid8), rollup_refresh_devices(xid8, uuid[]),
+                       rollup_lock(), rollup_mark(), rollup_session_rows(sessions[], integer) FROM PUBLIC;
 GRANT SELECT ON rollup_lookbacks, rollup_sessions_daily, rollup_landing_daily, rollup_devices_daily,
                 rollup_device_reach, rollup_conversions, rollup_conversions_daily, rollup_credits,
                 rollup_attribution_daily

@@ -11,12 +11,7 @@ import pytest_asyncio
 
 from dashboard.app import create_app
 from dashboard.db import create_pool
-from dashboard.settings import DashboardSettings
-from tests.dashboard_data import fill
-
-
-def dashboard_settings(schema: Any, **more: Any) -> DashboardSettings:
-    return DashboardSettings(pg_dsn=schema.dsn, pg_schema=schema.schema, **more)
+from tests.dashboard_data import dashboard_settings, fill
 
 
 @pytest_asyncio.fixture

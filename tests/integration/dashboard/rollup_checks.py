@@ -50,7 +50,7 @@ EXPECTED: dict[str, tuple[str, str]] = {
     # Every lookback: what the whole computation gives now (rollup_credits_of is checked against the view above).
     "credits_all": (
         "SELECT * FROM rollup_credits",
-        "SELECT * FROM rollup_credits_of(NULL)",
+        "SELECT * FROM rollup_credits_of(ARRAY(SELECT DISTINCT guid FROM conversions))",
     ),
     "attribution_daily_90": (
         "SELECT day, site, conversion_name, module, channel, utm_source, utm_campaign, first_touch, last_touch, "

@@ -13,7 +13,7 @@ from dashboard.app import create_app
 from dashboard.auth import COOKIE, hash_password
 from dashboard.openapi import document
 from dashboard.settings import DashboardSettings
-from conftest import dashboard_settings
+from tests.dashboard_data import dashboard_settings
 
 BAD = [  # (path, query, the parameter the 400 must name)
     ("/api/v1/attribution", "period=custom&from=2026-03-10&to=2026-03-01", "from"),
