@@ -216,8 +216,17 @@ async def _run(args: argparse.Namespace) -> int:
         pipeline.stop()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # so `finally` stops every process the demo started
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    import signal
+
+    # A closed terminal (SIGHUP) or `kill` (SIGTERM) must not leave the dashboard or the pipeline behind.
+    for sig in (signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
     try:
         return asyncio.run(_run(args))
     except KeyboardInterrupt:
