@@ -58,6 +58,7 @@ import orjson
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from schemas.internals import partitions_of  # noqa: E402
 from schemas.timefmt import from_ms, iso  # noqa: E402
 from schemas.topics import Topics, create_topics, delete_topics  # noqa: E402
 from touchstream.devstack import ensure_up  # noqa: E402
@@ -276,10 +277,7 @@ async def end_offsets(bootstrap: str, topic: str) -> int:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            await consumer._client.force_metadata_update()  # noqa: SLF001
-            partitions = consumer.partitions_for_topic(topic) or set()
+        partitions = await partitions_of(consumer, topic)
         offsets = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
         return sum(offsets.values())
     finally:

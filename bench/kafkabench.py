@@ -11,6 +11,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from schemas.internals import partitions_of
+
 
 async def create(bootstrap: str, names: Sequence[str], partitions: int, configs: dict[str, dict[str, str]] | None = None) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -67,11 +69,8 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        if not parts:
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        parts = await partitions_of(consumer, topic)
+        tps = [TopicPartition(topic, p) for p in parts]
         ends = await consumer.end_offsets(tps)
         return {tp.partition: off for tp, off in ends.items()}
     finally:

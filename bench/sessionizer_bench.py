@@ -1,6 +1,7 @@
 """Sessionizer throughput, beside a raw aiokafka loop measured in the same run on the same topic.
 
     python -m bench.sessionizer_bench [--hits 200000] [--devices 20000] [--full-records]
+                                      [--modes in-order,out-of-order] [--late 0.1] [--late-by 300]
 
 1. pre-fills a fresh `hits` topic (8 partitions) with enriched hits keyed by guid
    (`bench.hitgen`: ~300-400 bytes each, or the edge's full form with --full-records);
@@ -11,7 +12,11 @@
 3. (b) one sessionizer worker (`python -m sessionizer`, a separate process, fresh app id and
    data dir) processing the same topic to completion: from the first records it took to the
    moment the round holding the last of them was durable (outputs and changelog acked,
-   offsets acked), read from the worker's stats file;
+   offsets acked), read from the worker's stats file — once per mode: `in-order` (the hits as
+   generated, in time order per device) and `out-of-order` (the same hits, a fraction `--late`
+   of them delayed by up to `--late-by` seconds: the arrival order of retries, tabs and
+   beacons, which makes the core merge, insert and renumber sessions, SPEC rule 6), each on its
+   own topic;
 4. state size: `DeviceState.to_bytes()` per device (read back from the changelog) and the
    worker's RocksDB folder on disk (flushed and compacted after the worker stopped) per device.
 
@@ -36,10 +41,12 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench import kafkabench as kb
 from bench.hitgen import Shape, generate
+from schemas.internals import partitions_of
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -119,10 +126,7 @@ async def state_sizes(bootstrap: str, changelog: str) -> tuple[int, float]:
     await consumer.start()
     latest: dict[bytes, int] = {}
     try:
-        parts = consumer.partitions_for_topic(changelog)
-        if not parts:
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(changelog) or set()
+        parts = await partitions_of(consumer, changelog)
         tps = [TopicPartition(changelog, p) for p in parts]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
@@ -163,6 +167,82 @@ def rocksdb_bytes(data_dir: Path) -> tuple[int, int]:
     return before, after
 
 
+def disorder(records: list[tuple[bytes, bytes]], fraction: float, late_by_s: float,
+             seed: int) -> list[tuple[bytes, bytes]]:
+    """The same hits in another arrival order: each with probability `fraction` arrives up to
+    `late_by_s` seconds after it happened (its received_at moves with it, as a retried beacon's
+    does), the rest on time; the list is sorted by arrival."""
+    import random
+
+    rng = random.Random(seed + 1)
+    late_ms = int(late_by_s * 1000)
+    arriving: list[tuple[int, int, bytes, bytes]] = []
+    for n, (key, value) in enumerate(records):
+        obj = orjson.loads(value)
+        received = int(datetime.fromisoformat(obj["received_at"]).timestamp() * 1000)
+        if rng.random() < fraction:
+            delay = rng.randrange(1, late_ms + 1)
+            received += delay
+            obj["received_at"] = datetime.fromtimestamp(received / 1000, timezone.utc).isoformat().replace("+00:00", "Z")
+            value = orjson.dumps(obj)
+        arriving.append((received, n, key, value))
+    arriving.sort()
+    return [(key, value) for _, _, key, value in arriving]
+
+
+async def run_mode(args: argparse.Namespace, mode: str, prefix: str, records: list[tuple[bytes, bytes]]) -> float:
+    """(b) for one mode: its own hits topic and worker; prints and returns hits/s."""
+    bootstrap = args.bootstrap
+    mode_prefix = f"{prefix}{mode}."
+    await kb.create(bootstrap, [mode_prefix + "hits"], args.partitions)
+    await kb.prefill(bootstrap, mode_prefix + "hits", records)
+    total = len(records)
+    work = Path(tempfile.mkdtemp(prefix="sessionizer-bench-"))
+    stats_file = work / "stats.json"
+    app_id = mode_prefix + "sessionizer"
+    env = dict(os.environ)
+    env.update({
+        "PYTHONPATH": str(REPO),
+        "TOUCHSTREAM_KAFKA_BOOTSTRAP": bootstrap,
+        "TOUCHSTREAM_TOPIC_PREFIX": mode_prefix,
+        "TOUCHSTREAM_PARTITIONS": str(args.partitions),
+        "TOUCHSTREAM_SESSIONIZER_APP_ID": app_id,
+        "TOUCHSTREAM_SESSIONIZER_DATA_DIR": str(work / "data"),
+        "TOUCHSTREAM_SESSIONIZER_WEB_PORT": str(free_port()),
+        "TOUCHSTREAM_SESSIONIZER_STATS_FILE": str(stats_file),
+        "TOUCHSTREAM_SESSIONIZER_STANDBY_REPLICAS": "0",
+    })
+    for item in args.env:
+        k, _, v = item.partition("=")
+        env[k] = v
+    print(f"load before sessionizer ({mode}): {load()}")
+    stats = run_worker(env, stats_file, total, args.timeout, work / "worker.log", args.profile)
+    seconds = stats["last_records_durable"] - stats["first_taken"]
+    per_s = total / seconds
+    label = f"(b)  sessionizer worker, {mode}"
+    print(f"{label:<45}: {per_s:>9,.0f} hits/s     ({seconds:.2f}s; "
+          f"{stats['batches']} batches, {stats['sessions_out']:,} session snapshots, "
+          f"{stats['records_out']:,} event records, {stats['state_writes']:,} state writes, "
+          f"{stats['closed_by_time']:,} swept, {stats['dead_letters']} dead letters; "
+          f"{stats.get('wait_s', 0):.2f}s producing + waiting for acks)")
+    print(f"     rule 6: {stats.get('reordered', 0):,} hits placed out of order, {stats.get('merges', 0):,} merges, {stats.get('sessions_inserted', 0):,} sessions inserted, "
+          f"{stats.get('sessions_renumbered', 0):,} renumbered, {stats.get('hits_moved', 0):,} hits moved, "
+          f"{stats.get('too_late', 0):,} too late")
+    cpu = stats.get("thread_cpu", {})
+    print("     worker CPU seconds by thread (whole run, start-up included): "
+          + ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])))
+    devices, mean_state = await state_sizes(bootstrap, f"{app_id}-devices-changelog")
+    before, after = rocksdb_bytes(work / "data")
+    print(f"     state: {devices:,} devices; DeviceState.to_bytes mean {mean_state:.0f} bytes; RocksDB on disk "
+          f"{before / max(devices, 1):.0f} bytes/device as left (WAL + memtables flushed at stop), "
+          f"{after / max(devices, 1):.0f} bytes/device after flush + compaction")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        print(f"     kept {work}")
+    return per_s
+
+
 async def main_async(args: argparse.Namespace) -> int:
     bootstrap = args.bootstrap
     prefix = f"bench-{uuid.uuid4().hex[:8]}."
@@ -189,52 +269,16 @@ async def main_async(args: argparse.Namespace) -> int:
             results["raw_explicit"] = raw2["per_s"]
             print(f"(a') raw aiokafka loop, explicit partition   : {raw2['per_s']:>9,.0f} records/s  ({raw2['seconds']:.2f}s)")
 
-        work = Path(tempfile.mkdtemp(prefix="sessionizer-bench-"))
-        stats_file = work / "stats.json"
-        app_id = prefix + "sessionizer"
-        env = dict(os.environ)
-        env.update({
-            "PYTHONPATH": str(REPO),
-            "TOUCHSTREAM_KAFKA_BOOTSTRAP": bootstrap,
-            "TOUCHSTREAM_TOPIC_PREFIX": prefix,
-            "TOUCHSTREAM_PARTITIONS": str(args.partitions),
-            "TOUCHSTREAM_SESSIONIZER_APP_ID": app_id,
-            "TOUCHSTREAM_SESSIONIZER_DATA_DIR": str(work / "data"),
-            "TOUCHSTREAM_SESSIONIZER_WEB_PORT": str(free_port()),
-            "TOUCHSTREAM_SESSIONIZER_STATS_FILE": str(stats_file),
-            "TOUCHSTREAM_SESSIONIZER_STANDBY_REPLICAS": "0",
-        })
-        for item in args.env:
-            k, _, v = item.partition("=")
-            env[k] = v
-        print(f"load before sessionizer: {load()}")
-        stats = run_worker(env, stats_file, total, args.timeout, work / "worker.log", args.profile)
-        seconds = stats["last_records_durable"] - stats["first_taken"]
-        per_s = total / seconds
-        results["sessionizer"] = per_s
-        print(f"(b)  sessionizer worker                      : {per_s:>9,.0f} hits/s     ({seconds:.2f}s; "
-              f"{stats['batches']} batches, {stats['sessions_out']:,} session snapshots, "
-              f"{stats['records_out']:,} event records, {stats['state_writes']:,} state writes, "
-              f"{stats['closed_by_time']:,} swept, {stats['dead_letters']} dead letters; "
-              f"{stats.get('wait_s', 0):.2f}s producing + waiting for acks)")
-        cpu = stats.get("thread_cpu", {})
-        print("worker CPU seconds by thread (whole run, start-up included): "
-              + ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])))
+        for mode in args.modes.split(","):
+            mode_records = records if mode == "in-order" else disorder(records, args.late, args.late_by, shape.seed)
+            per_s = await run_mode(args, mode, prefix, mode_records)
+            results[mode] = per_s
+            if "raw" in results:
+                print(f"ratio {mode} / raw (default partitioner) : {per_s / results['raw']:.2f}x   "
+                      f"(explicit partition: {per_s / results['raw_explicit']:.2f}x)")
+        if {"in-order", "out-of-order"} <= set(results):
+            print(f"out-of-order / in-order: {results['out-of-order'] / results['in-order']:.2f}x")
         print(f"load after: {load()}")
-        if "raw" in results:
-            print(f"ratio sessionizer / raw (default partitioner) : {per_s / results['raw']:.2f}x   (target >= 0.3x)")
-            print(f"ratio sessionizer / raw (explicit partition)  : {per_s / results['raw_explicit']:.2f}x")
-        print(f"target >= 20,000 hits/s: {'met' if per_s >= 20_000 else 'NOT met'}")
-
-        devices, mean_state = await state_sizes(bootstrap, f"{app_id}-devices-changelog")
-        before, after = rocksdb_bytes(work / "data")
-        print(f"state: {devices:,} devices; DeviceState.to_bytes mean {mean_state:.0f} bytes; RocksDB on disk "
-              f"{before / max(devices, 1):.0f} bytes/device as left (WAL + memtables flushed at stop), "
-              f"{after / max(devices, 1):.0f} bytes/device after flush + compaction")
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print(f"kept {work}")
     finally:
         if not args.keep:
             await kb.delete(bootstrap, prefix)
@@ -253,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", help="run the worker under pyinstrument, text report to this file")
     parser.add_argument("--env", action="append", default=[], help="extra KEY=VALUE for the worker")
     parser.add_argument("--keep", action="store_true", help="keep topics and the data dir")
+    parser.add_argument("--modes", default="in-order,out-of-order", help="comma-separated: in-order, out-of-order")
+    parser.add_argument("--late", type=float, default=0.1, help="out-of-order: fraction of hits that arrive late")
+    parser.add_argument("--late-by", type=float, default=300.0, help="out-of-order: up to this many seconds late")
     args = parser.parse_args(argv)
     return asyncio.run(main_async(args))
 

@@ -1,12 +1,12 @@
 """The HTTP ingest edge (SPEC section 2): POST /v1/hits -> Kafka `hits` (key = guid).
 
 settings    IngestSettings (TOUCHSTREAM_*), extends the shared KafkaSettings
-app         the raw ASGI app: routes, CORS, status mapping (create_app)
-body        content types, the byte limit while streaming, splitting into items
+app         the raw ASGI app: the route table, CORS, reading a request and answering its outcome
+body        content types, the byte limit while streaming, splitting into items for the intake
+items       a body's items and the way back to each one's original bytes
 intake      the pure core: items -> records, dead letters, per-item errors, status
 fastpath    the common hit validated and enriched without pydantic (checked against HitIn)
 client_ip   trusted proxies, X-Forwarded-For, ip modes full|truncate|hash|drop
-partition   murmur2, as Kafka's Java client and aiokafka's DefaultPartitioner
 publisher   batching onto an idempotent acks=all aiokafka producer, with bounded waits
 metrics     Prometheus metrics
 openapi     the OpenAPI 3.1 document

@@ -4,7 +4,8 @@
 
 Every other setting comes from `TOUCHSTREAM_*` environment variables (ingest/settings.py);
 `--settings` prints them with their current values. Each worker process builds its own app
-(and Kafka producer) from the environment.
+(and Kafka producer) from the environment, and logs as `component=ingest worker=host:pid`
+(`schemas.logs`; uvicorn's own lines too).
 """
 
 from __future__ import annotations
@@ -21,14 +22,21 @@ from pydantic import ValidationError
 from ingest.app import IngestApp, create_app
 from ingest.metrics import Metrics
 from ingest.settings import IngestSettings
+from schemas.logs import configure_logging, default_worker, secrets_of
 from schemas.runtime import tune_gc
 
+log = logging.getLogger("touchstream.ingest")
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+LOG_LEVEL_ENV = "TOUCHSTREAM_LOG_LEVEL"
 
 
 def app_from_env() -> IngestApp:
     """uvicorn's app factory (one call per worker)."""
     settings = IngestSettings()
+    # A worker process spawned by uvicorn starts with no logging set up; `main` passed its level
+    # down through the environment.
+    configure_logging(settings, "ingest", worker=default_worker(), secrets=secrets_of(settings))
     app = create_app(settings, metrics=Metrics(multiprocess=bool(os.environ.get(MULTIPROC_ENV))))
     tune_gc(settings)
     return app
@@ -39,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="listen address (default: TOUCHSTREAM_INGEST_HOST or 127.0.0.1)")
     p.add_argument("--port", type=int, help="listen port (default: TOUCHSTREAM_INGEST_PORT or 8080)")
     p.add_argument("--workers", type=int, help="worker processes (default: TOUCHSTREAM_INGEST_WORKERS or 1)")
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--log-level", type=str.lower, choices=["critical", "error", "warning", "info", "debug"],
+                   help="default: TOUCHSTREAM_LOG_LEVEL or info")
     p.add_argument("--settings", action="store_true", help="print the effective settings and exit")
     return p
 
@@ -62,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     if workers < 1:
         print("touchstream ingest: --workers must be at least 1", file=sys.stderr)
         return 2
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_level = (args.log_level or settings.log_level).lower()
+    os.environ[LOG_LEVEL_ENV] = log_level  # for the worker processes (app_from_env)
+    configure_logging(settings, "ingest", worker=default_worker(), level=log_level, secrets=secrets_of(settings))
+    log.info("starting", extra={"settings": settings.model_dump(mode="json"), "workers": workers})
     made_dir = None
     if workers > 1 and not os.environ.get(MULTIPROC_ENV):
         # prometheus-client sums the workers' metrics through files in this folder; it must be
@@ -70,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         made_dir = os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="touchstream-ingest-metrics-")
 
     try:
-        _serve(host, port, workers, args.log_level)
+        _serve(host, port, workers, log_level)
     finally:
         if made_dir is not None:
             shutil.rmtree(made_dir, ignore_errors=True)
@@ -92,6 +104,7 @@ def _serve(host: str, port: int, workers: int, log_level: str) -> None:
         access_log=False,
         proxy_headers=False,  # the edge reads X-Forwarded-For itself, from trusted proxies only
         server_header=False,
+        log_config=None,  # uvicorn's loggers go through the edge's structured handler (schemas.logs)
         log_level=log_level,
         timeout_keep_alive=30,
         backlog=4096,

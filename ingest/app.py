@@ -1,10 +1,10 @@
-"""The edge as a raw ASGI app: a handful of fixed routes, no framework.
+"""The edge as a raw ASGI app: a handful of fixed routes in a table, no framework.
 
-Why raw ASGI: measured under uvicorn (uvloop, httptools, 1 worker, wrk -c64) on this
-machine, a bare ASGI "hello" served 12,800 req/s, the same with a Starlette route 6,900 and
-with FastAPI 3,500. The edge has six fixed routes; a framework would cost half the budget.
+Why raw ASGI: under uvicorn a framework's routing and request objects cost about as much as the
+edge's own work on a single-hit request (the README's measured section has the figures;
+`bench/ingest_bench.py` measures the edge against a bare app). The edge has six fixed routes:
 
-    POST    /v1/hits        hits (ingest.body, ingest.intake, ingest.publisher)
+    POST    /v1/hits        hits (ingest.body -> ingest.intake -> ingest.fastpath; ingest.publisher)
     OPTIONS /v1/hits        CORS preflight
     GET     /v1/tracker.js  the tracker (ingest.tracker)
     GET     /healthz        liveness
@@ -19,23 +19,24 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from ingest import fastpath
-from ingest.body import Format, check_content_length, media_format, parse, read_body, too_large
+from ingest.body import BodyReader
 from ingest.client_ip import ClientIp, forwarded_for
-from ingest.errors import BodyRefused, FieldError, OriginNotAllowed, PublishUnavailable
-from ingest.intake import Edge, Intake, Record, refusal_body
+from ingest.errors import FieldError, OriginNotAllowed, PublishUnavailable
+from ingest.intake import Edge, Intake, Outcome, Record, Refusal
 from ingest.metrics import CONTENT_TYPE as METRICS_TYPE
 from ingest.metrics import Metrics
 from ingest.openapi import document
 from ingest.publisher import KafkaPublisher, Publisher
 from ingest.settings import IngestSettings
 from ingest.tracker import TrackerFile
+from schemas.internals import require
 from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -44,14 +45,48 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
+Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 JSON = (b"content-type", b"application/json")
 NO_HEADERS: Headers = []  # shared, never appended to
-GET_METHODS = frozenset({"GET", "HEAD"})
 
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+class Cors:
+    """The CORS headers of the edge's answers, built once from the allowed origins (SPEC
+    section 2: any origin by default, never with credentials)."""
+
+    def __init__(self, origins: Sequence[str]) -> None:
+        expose = (b"access-control-expose-headers", b"retry-after")
+        self.any_origin = "*" in origins
+        self._any: Headers = [(b"access-control-allow-origin", b"*"), expose]
+        self._listed: dict[bytes, Headers] = {
+            o.encode(): [(b"access-control-allow-origin", o.encode()), expose, (b"vary", b"origin")]
+            for o in origins
+            if o != "*"
+        }
+
+    def headers(self, origin: bytes | None) -> Headers | None:
+        """Headers for an answer to `origin` (shared: never append to them); None when that origin
+        may not post here."""
+        if origin is None:
+            return NO_HEADERS  # not a browser (servers, curl): no CORS
+        if self.any_origin:
+            return self._any
+        return self._listed.get(origin.rstrip(b"/"))
+
+
+class Route(NamedTuple):
+    """A path's handlers by method, and the Allow header of a 405."""
+
+    handlers: dict[str, Handler]
+
+    @property
+    def allow(self) -> bytes:
+        return ", ".join(self.handlers).encode()
 
 
 class IngestApp:
@@ -75,26 +110,40 @@ class IngestApp:
             allowed_sites=frozenset(settings.ingest_allowed_sites),
             deadletter_payload_bytes=settings.ingest_deadletter_payload_bytes,
         )
+        self.body = BodyReader(
+            self.intake, max_body=settings.ingest_max_body_bytes, max_items=settings.ingest_max_items
+        )
         self.client_ip = ClientIp(
             settings.ingest_trusted_proxies, settings.ingest_ip_mode, settings.ingest_ip_hash_salt.get_secret_value()
         )
         self.peer_ip = self.client_ip.peer  # the stored form of a socket peer (remembered)
+        self.cors = Cors(settings.ingest_cors_origins)
         self.tracker = TrackerFile(settings.ingest_tracker_file, settings.ingest_tracker_max_age_s)
         self.openapi = orjson.dumps(document(settings))
-        origins = settings.ingest_cors_origins
-        self.any_origin = "*" in origins
-        self.origins = frozenset(o.encode() for o in origins if o != "*")
-        self.max_body = settings.ingest_max_body_bytes
-        self.max_items = settings.ingest_max_items
         self.timeout = settings.ingest_publish_timeout_s
         self.retry_after = str(settings.ingest_retry_after_s).encode()
         self.hits_topic = self.topics.hits
         self.deadletter_topic = self.topics.deadletter
         self.started = False
         self._sync_task: asyncio.Task[None] | None = None
-        self._formats: dict[tuple[bytes | None, bytes | None], Format] = {}
         # The answer to a request whose every hit was accepted, by count: no need to encode it.
         self._all_accepted = [b'{"accepted":%d,"rejected":[]}' % n for n in range(settings.ingest_max_items + 1)]
+        self.routes = self._routes()
+
+    def _routes(self) -> dict[str, Route]:
+        """Path -> handlers by method (the module docstring lists them)."""
+
+        def get(handler: Handler) -> Route:
+            return Route({"GET": handler, "HEAD": handler})
+
+        return {
+            "/v1/hits": Route({"POST": self.post_hits, "OPTIONS": self.preflight}),
+            "/v1/tracker.js": get(self.get_tracker),
+            "/healthz": get(self.get_health),
+            "/readyz": get(self.get_ready),
+            "/metrics": get(self.get_metrics),
+            "/openapi.json": get(self.get_openapi),
+        }
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -142,128 +191,93 @@ class IngestApp:
     # --- routing ------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "lifespan":
-            await self._lifespan(receive, send)
-            return
-        if kind != "http":
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await self._lifespan(receive, send)
             return
         path: str = scope["path"]
-        method: str = scope["method"]
+        route = self.routes.get(path)
         try:
-            if path == "/v1/hits":
-                if method == "POST":
-                    await self.post_hits(scope, receive, send)
-                elif method == "OPTIONS":
-                    await self.preflight(scope, send)
-                else:
-                    await self.not_allowed(send, b"POST, OPTIONS")
-            elif path == "/v1/tracker.js":
-                if method in GET_METHODS:
-                    await self.get_tracker(scope, send, head=method == "HEAD")
-                else:
-                    await self.not_allowed(send, b"GET, HEAD")
-            elif path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
-                if method in GET_METHODS:
-                    await self.get_info(path, send, head=method == "HEAD")
-                else:
-                    await self.not_allowed(send, b"GET, HEAD")
-            else:
+            if route is None:
                 await respond(send, 404, {"error": f"no route {path}"})
+                return
+            handler = route.handlers.get(scope["method"])
+            if handler is None:
+                await respond(send, 405, {"error": "method not allowed"}, [(b"allow", route.allow)])
+                return
+            await handler(scope, receive, send)
         except Exception:  # a bug must cost one request, with a log line, never the worker
-            log.exception("unhandled error on %s %s", method, path)
+            log.exception("unhandled error; answered 500", extra={"method": scope["method"], "path": path})
             with contextlib.suppress(Exception):  # (the response may have started already)
                 await respond(send, 500, {"error": "internal error"})
 
     # --- POST /v1/hits ------------------------------------------------------------------
 
     async def post_hits(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # The hot path: written flat (few calls, cached lookups) because a single-hit request
-        # spends as much here as in validating its hit.
-        received_at = self.clock()
+        """Read the request (its headers here, its body down through `ingest.body`, the intake and
+        the fast path), then answer its outcome. Kept to dict lookups and few calls: a single-hit
+        request spends about as much here as in validating its hit."""
         raw_headers = scope["headers"]
         headers = dict(raw_headers)  # in C; the repeatable X-Forwarded-For is read from the list
         get = headers.get
-        origin = get(b"origin")
-        user_agent = get(b"user-agent")
         client = scope.get("client")
         peer = client[0] if client else None
         if b"x-forwarded-for" in headers and self.client_ip.trusts_proxies:
             ip = self.client_ip(peer, forwarded_for([v for k, v in raw_headers if k == b"x-forwarded-for"]))
         else:
             ip = self.peer_ip(peer)
-        edge = Edge(received_at, ip, user_agent.decode("utf-8", "replace") if user_agent else "")
-        cors = NO_HEADERS if origin is None else self.cors_headers(origin)
-        body = b""
-        try:
-            if cors is None:
-                raise OriginNotAllowed(
-                    "origin not allowed",
-                    [FieldError("origin", f"{origin.decode('latin-1')!r} may not post hits here")],  # type: ignore[union-attr]
-                )
-            key = (get(b"content-type"), get(b"content-encoding"))
-            fmt = self._formats.get(key) or self.media_format(*key)
-            content_length = get(b"content-length")
-            if content_length is not None:
-                check_content_length(content_length, self.max_body)
-            message = await receive()
-            if message.get("more_body", False) or message["type"] != "http.request":
-                body = await read_body(_replay(message, receive), self.max_body)
-            else:
-                body = message.get("body", b"")
-                if len(body) > self.max_body:
-                    raise too_large(self.max_body)
-            items = parse(body, fmt, self.max_items)
-        except BodyRefused as exc:
-            await self.refuse(send, exc, body, edge, cors or [])
-            return
+        user_agent = get(b"user-agent")
+        edge = Edge(self.clock(), ip, user_agent.decode("utf-8", "replace") if user_agent else "")
+        origin = get(b"origin")
+        cors = NO_HEADERS if origin is None else self.cors.headers(origin)
+        if cors is None:
+            why = FieldError("origin", f"{origin.decode('latin-1')!r} may not post hits here")  # type: ignore[union-attr]
+            outcome: Outcome | Refusal = self.intake.refuse(OriginNotAllowed("origin not allowed", [why]), b"", edge)
+        else:
+            outcome = await self.body.take(headers, receive, edge)
+        if type(outcome) is Outcome:
+            await self.answer(outcome, cors, send)
+        else:
+            await self.answer_refusal(outcome, cors or NO_HEADERS, send)  # type: ignore[arg-type]
 
-        out = self.intake.process(items, edge)
+    async def answer(self, out: Outcome, cors: Headers, send: Send) -> None:
+        """202 once Kafka acknowledged every accepted hit (503 when it did not), 400 when nothing
+        was valid. The outcome holds no body or items: a request waiting for Kafka keeps only
+        what it publishes (a slow broker would multiply them by every request in flight)."""
         metrics = self.metrics
-        accepted = out.accepted
-        metrics.request_hits.observe(len(items.values))
-        # From here on the answer needs only counts and per-item errors. A request waiting for
-        # Kafka must not also keep its body and parsed items alive (several times the size of
-        # its records): a slow broker would multiply them by every request in flight.
-        del items, body, message
+        metrics.request_hits.observe(out.items)
         if out.refused:
             for reason, count in out.refused.items():
                 metrics.hit_refusal[reason].inc(count)
-        if accepted:
+        if out.accepted:
             dead_letters = len(out.dead_letters)
             started = time.perf_counter()
             try:
                 await self.publisher.publish(out.take_records(self.hits_topic, self.deadletter_topic), self.timeout)
             except PublishUnavailable as exc:
-                await self.unavailable(send, exc, accepted, cors)
+                await self.unavailable(send, exc, out.accepted, cors)
                 return
             metrics.publish_seconds.observe(time.perf_counter() - started)
-            metrics.hits_accepted.inc(accepted)
+            metrics.hits_accepted.inc(out.accepted)
             if dead_letters:
                 metrics.dead_letters.inc(dead_letters)
-            status = 202
-        else:
-            if out.dead_letters:
-                await self.publish_dead_letters(out.dead_letters)
-            status = 400
+        elif out.dead_letters:
+            await self.publish_dead_letters(out.dead_letters)
+        status = out.status
         metrics.count_status(status)
-        payload = self._all_accepted[accepted] if not out.rejected else orjson.dumps(out.body())
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [JSON, (b"content-length", b"%d" % len(payload)), *cors],
-            }
-        )
+        payload = self._all_accepted[out.accepted] if not out.rejected else orjson.dumps(out.body())
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [JSON, (b"content-length", b"%d" % len(payload)), *cors]})
         await send({"type": "http.response.body", "body": payload})
 
-    async def refuse(self, send: Send, exc: BodyRefused, body: bytes, edge: Edge, cors: Headers) -> None:
-        self.metrics.request_refusal[exc.refusal].inc()
-        self.metrics.count_status(exc.status)
-        letters = self.intake.refuse_body(exc, body, edge)
-        if letters:
-            await self.publish_dead_letters(letters)
-        await respond_bytes(send, exc.status, orjson.dumps(refusal_body(exc)), [JSON, *cors])
+    async def answer_refusal(self, refusal: Refusal, cors: Headers, send: Send) -> None:
+        """The whole request refused: its status, and its dead letter when it has one."""
+        error = refusal.error
+        self.metrics.request_refusal[error.refusal].inc()
+        self.metrics.count_status(error.status)
+        if refusal.dead_letters:
+            await self.publish_dead_letters(refusal.dead_letters)
+        await respond_bytes(send, error.status, orjson.dumps(refusal.body()), [JSON, *cors])
 
     async def publish_dead_letters(self, letters: list[Record]) -> None:
         """For a request answered 4xx: the answer does not depend on it, so failure is only counted."""
@@ -271,7 +285,7 @@ class IngestApp:
             await self.publisher.publish([(self.deadletter_topic, letters)], self.timeout)
         except PublishUnavailable as exc:
             self.metrics.dead_letter_failures.inc(len(letters))
-            log.warning("dead letters not written: %s", exc.reason)
+            log.warning("dead letters not written", extra={"dead_letters": len(letters), "reason": exc.reason})
         else:
             self.metrics.dead_letters.inc(len(letters))
 
@@ -282,49 +296,24 @@ class IngestApp:
         body = {"accepted": 0, "rejected": [{"index": None, "errors": [{"field": "kafka", "message": exc.reason}]}]}
         await respond_bytes(send, 503, orjson.dumps(body), [JSON, (b"retry-after", self.retry_after), *cors])
 
-    def media_format(self, content_type: bytes | None, content_encoding: bytes | None) -> Format:
-        """`body.media_format`, remembered: clients send a handful of distinct headers."""
-        key = (content_type, content_encoding)
-        fmt = self._formats.get(key)
-        if fmt is None:
-            fmt = media_format(content_type, content_encoding)  # raises for what is refused
-            if len(self._formats) < 256:
-                self._formats[key] = fmt
-        return fmt
-
-    # --- CORS ---------------------------------------------------------------------------
-
-    def cors_headers(self, origin: bytes | None) -> Headers | None:
-        """Headers for a response to `origin`; None when that origin may not post here."""
-        if origin is None:
-            return []
-        if self.any_origin:
-            return [(b"access-control-allow-origin", b"*"), (b"access-control-expose-headers", b"retry-after")]
-        if origin.rstrip(b"/") in self.origins:
-            return [
-                (b"access-control-allow-origin", origin),
-                (b"access-control-expose-headers", b"retry-after"),
-                (b"vary", b"origin"),
-            ]
-        return None
-
-    async def preflight(self, scope: Scope, send: Send) -> None:
+    async def preflight(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """OPTIONS /v1/hits: the CORS preflight."""
         origin = requested = None
         for name, value in scope["headers"]:
             if name == b"origin":
                 origin = value
             elif name == b"access-control-request-headers":
                 requested = value
-        allow = [(b"allow", b"POST, OPTIONS")]
+        allow = (b"allow", b"POST, OPTIONS")
         if origin is None:
-            await respond_bytes(send, 204, b"", allow)
+            await respond_bytes(send, 204, b"", [allow])
             return
-        cors = self.cors_headers(origin)
+        cors = self.cors.headers(origin)
         if cors is None:
             await respond(send, 403, {"error": "origin not allowed"}, [(b"vary", b"origin")])
             return
         headers = [
-            *allow,
+            allow,
             *cors,
             (b"access-control-allow-methods", b"POST, OPTIONS"),
             (b"access-control-allow-headers", requested or b"content-type"),
@@ -332,36 +321,35 @@ class IngestApp:
         ]
         await respond_bytes(send, 204, b"", headers)
 
-    # --- the rest -----------------------------------------------------------------------
+    # --- the rest (GET and HEAD) --------------------------------------------------------
 
-    async def get_tracker(self, scope: Scope, send: Send, *, head: bool) -> None:
+    async def get_tracker(self, scope: Scope, receive: Receive, send: Send) -> None:
         if_none_match = next((v for k, v in scope["headers"] if k == b"if-none-match"), None)
         reply = self.tracker.get(if_none_match)
         headers = [*reply.headers, (b"access-control-allow-origin", b"*")]
-        await respond_bytes(send, reply.status, reply.body, headers, head=head)
+        await respond_bytes(send, reply.status, reply.body, headers, head=_head(scope))
 
-    async def get_info(self, path: str, send: Send, *, head: bool) -> None:
-        if path == "/healthz":
-            await respond(send, 200, {"status": "ok"}, head=head)
-        elif path == "/readyz":
-            if await self.publisher.ready():
-                await respond(send, 200, {"status": "ready"}, head=head)
-            else:
-                reason = getattr(self.publisher, "last_error", "") or "Kafka is not reachable"
-                await respond(
-                    send,
-                    503,
-                    {"status": "unavailable", "reason": reason},
-                    [(b"retry-after", self.retry_after)],
-                    head=head,
-                )
-        elif path == "/metrics":
-            await respond_bytes(send, 200, self.metrics.render(), [(b"content-type", METRICS_TYPE.encode())], head=head)
-        else:
-            await respond_bytes(send, 200, self.openapi, [JSON], head=head)
+    async def get_health(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await respond(send, 200, {"status": "ok"}, head=_head(scope))
 
-    async def not_allowed(self, send: Send, allow: bytes) -> None:
-        await respond(send, 405, {"error": "method not allowed"}, [(b"allow", allow)])
+    async def get_ready(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if await self.publisher.ready():
+            await respond(send, 200, {"status": "ready"}, head=_head(scope))
+            return
+        reason = getattr(self.publisher, "last_error", "") or "Kafka is not reachable"
+        body = {"status": "unavailable", "reason": reason}
+        await respond(send, 503, body, [(b"retry-after", self.retry_after)], head=_head(scope))
+
+    async def get_metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-type", METRICS_TYPE.encode())]
+        await respond_bytes(send, 200, self.metrics.render(), headers, head=_head(scope))
+
+    async def get_openapi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await respond_bytes(send, 200, self.openapi, [JSON], head=_head(scope))
+
+
+def _head(scope: Scope) -> bool:
+    return scope["method"] == "HEAD"
 
 
 async def respond(send: Send, status: int, body: Any, headers: Headers | None = None, *, head: bool = False) -> None:
@@ -370,19 +358,9 @@ async def respond(send: Send, status: int, body: Any, headers: Headers | None = 
 
 async def respond_bytes(send: Send, status: int, body: bytes, headers: Headers, *, head: bool = False) -> None:
     if status != 204 and status != 304:  # those two never carry a body, nor its length
-        headers.append((b"content-length", str(len(body)).encode()))
+        headers = [*headers, (b"content-length", b"%d" % len(body))]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if head else body})
-
-
-def _replay(first: MutableMapping[str, Any], receive: Receive) -> Receive:
-    """`receive`, with a message already taken from it put back in front."""
-    pending = [first]
-
-    async def replay() -> MutableMapping[str, Any]:
-        return pending.pop() if pending else await receive()
-
-    return replay
 
 
 def create_app(
@@ -393,6 +371,7 @@ def create_app(
     clock: Callable[[], datetime] = utc_now,
 ) -> IngestApp:
     """The edge. Without a publisher, a KafkaPublisher for `settings` (started by the lifespan)."""
+    require("prometheus-client")  # the edge's metrics add to prometheus-client's histograms directly
     metrics = metrics or Metrics()
     topics = Topics(settings.topic_prefix)
     if publisher is None:

@@ -1,27 +1,31 @@
 """Request bodies: which content types the edge reads, reading them within a byte limit, and
-splitting them into items.
+splitting them into items, which `BodyReader` then hands to the intake.
 
     application/json          one hit object, or an array of them
     text/plain                the same (navigator.sendBeacon and "simple" fetches send this)
     (no content type)         the same (sendBeacon of an untyped Blob sends none)
     application/x-ndjson      one hit object per line; blank lines are skipped
 
-Everything here is pure except `read_body`, which pulls the ASGI `receive` channel and
-stops as soon as the limit is passed, so an oversized body is never held in memory.
+A hit's body goes one way through the edge: `ingest.app` reads the headers and hands the
+request to `BodyReader.take`, which reads the bytes, splits them into `ingest.items.Items` and
+passes those to `ingest.intake` (which runs `ingest.fastpath` per hit); the outcome comes back
+up once, to be answered. Everything here is pure except the reading, which pulls the ASGI
+`receive` channel and stops as soon as the limit is passed, so an oversized body is never held
+in memory.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import orjson
 
-from ingest.errors import FieldError, MalformedBody, PayloadTooLarge, TooManyItems, UnsupportedMediaType
+from ingest.errors import BodyRefused, FieldError, MalformedBody, PayloadTooLarge, TooManyItems, UnsupportedMediaType
+from ingest.intake import Edge, Intake, Outcome, Refusal
+from ingest.items import BadJson, Format, Items, json_type
 
-Format = Literal["json", "ndjson"]
+Receive = Callable[[], Awaitable[Any]]
 
 JSON_TYPES = frozenset({"application/json", "text/plain"})
 NDJSON_TYPES = frozenset({"application/x-ndjson"})
@@ -86,17 +90,28 @@ def check_content_length(header: bytes | None, limit: int) -> None:
         raise too_large(limit)
 
 
-async def read_body(receive: Callable[[], Awaitable[dict[str, Any]]], limit: int) -> bytes:
-    """The request body, or PayloadTooLarge as soon as more than `limit` bytes arrived.
-
-    Chunked uploads have no Content-Length, so the limit is enforced here, chunk by chunk.
-    """
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """The request body, or PayloadTooLarge as soon as more than `limit` bytes arrived."""
     message = await receive()
+    body = whole_body(message, limit)
+    return body if body is not None else await read_chunks(message, receive, limit)
+
+
+def whole_body(message: Mapping[str, Any], limit: int) -> bytes | None:
+    """The body when the first ASGI message holds all of it (as it nearly always does); None when
+    more chunks follow (`read_chunks`)."""
+    if message.get("more_body", False):
+        return None
+    body: bytes = message.get("body", b"")
+    if len(body) > limit:
+        raise too_large(limit)
+    return body
+
+
+async def read_chunks(message: Mapping[str, Any], receive: Receive, limit: int) -> bytes:
+    """The body of a request sent in chunks, from its first message on; PayloadTooLarge as soon
+    as more than `limit` bytes arrived (chunked uploads have no Content-Length to check first)."""
     body = message.get("body", b"")
-    if not message.get("more_body", False):
-        if len(body) > limit:
-            raise too_large(limit)
-        return body
     chunks = [body]
     size = len(body)
     while True:
@@ -113,44 +128,6 @@ async def read_body(receive: Callable[[], Awaitable[dict[str, Any]]], limit: int
 
 
 # --- splitting a body into items --------------------------------------------------------------
-
-
-class BadJson:
-    """An NDJSON line that is not JSON: kept in its place so indexes stay right."""
-
-    __slots__ = ("message",)
-
-    def __init__(self, message: str) -> None:
-        self.message = message
-
-
-@dataclass(slots=True)
-class Items:
-    """The decoded items of a body, in order, and a way back to each item's original bytes."""
-
-    values: list[Any]
-    body: bytes
-    format: Format
-    single: bool = False
-    _lines: list[bytes] | None = None
-    _spans: list[tuple[int, int]] | None = field(default=None)
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    def raw(self, index: int) -> bytes:
-        """The bytes item `index` was sent as (for its dead letter)."""
-        if self.single:
-            return self.body
-        if self._lines is not None:
-            return self._lines[index]
-        if self._spans is None:
-            self._spans = array_spans(self.body, len(self.values))
-        if self._spans and index < len(self._spans):
-            start, end = self._spans[index]
-            return self.body[start:end]
-        # The scan gave up (see array_spans): the item as JSON is the next best thing.
-        return orjson.dumps(self.values[index])
 
 
 def parse(body: bytes, fmt: Format, max_items: int) -> Items:
@@ -203,56 +180,40 @@ def _too_many(count: int, limit: int) -> TooManyItems:
     )
 
 
-def json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return type(value).__name__
+class BodyReader:
+    """POST /v1/hits from its headers to its outcome: the body read within its limits, split into
+    items, and handed to the intake. Refusals of the body as a whole come back as a `Refusal`."""
 
+    _MAX_FORMATS = 256  # distinct (content type, encoding) pairs remembered
 
-# A JSON string (escapes included), or one structural character. Everything else (numbers,
-# literals, whitespace) is skipped by the regex engine in C, so only these reach Python.
-_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{},]', re.DOTALL)
-_SCAN_BUDGET = 200_000  # tokens; past that (pathological nesting) the scan gives up
+    def __init__(self, intake: Intake, *, max_body: int, max_items: int) -> None:
+        self.intake = intake
+        self.max_body = max_body
+        self.max_items = max_items
+        self._formats: dict[tuple[bytes | None, bytes | None], Format] = {}
 
+    async def take(self, headers: Mapping[bytes, bytes], receive: Receive, edge: Edge) -> Outcome | Refusal:
+        body = b""
+        try:
+            get = headers.get
+            content = (get(b"content-type"), get(b"content-encoding"))
+            fmt = self._formats.get(content) or self.format(*content)
+            check_content_length(get(b"content-length"), self.max_body)
+            message = await receive()
+            body = whole_body(message, self.max_body)  # (nearly always: one message holds it all)
+            if body is None:
+                body = await read_chunks(message, receive, self.max_body)
+            items = parse(body, fmt, self.max_items)
+        except BodyRefused as exc:
+            return self.intake.refuse(exc, body, edge)
+        return self.intake.process(items, edge)
 
-def array_spans(body: bytes, expected: int) -> list[tuple[int, int]]:
-    """(start, end) of each top-level element of a non-empty JSON array body (valid JSON only).
-
-    Run only when an item is refused, to dead-letter its original bytes. Returns [] when the
-    scan finds a different element count or runs past its budget.
-    """
-    spans: list[tuple[int, int]] = []
-    open_at = body.index(b"[")
-    segment = open_at + 1
-    depth = 0
-    for count, match in enumerate(_TOKEN.finditer(body, segment)):
-        if count > _SCAN_BUDGET:
-            return []
-        first = body[match.start()]
-        if first == 0x22:  # a string: no structure inside
-            continue
-        if first in b"[{":
-            depth += 1
-        elif first in b"]}":
-            if depth == 0:  # the array's own closing bracket ends the last element
-                spans.append(_strip(body, segment, match.start()))
-                break
-            depth -= 1
-        elif depth == 0:  # a comma between two elements
-            spans.append(_strip(body, segment, match.start()))
-            segment = match.end()
-    return spans if len(spans) == expected else []
-
-
-def _strip(body: bytes, start: int, end: int) -> tuple[int, int]:
-    while start < end and body[start] in b" \t\r\n":
-        start += 1
-    while end > start and body[end - 1] in b" \t\r\n":
-        end -= 1
-    return start, end
+    def format(self, content_type: bytes | None, content_encoding: bytes | None) -> Format:
+        """`media_format`, remembered: clients send a handful of distinct headers."""
+        key = (content_type, content_encoding)
+        fmt = self._formats.get(key)
+        if fmt is None:
+            fmt = media_format(content_type, content_encoding)  # raises for what is refused
+            if len(self._formats) < self._MAX_FORMATS:
+                self._formats[key] = fmt
+        return fmt

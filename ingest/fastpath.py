@@ -72,9 +72,8 @@ OUT_FIELDS = (
 ENABLED = FIELDS == frozenset(HitIn.model_fields) and OUT_FIELDS == HitOut.__struct_fields__
 if not ENABLED:  # pragma: no cover - only when HitIn or Hit changes without this module
     log.warning(
-        "ingest fast path disabled: HitIn's fields (%s) or Hit's (%s) changed",
-        sorted(HitIn.model_fields),
-        HitOut.__struct_fields__,
+        "ingest fast path disabled: HitIn's or Hit's fields changed",
+        extra={"hit_in": sorted(HitIn.model_fields), "hit": HitOut.__struct_fields__},
     )
 
 # The canonical lower-case UUID spelling; `uuid.UUID` reads more spellings, those go the slow way.
@@ -90,11 +89,11 @@ _URL = re.compile(
 
 
 # Bounded memos of the pure string checks above (cleared when full): devices send many hits,
-# sites have a few thousand pages, and referrers repeat; a dict lookup is ~20x cheaper than
-# the regex match it replaces.
+# sites have a few thousand pages, and referrers repeat; a dict lookup costs a small part of the
+# regex match it replaces.
 _MEMO_SIZE = 65_536
 _GUIDS: dict[str, str] = {}  # as sent -> canonical (only valid ones)
-_URLS: dict[str, tuple[str, str | None, str | None]] = {}  # url -> (host, path, "?query")
+_URLS: dict[str, tuple[str, str, str | None]] = {}  # url -> (lower-case host, path or "/", "?query")
 _REFERRER_HOSTS: dict[str, str] = {}  # referrer -> lower-case host
 _CAMPAIGNS: dict[str, tuple[dict[str, str], tuple[str, str] | None]] = {}  # "?query" -> (utm, click id)
 
@@ -109,15 +108,128 @@ class _Defer(Exception):
     """Not sure: let HitIn decide."""
 
 
+_NO_CAMPAIGN: tuple[str | None, ...] = (None,) * 8  # no utm values, no click id (most hits)
+_NO_EVENT: tuple[None, None, None] = (None, None, None)  # a pageview's event name, module, properties
+
+
+def fast_enrich(
+    item: object,
+    received_at: datetime,
+    ip: str | None,
+    user_agent: str,
+    new_id: Callable[[], str],
+) -> tuple[HitOut, CloseView | None] | None:
+    """`enrich(HitIn.model_validate(item), ...)` for the common hit, or None: run that instead.
+
+    The records come as Structs (`schemas.views`), which build and encode (`encode_view`) for a
+    fraction of enrich's dict and orjson: the JSON is the same, up to key order. One step per
+    field, each raising `_Defer` on whatever is not plainly the common case; optional fields that
+    are absent cost no call (runs once per hit).
+    """
+    if not ENABLED or type(item) is not dict:
+        return None
+    get = item.get
+    try:
+        guid = _guid(get("guid"))
+        kind = get("type", "pageview")
+        if kind != "pageview" and kind != "event":
+            raise _Defer
+        hit_id = None if (raw_id := get("hit_id")) is None else _uuid(raw_id)
+        url = get("url")
+        host, path, query = _url(url)
+        referrer, referrer_host = _referrer(get("referrer"))
+        title = None if (raw_title := get("title")) is None else _text(raw_title, 0, MAX_TEXT)
+        site = host if (raw_site := get("site")) is None else _text(raw_site, 1, 253).lower()  # type: ignore[union-attr]
+        created_at = _timestamp(get("created_at"))
+        sent_at = _timestamp(get("sent_at"))
+        raw_utm = get("utm")
+        source, medium, campaign, term, content, utm_id, click_id, click_type = (
+            _NO_CAMPAIGN if query is None and raw_utm is None else _campaign(query, raw_utm)
+        )
+        raw_event = get("event")
+        event_name, module, properties = (
+            _NO_EVENT if raw_event is None and kind == "pageview" else _event(raw_event, kind)
+        )
+        previous_guid = None if (raw_previous := get("previous_guid")) is None else _uuid(raw_previous)
+    except (_Defer, PydanticCustomError):
+        return None
+    occurred_at = derive_occurred_at(received_at, created_at, sent_at)
+    hit_id = hit_id or new_id()
+    # Positional, in Hit's field order (checked at import: OUT_FIELDS).
+    record = HitOut(
+        SCHEMA_VERSION, hit_id, guid, kind, url, path, site, referrer, referrer_host, title,
+        source, medium, campaign, term, content, utm_id, click_id, click_type, event_name, module, properties,
+        previous_guid, created_at, sent_at, received_at, occurred_at, ip,
+        user_agent if len(user_agent) <= MAX_TEXT else user_agent[:MAX_TEXT],
+    )  # fmt: skip
+    if previous_guid is None or previous_guid == guid:
+        return record, None
+    return record, CloseView(
+        guid=previous_guid, new_guid=guid, hit_id=hit_id, occurred_at=occurred_at, received_at=received_at
+    )
+
+
+# --- one step per field: the value as the record holds it, or _Defer ----------------------------
+
+
 def _uuid(value: object) -> str:
+    """A UUID in its canonical lower-case spelling (`uuid.UUID` reads more spellings: those defer)."""
     if type(value) is str and len(value) == 36:
+        if _UUID.fullmatch(value):  # already canonical, as trackers send it: no lower-cased copy
+            return value
         lowered = value.lower()
         if _UUID.fullmatch(lowered):
             return lowered
     raise _Defer
 
 
+def _guid(value: object) -> str:
+    """`guid`: a UUID, remembered as sent (a device sends many hits)."""
+    guid = _GUIDS.get(value) if type(value) is str else None
+    if guid is None:
+        guid = _uuid(value)
+        _remember(_GUIDS, value, guid)  # type: ignore[arg-type]
+    return guid
+
+
+def _url(value: object) -> tuple[str, str, str | None]:
+    """`url`: (its host lower-cased, its path or "/", its "?query" or None), remembered per URL
+    (a site has a few thousand pages)."""
+    if type(value) is not str:
+        raise _Defer
+    parts = _URLS.get(value)
+    if parts is None:
+        host, path, query = _url_match(value).groups()
+        parts = (host.lower(), path or "/", query)
+        _remember(_URLS, value, parts)
+    return parts
+
+
+def _url_match(value: str) -> re.Match[str]:
+    """`value` read by the URL pattern (groups: host, path, "?query"), or _Defer."""
+    match = _URL.fullmatch(value) if len(value) <= MAX_URL_LENGTH else None
+    if match is None:
+        raise _Defer
+    return match
+
+
+def _referrer(value: object) -> tuple[str, str | None]:
+    """`referrer`: ("", None) when there is none, else (the URL, its lower-case host)."""
+    if not value:
+        if value is not None and value != "":
+            raise _Defer  # 0, False, [], {}: not a referrer
+        return "", None
+    if type(value) is not str:
+        raise _Defer
+    host = _REFERRER_HOSTS.get(value)  # referrers repeat
+    if host is None:
+        host = _url_match(value).group(1).lower()
+        _remember(_REFERRER_HOSTS, value, host)
+    return value, host
+
+
 def _text(value: object, low: int, high: int) -> str | None:
+    """A string field of `low`..`high` characters (None stays None)."""
     if value is None:
         return None
     if type(value) is str and low <= len(value) <= high:
@@ -125,8 +237,11 @@ def _text(value: object, low: int, high: int) -> str | None:
     raise _Defer
 
 
-def _iso_utc(value: str) -> datetime:
-    """`parse_timestamp` for a string (what trackers send), without its type dispatch."""
+def _timestamp(value: object) -> datetime | None:
+    """`created_at`/`sent_at` in UTC: a string (what trackers send) read here, epoch ms (or None)
+    by `parse_timestamp`, whose refusals defer too."""
+    if type(value) is not str:
+        return parse_timestamp(value)
     try:
         parsed = _fromisoformat(value)
     except ValueError:
@@ -141,9 +256,49 @@ def _iso_utc(value: str) -> datetime:
     return parsed
 
 
-def _event(value: object) -> tuple[str, str | None, dict[str, Any]] | None:
+def _campaign(query: str | None, explicit: object) -> tuple[str | None, ...]:
+    """utm source, medium, campaign, term, content, id, click id and its type: the URL's utm_*
+    parameters, overridden by an explicit `utm` object, and the URL's click id."""
+    if query is not None and len(query) > 1:
+        found = _CAMPAIGNS.get(query)  # landing URLs of one campaign repeat
+        if found is None:
+            found = query_campaign_params(query[1:])
+            _remember(_CAMPAIGNS, query, found)
+        utm, click = found  # (shared: read here, never changed; merging below makes a new dict)
+    elif explicit is None:
+        return _NO_CAMPAIGN  # most hits
+    else:
+        utm, click = {}, None
+    if explicit is not None:
+        utm = {**utm, **_utm(explicit)}
+    if not utm and click is None:
+        return _NO_CAMPAIGN
+    get = utm.get
+    return (
+        get("source"), get("medium"), get("campaign"), get("term"), get("content"), get("id"),
+        click[1] if click else None, click[0] if click else None,
+    )  # fmt: skip
+
+
+def _utm(value: object) -> dict[str, str]:
+    """`utm`: its string values of the known keys (None and other keys ignored, as HitIn does)."""
+    if type(value) is not dict:
+        raise _Defer
+    explicit: dict[str, str] = {}
+    for key in UTM_KEYS:
+        item = _text(value.get(key), 0, MAX_TEXT)
+        if item is not None:
+            explicit[key] = item
+    return explicit
+
+
+def _event(value: object, kind: str) -> tuple[str | None, str | None, dict[str, Any] | None]:
+    """`event`: (name, module, properties) of an event hit. A pageview's event is checked (HitIn
+    would refuse a bad one) and not kept; an event hit without one defers (HitIn says why)."""
     if value is None:
-        return None
+        if kind == "event":
+            raise _Defer
+        return _NO_EVENT
     if type(value) is not dict:
         raise _Defer
     name = _text(value.get("name"), 1, 64)
@@ -159,173 +314,7 @@ def _event(value: object) -> tuple[str, str | None, dict[str, Any]] | None:
                 raise _Defer
         except orjson.JSONEncodeError:
             raise _Defer from None
-    return name, module, properties
-
-
-def _utm(value: object) -> dict[str, str] | None:
-    if value is None:
-        return None
-    if type(value) is not dict:
-        raise _Defer
-    explicit: dict[str, str] = {}
-    for key in UTM_KEYS:
-        item = _text(value.get(key), 0, MAX_TEXT)
-        if item is not None:
-            explicit[key] = item
-    return explicit
-
-
-def fast_enrich(
-    item: object,
-    received_at: datetime,
-    ip: str | None,
-    user_agent: str,
-    new_id: Callable[[], str],
-) -> tuple[HitOut, CloseView | None] | None:
-    """`enrich(HitIn.model_validate(item), ...)` for the common hit, or None: run that instead.
-
-    The records come as Structs (`schemas.views`), which build and encode (`encode_view`) in
-    2 µs where enrich's dict and orjson take 5: the JSON is the same, up to key order.
-
-    Written flat (few calls, None tested first) because it runs once per hit: every branch
-    that is not plainly the common case ends in `return None`.
-    """
-    if not ENABLED or type(item) is not dict:
-        return None
-    get = item.get
-    raw_guid = get("guid")
-    guid = _GUIDS.get(raw_guid) if type(raw_guid) is str else None  # a device sends many hits
-    if guid is None:
-        if type(raw_guid) is not str or len(raw_guid) != 36:
-            return None
-        guid = raw_guid.lower()
-        if _UUID.fullmatch(guid) is None:
-            return None
-        _remember(_GUIDS, raw_guid, guid)
-    kind = get("type", "pageview")
-    if kind != "pageview" and kind != "event":
-        return None
-    hit_id = get("hit_id")
-    if hit_id is not None:
-        if type(hit_id) is not str or len(hit_id) != 36:
-            return None
-        hit_id = hit_id.lower()
-        if _UUID.fullmatch(hit_id) is None:
-            return None
-    url = get("url")
-    if type(url) is not str:
-        return None
-    parts = _URLS.get(url)  # pages repeat: their parts are remembered
-    if parts is None:
-        if len(url) > MAX_URL_LENGTH:
-            return None
-        match = _URL.fullmatch(url)
-        if match is None:
-            return None
-        parts = match.groups()
-        _remember(_URLS, url, parts)
-    host, path, query = parts
-    referrer = get("referrer")
-    referrer_host = None
-    if not referrer:
-        if referrer is not None and referrer != "":
-            return None  # 0, False, [], {}: not a referrer
-        referrer = ""
-    else:
-        if type(referrer) is not str:
-            return None
-        referrer_host = _REFERRER_HOSTS.get(referrer)
-        if referrer_host is None:
-            if len(referrer) > MAX_URL_LENGTH:
-                return None
-            ref_match = _URL.fullmatch(referrer)
-            if ref_match is None:
-                return None
-            referrer_host = ref_match.group(1).lower()
-            _remember(_REFERRER_HOSTS, referrer, referrer_host)
-    title = get("title")
-    if title is not None and (type(title) is not str or len(title) > MAX_TEXT):
-        return None
-    site = get("site")
-    if site is not None and (type(site) is not str or not 1 <= len(site) <= 253):
-        return None
-    try:
-        created_at = get("created_at")
-        if created_at is not None:
-            created_at = _iso_utc(created_at) if type(created_at) is str else parse_timestamp(created_at)
-        sent_at = get("sent_at")
-        if sent_at is not None:
-            sent_at = _iso_utc(sent_at) if type(sent_at) is str else parse_timestamp(sent_at)
-        utm_in = get("utm")
-        explicit_utm = None if utm_in is None else _utm(utm_in)
-        event_in = get("event")
-        event = None if event_in is None else _event(event_in)
-        previous_guid = get("previous_guid")
-        if previous_guid is not None:
-            previous_guid = _uuid(previous_guid)
-    except (_Defer, PydanticCustomError):
-        return None
-    if kind == "event" and event is None:
-        return None
-
-    utm: dict[str, str]
-    click: tuple[str, str] | None
-    if query is not None and len(query) > 1:
-        campaign = _CAMPAIGNS.get(query)  # landing URLs of one campaign repeat
-        if campaign is None:
-            campaign = query_campaign_params(query[1:])
-            _remember(_CAMPAIGNS, query, campaign)
-        utm, click = campaign  # (shared: read here, never changed; merging below makes a new dict)
-    else:
-        utm, click = {}, None
-    if explicit_utm is not None:
-        utm = {**utm, **explicit_utm}
-    if utm:
-        get_utm = utm.get
-        source, medium, campaign = get_utm("source"), get_utm("medium"), get_utm("campaign")
-        term, content, utm_id = get_utm("term"), get_utm("content"), get_utm("id")
-    else:  # most hits
-        source = medium = campaign = term = content = utm_id = None
-    occurred_at = derive_occurred_at(received_at, created_at, sent_at)
-    hit_id = hit_id or new_id()
-    is_event = kind == "event"
-    # Positional, in Hit's field order (checked at import: OUT_FIELDS).
-    record = HitOut(
-        SCHEMA_VERSION,
-        hit_id,
-        guid,
-        kind,
-        url,
-        path or "/",
-        (site or host).lower(),
-        referrer,
-        referrer_host,
-        title,
-        source,
-        medium,
-        campaign,
-        term,
-        content,
-        utm_id,
-        click[1] if click else None,
-        click[0] if click else None,
-        event[0] if is_event else None,  # type: ignore[index]
-        event[1] if is_event else None,  # type: ignore[index]
-        event[2] if is_event else None,  # type: ignore[index]
-        previous_guid,
-        created_at,
-        sent_at,
-        received_at,
-        occurred_at,
-        ip,
-        user_agent if len(user_agent) <= MAX_TEXT else user_agent[:MAX_TEXT],
-    )
-    close = None
-    if previous_guid is not None and previous_guid != guid:
-        close = CloseView(
-            guid=previous_guid, new_guid=guid, hit_id=hit_id, occurred_at=occurred_at, received_at=received_at
-        )
-    return record, close
+    return (name, module, properties) if kind == "event" else _NO_EVENT
 
 
 SAMPLES: tuple[dict[str, Any], ...] = (
@@ -373,6 +362,6 @@ def self_check(received_at: datetime) -> bool:
         )
         if not same:
             ENABLED = False
-            log.warning("ingest fast path disabled: it disagrees with schemas.hit.enrich on %r", sample)
+            log.warning("ingest fast path disabled: it disagrees with schemas.hit.enrich", extra={"sample": sample})
             return False
     return True

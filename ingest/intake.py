@@ -2,7 +2,8 @@
 
 No I/O and no clock: the receive time, client address and user agent come in as an `Edge`,
 so the whole decision (accepted records, dead letters, the per-item errors, the status) is
-a function of its inputs and unit-tested as one.
+a function of its inputs and unit-tested as one. `Intake.process` gives an `Outcome`,
+`Intake.refuse` a `Refusal` (a body refused as a whole); each knows its HTTP status.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ingest.body import BadJson, Items, json_type
 from ingest.errors import BodyRefused, FieldError
 from ingest.fastpath import fast_enrich
+from ingest.items import BadJson, Items, json_type
 from schemas.hit import HitIn, enrich
 from schemas.views import encode_view, view_of
-from schemas.wire import dead_letter, encode, field_errors
+from schemas.wire import DEADLETTER_PAYLOAD_MAX, dead_letter, encode, field_errors
 
 Record = tuple[bytes | None, bytes]  # (key, value)
 
@@ -31,7 +32,8 @@ _REASON_TEXT = {INVALID_HIT: "invalid hit", SITE_NOT_ALLOWED: "site not on the a
 
 
 def new_hit_id() -> str:
-    """A random (version 4) UUID string; ~4x faster than str(uuid.uuid4())."""
+    """A random (version 4) UUID string, without building a UUID object (once per hit without a
+    hit_id; `bench/micro_bench.py` compares it with str(uuid.uuid4()))."""
     raw = bytearray(os.urandom(16))
     raw[6] = (raw[6] & 0x0F) | 0x40
     raw[8] = (raw[8] & 0x3F) | 0x80
@@ -39,9 +41,10 @@ def new_hit_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Edge:
-    """What only the edge knows about a request."""
+    """What only the edge knows about a request. (Not frozen: one is built per request, and a
+    frozen dataclass costs more to build; `bench/micro_bench.py` compares them.)"""
 
     received_at: datetime
     ip: str | None
@@ -52,6 +55,7 @@ class Edge:
 class Outcome:
     """What to publish and what to answer for one request."""
 
+    items: int = 0  # in the request
     accepted: int = 0
     rejected: list[dict[str, Any]] = field(default_factory=list)
     hits: list[Record] = field(default_factory=list)  # to `hits`: enriched hits and close records
@@ -79,9 +83,20 @@ class Outcome:
         return batches
 
 
-def refusal_body(exc: BodyRefused) -> dict[str, Any]:
-    """The answer to a request refused as a whole: the same shape, with no index."""
-    return {"accepted": 0, "rejected": [{"index": None, "errors": [e.as_dict() for e in exc.errors]}]}
+@dataclass(slots=True)
+class Refusal:
+    """A request refused as a whole (nothing in it accepted), and the dead letters worth keeping."""
+
+    error: BodyRefused
+    dead_letters: list[Record] = field(default_factory=list)
+
+    @property
+    def status(self) -> int:
+        return self.error.status
+
+    def body(self) -> dict[str, Any]:
+        """The answer: the shape of an `Outcome`'s, with no index."""
+        return {"accepted": 0, "rejected": [{"index": None, "errors": [e.as_dict() for e in self.error.errors]}]}
 
 
 class Intake:
@@ -91,47 +106,55 @@ class Intake:
         self,
         *,
         allowed_sites: frozenset[str] = frozenset(),
-        deadletter_payload_bytes: int = 64 * 1024,
+        deadletter_payload_bytes: int = DEADLETTER_PAYLOAD_MAX,
         new_id: Callable[[], str] = new_hit_id,
         fast_path: bool = True,
     ) -> None:
         self.allowed_sites = allowed_sites
         self.deadletter_payload_bytes = deadletter_payload_bytes
         self.new_id = new_id
-        self.fast_path = fast_path
+        self._fast_enrich = fast_enrich if fast_path else _no_fast_path
 
     def process(self, items: Items, edge: Edge) -> Outcome:
-        out = Outcome()
+        out = Outcome(len(items.values))
         received_at, ip, user_agent, new_id = edge.received_at, edge.ip, edge.user_agent, self.new_id
+        fast = self._fast_enrich
         allowed = self.allowed_sites
-        hits = out.hits
+        add = out.hits.append
+        accepted = 0
         for index, value in enumerate(items.values):
-            result = None
-            if self.fast_path:
-                result = fast_enrich(value, received_at, ip, user_agent, new_id)  # (positional: per hit)
-            if result is None:
-                errors = _item_errors(value)
-                if errors is None:
-                    try:
-                        hit = HitIn.model_validate(value)
-                    except ValidationError as exc:
-                        errors = field_errors(exc)
-                    else:  # as Structs, like the fast path's records
-                        record, close = enrich(hit, received_at=received_at, ip=ip, user_agent=user_agent, new_id=new_id)
-                        result = view_of(record), None if close is None else view_of(close)
-                if errors is not None:
-                    self._refuse(out, items, index, INVALID_HIT, errors, edge)
+            result = fast(value, received_at, ip, user_agent, new_id)  # (positional: per hit)
+            if result is None:  # the fast path was not sure: the definition decides
+                result = self._validated(value, edge)
+                if type(result) is list:
+                    self._refuse(out, items, index, INVALID_HIT, result, edge)
                     continue
             record, close = result  # type: ignore[misc]
             if allowed and record.site not in allowed:
                 message = f"{record.site!r} is not on this edge's allow-list"
                 self._refuse(out, items, index, SITE_NOT_ALLOWED, [FieldError("site", message)], edge)
                 continue
-            hits.append((record.guid.encode(), encode_view(record)))
+            add((record.guid.encode(), encode_view(record)))
             if close is not None:
-                hits.append((close.guid.encode(), encode_view(close)))
-            out.accepted += 1
+                add((close.guid.encode(), encode_view(close)))
+            accepted += 1
+        out.accepted = accepted
         return out
+
+    def _validated(self, value: object, edge: Edge) -> tuple[Any, Any] | list[FieldError]:
+        """The item through HitIn and enrich (the definition of a hit), as Structs like the fast
+        path's records; or its errors."""
+        errors = _item_errors(value)
+        if errors is not None:
+            return errors
+        try:
+            hit = HitIn.model_validate(value)
+        except ValidationError as exc:
+            return field_errors(exc)
+        record, close = enrich(
+            hit, received_at=edge.received_at, ip=edge.ip, user_agent=edge.user_agent, new_id=self.new_id
+        )
+        return view_of(record), None if close is None else view_of(close)
 
     def _refuse(
         self, out: Outcome, items: Items, index: int, reason: str, errors: list[FieldError], edge: Edge
@@ -152,11 +175,11 @@ class Intake:
             )
         )
 
-    def refuse_body(self, exc: BodyRefused, body: bytes, edge: Edge) -> list[Record]:
-        """Dead letters for a body refused as a whole (only the kinds worth keeping)."""
+    def refuse(self, exc: BodyRefused, body: bytes, edge: Edge) -> Refusal:
+        """A body refused as a whole, with its dead letter when it is of a kind worth keeping."""
         if not exc.dead_letter:
-            return []
-        return [self._dead_letter(body, exc.reason, exc.errors, edge)]
+            return Refusal(exc)
+        return Refusal(exc, [self._dead_letter(body, exc.reason, exc.errors, edge)])
 
     def _dead_letter(
         self,
@@ -168,10 +191,6 @@ class Intake:
         key: str | None = None,
         hit_id: str | None = None,
     ) -> Record:
-        limit = self.deadletter_payload_bytes
-        if len(payload) > limit:
-            reason = f"{reason} (payload cut to its first {limit} of {len(payload)} bytes)"
-            payload = payload[:limit]
         letter = dead_letter(
             source="ingest",
             reason=reason,
@@ -180,8 +199,13 @@ class Intake:
             key=key,
             hit_id=hit_id[:64] if hit_id else None,
             at=edge.received_at,
+            payload_limit=self.deadletter_payload_bytes,
         )
         return (key.encode() if key else None, encode(letter))
+
+
+def _no_fast_path(*_: object) -> None:
+    return None
 
 
 def _item_errors(value: object) -> list[FieldError] | None:

@@ -1,8 +1,8 @@
 """Getting hits into Kafka, and knowing when Kafka has them (acks=all, idempotent producer).
 
-aiokafka's `send()` costs a coroutine, a future and a pure-Python murmur2 per record (~30 µs
-here), which alone would cap an edge near 30,000 hits/s. So the edge batches itself, with
-aiokafka's public batch API underneath:
+aiokafka's `send()` costs a coroutine, a future and a pure-Python murmur2 per record, more than
+the rest of a hit's work (`bench/publisher_bench.py` measures both). So the edge batches
+itself, with aiokafka's public batch API underneath:
 
 - `publish()` puts each record on its partition's pending list (partition = murmur2 of the
   key, exactly as aiokafka's DefaultPartitioner and the Java client choose) and returns a
@@ -11,9 +11,10 @@ aiokafka's public batch API underneath:
   the pending list and leave together as the next batch the moment the acknowledgement
   arrives (so batches grow with load, like Kafka's own accumulator); an idle partition waits
   `linger_ms` for company first;
-- a batch is built with `producer.create_batch()` and handed over with `send_batch()`, so
-  aiokafka still does compression, idempotence (producer id, sequence numbers), retries and
-  reconnection after a broker restart. One task per topic hands over the batches of a flush;
+- a batch is a `schemas.producer.PartitionBatch` (the unit the sessionizer's output uses too):
+  aiokafka's `create_batch()`, handed over whole with `send_batch()`, so aiokafka still does
+  compression, idempotence (producer id, sequence numbers), retries and reconnection after a
+  broker restart. One task per topic hands over the batches of a flush;
   each acknowledgement settles its batch's tickets in a done-callback (no task per batch).
 
 Bounds (aiokafka has no max.block.ms): a request waits at most `publish_timeout_s` and then
@@ -39,13 +40,13 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaProducer
-
 from ingest.errors import PublishUnavailable
 from ingest.metrics import Metrics
 from ingest.settings import IngestSettings
+from schemas.backoff import Backoff
+from schemas.internals import KafkaProducer, ProducerPort, require
 from schemas.partitioning import Partitioner
-from schemas.producer import PRODUCER_STATE_LOST
+from schemas.producer import PRODUCER_STATE_LOST, PartitionBatch
 
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 Record = tuple[bytes | None, bytes]  # (key, value)
 _OVERHEAD = 64  # bytes a record costs beyond key and value (headers, varints, bookkeeping)
 _SWEEP_SLACK = 0.05  # s: deadlines are enforced this precisely (one timer for all requests)
+_WATCH_S = 1.0  # how often the watcher checks the producer and the partition lists
 
 
 class Publisher(Protocol):
@@ -98,11 +100,13 @@ class _Partition:
 class _Batch:
     """A partition's batch handed to aiokafka, and the tickets waiting for its acknowledgement."""
 
-    __slots__ = ("partition", "builder", "tickets", "size", "started", "handed")
+    __slots__ = ("partition", "records", "tickets", "size", "started", "handed")
 
-    def __init__(self, partition: _Partition, builder: Any, tickets: list[Ticket], size: int, started: float) -> None:
+    def __init__(
+        self, partition: _Partition, records: PartitionBatch, tickets: list[Ticket], size: int, started: float
+    ) -> None:
         self.partition = partition
-        self.builder = builder
+        self.records = records
         self.tickets = tickets
         self.size = size
         self.started = started
@@ -118,9 +122,10 @@ class KafkaPublisher:
         topics: Sequence[str],
         *,
         metrics: Metrics | None = None,
-        producer_factory: Callable[..., AIOKafkaProducer] = AIOKafkaProducer,
+        producer_factory: Callable[..., ProducerPort] = KafkaProducer,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        require("aiokafka")  # KafkaProducer.sender_stopped reads a private aiokafka attribute
         self._settings = settings
         self._fatal = False  # set by a delivery error this producer cannot recover from
         self._topics = tuple(topics)
@@ -130,7 +135,7 @@ class KafkaPublisher:
         self._stall_after = settings.ingest_publish_timeout_s
         self._max_buffer = settings.ingest_buffer_bytes
         self._linger = settings.ingest_linger_ms / 1000
-        self._producer: AIOKafkaProducer | None = None
+        self._producer: ProducerPort | None = None
         self._partitions: dict[str, tuple[int, ...]] = {}
         self._states: dict[str, list[_Partition]] = {}  # by topic, indexed by partition id
         self._partitioners: dict[str, Partitioner] = {}
@@ -167,7 +172,8 @@ class KafkaPublisher:
             raise
         except Exception as exc:
             self.last_error = f"cannot reach Kafka at {self._settings.kafka_bootstrap}: {_describe(exc)}"
-            log.warning("%s; retrying", self.last_error)
+            log.warning("cannot reach Kafka; retrying",
+                        extra={"bootstrap": self._settings.kafka_bootstrap, "error": _describe(exc)})
 
     async def _connect(self) -> None:
         s = self._settings
@@ -201,7 +207,7 @@ class KafkaPublisher:
             raise
         self._producer = producer
         self.last_error = ""
-        log.info("connected to Kafka at %s (topics %s)", s.kafka_bootstrap, ", ".join(self._topics))
+        log.info("connected to Kafka", extra={"bootstrap": s.kafka_bootstrap, "topics": list(self._topics)})
         self._schedule_flush()  # anything that waited for the connection
 
     def _set_partitions(self, topic: str, partitions: Any) -> None:
@@ -243,7 +249,8 @@ class KafkaPublisher:
 
     async def _watch(self) -> None:
         """Reconnects when the producer is gone or broken; keeps partition lists current."""
-        delay = 1.0
+        delay = _WATCH_S
+        reconnect = Backoff(2 * _WATCH_S, 10.0)  # while Kafka stays away: 2, 4, 8, 10 s between attempts
         while not self._stopping:
             await asyncio.sleep(delay)
             if self._connecting is not None and not self._connecting.done():
@@ -251,8 +258,9 @@ class KafkaPublisher:
             try:
                 if self._producer is None:
                     await self._connect_logged()
-                    # Back off while Kafka stays away (1, 2, 4 .. 10 s between attempts).
-                    delay = 1.0 if self._producer is not None else min(delay * 2, 10.0)
+                    if self._producer is not None:
+                        reconnect.succeeded()
+                    delay = _WATCH_S if self._producer is not None else reconnect.failed()
                 elif self._producer_broken():
                     log.error("the Kafka producer stopped working; replacing it")
                     old, self._producer = self._producer, None
@@ -270,17 +278,15 @@ class KafkaPublisher:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # never let the watcher die
-                log.warning("Kafka watcher: %s", _describe(exc))
+                log.warning("Kafka watcher failed; it goes on", extra={"error": _describe(exc)})
 
     def _producer_broken(self) -> bool:
         # A fatal error (e.g. OutOfOrderSequenceNumber) ends aiokafka's sender task for good, or
-        # leaves it running while every batch fails; aiokafka exposes no public flag for either.
+        # leaves it running while every batch fails (then a batch's error says so: `_fatal`).
         if self._fatal:
             self._fatal = False
             return True
-        sender = getattr(self._producer, "_sender", None)
-        task = getattr(sender, "sender_task", None) if sender is not None else None
-        return task is not None and task.done()
+        return self._producer is not None and self._producer.sender_stopped()
 
     # --- health -------------------------------------------------------------------------
 
@@ -452,22 +458,22 @@ class KafkaPublisher:
                 batch.handed = True
                 self._complete(batch, "the edge is shutting down")
 
-    def _build(self, producer: AIOKafkaProducer, st: _Partition) -> _Batch | None:
+    def _build(self, producer: ProducerPort, st: _Partition) -> _Batch | None:
         """The partition's next batch, from its pending records; None when all were abandoned."""
-        builder = producer.create_batch()
+        records = PartitionBatch(producer, st.topic, st.partition)
         tickets: list[Ticket] = []
         pending = st.pending
         taken = 0
         sent_bytes = 0
         dropped_bytes = 0
-        append = builder.append
+        add = records.add
         for key, value, ticket in pending:
             size = len(value) + (len(key) if key is not None else 0) + _OVERHEAD
             if ticket.abandoned:
                 dropped_bytes += size
                 taken += 1
                 continue
-            if append(timestamp=None, key=key, value=value) is None:
+            if not add(key, value):
                 break  # full: the rest goes with the next batch
             tickets.append(ticket)
             sent_bytes += size
@@ -477,15 +483,13 @@ class KafkaPublisher:
         self._buffered -= dropped_bytes
         if not tickets:
             return None
-        builder.close()
         st.inflight_since = self._clock()
-        return _Batch(st, builder, tickets, sent_bytes, st.inflight_since)
+        return _Batch(st, records, tickets, sent_bytes, st.inflight_since)
 
-    async def _hand_over(self, producer: AIOKafkaProducer, batches: list[_Batch]) -> None:
+    async def _hand_over(self, producer: ProducerPort, batches: list[_Batch]) -> None:
         for batch in batches:
-            st = batch.partition
             try:
-                acknowledged = await producer.send_batch(batch.builder, st.topic, partition=st.partition)
+                acknowledged = await batch.records.send(producer)
             except Exception as exc:
                 batch.handed = True
                 self._complete(batch, self._refused(batch, exc))
@@ -505,7 +509,8 @@ class KafkaPublisher:
     def _refused(self, batch: _Batch, exc: BaseException) -> str:
         st = batch.partition
         error = f"Kafka refused {st.topic}[{st.partition}]: {exc!r}"
-        log.warning("%s", error)
+        log.warning("Kafka refused a batch", extra={"topic": st.topic, "partition": st.partition,
+                                                     "records": len(batch.tickets), "error": repr(exc)})
         if isinstance(exc, PRODUCER_STATE_LOST):
             # After a broker restart the idempotent producer's sequence numbers no longer
             # match the broker's; this producer will fail every batch from now on.

@@ -66,9 +66,12 @@ class IngestSettings(KafkaSettings, RuntimeSettings):
     ingest_buffer_bytes: int = Field(
         32 * MiB, ge=MiB, description="hits waiting for Kafka, at most; beyond it requests get 503 at once"
     )
-    # Measured on hit batches: zstd 5.1x smaller for ~10% more edge CPU than none; snappy 2.9x
-    # for the same CPU; lz4 3.7x and the slowest (aiokafka compresses at LZ4-HC level 9).
-    ingest_compression: Compression = Field("zstd", description="Kafka batch compression (zstd: ~5x smaller batches)")
+    # zstd: on batches of hits it gives the smallest batches for little edge CPU; snappy and lz4
+    # compress less, and aiokafka's lz4 (LZ4-HC level 9) is the slowest (`bench/micro_bench.py`
+    # measures sizes and times; `bench/ingest_bench.py --compression` the whole edge).
+    ingest_compression: Compression = Field(
+        "zstd", description="Kafka batch compression (zstd: the smallest batches of hits, for little CPU)"
+    )
     ingest_request_timeout_ms: int = Field(10_000, ge=1000, description="Kafka produce/metadata request timeout")
     ingest_ready_cache_s: float = Field(1.0, ge=0, description="how long /readyz reuses its Kafka metadata check")
     ingest_deadletter_payload_bytes: int = Field(

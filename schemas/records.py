@@ -3,7 +3,9 @@
 `events` carries one record per accepted hit once the sessionizer has placed it: a
 `pageview` or `event` with its session_id, or a `late_hit` with the reason it fits no
 session (SPEC rule 6). So every accepted hit reaches the sink exactly once through one
-topic, which is what makes the end-to-end accounting exact.
+topic, which is what makes the end-to-end accounting exact. When a late hit merges or splits
+sessions, `move` (one hit) and `move_range` records re-point earlier hits: they follow the
+hit's own record on the same partition (keyed by guid), so the sink applies them after it.
 """
 
 from __future__ import annotations
@@ -65,7 +67,40 @@ class LateHitRecord(BaseModel):
     hit: dict[str, Any]  # the enriched hit as it was on `hits`
 
 
-EventsTopicRecord = Annotated[PageviewRecord | EventRecord | LateHitRecord, Field(discriminator="kind")]
+class HitMoveRecord(BaseModel):
+    """An earlier hit now belongs to another session (SPEC rule 6: a late hit merged or split
+    sessions). The sink re-points the hit's row, found by its primary key (occurred_at, hit_id)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    v: Literal[1] = SCHEMA_VERSION
+    kind: Literal["move"] = "move"
+    hit_id: str
+    guid: str
+    type: Literal["pageview", "event"]
+    occurred_at: datetime
+    session_id: str
+
+
+class RangeMoveRecord(BaseModel):
+    """Hits the sessionizer no longer keeps one by one (a block of a device that sent more than
+    it retains) now belong to another session: the device's rows of `from_session_id` with
+    occurred_at in [`first_at`, `last_at`] are re-pointed to `session_id`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    v: Literal[1] = SCHEMA_VERSION
+    kind: Literal["move_range"] = "move_range"
+    guid: str
+    from_session_id: str
+    first_at: datetime
+    last_at: datetime
+    session_id: str
+
+
+EventsTopicRecord = Annotated[
+    PageviewRecord | EventRecord | LateHitRecord | HitMoveRecord | RangeMoveRecord, Field(discriminator="kind")
+]
 
 
 class DeadLetter(BaseModel):

@@ -4,7 +4,8 @@ A worker allocates a few dozen short-lived objects per record (decoded hits, out
 while holding hundreds of thousands of long-lived ones (device states, sessions, Faust and
 aiokafka internals). With CPython's default threshold (a young collection every 700
 allocations, an older one every 10 of those) the collector runs every few records and keeps
-re-walking the long-lived heap: measured in the sessionizer's core, a third of the CPU.
+re-walking the long-lived heap, a large share of the sessionizer's CPU (`bench/sessionizer_bench.py`
+with and without TOUCHSTREAM_GC_GEN0_THRESHOLD=0 shows how much on the machine at hand).
 
 `tune_gc` freezes what start-up created (moved out of the collector's sight for good: the
 app, its modules, its settings) and collects the young generation every `gen0` allocations.

@@ -8,9 +8,9 @@ moves only to a higher version).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Discriminator, Tag
 
 from schemas import SCHEMA_VERSION
 
@@ -56,3 +56,33 @@ class SessionSnapshot(BaseModel):
     hits: int
     is_bounce: bool
     version: int
+
+
+class SessionRetraction(BaseModel):
+    """A session merged into another by a late hit (SPEC rule 6): no analyst-visible row may
+    name it any more. Keyed by the retracted session_id on `sessions` (so compaction keeps it
+    as that id's last word); `version` comes from the same per-device counter as snapshots, so
+    the sink applies a retraction only over lower versions, and a later snapshot of the same
+    id (a split giving it back) only over the retraction."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    v: Literal[1] = SCHEMA_VERSION
+    kind: Literal["retraction"] = "retraction"
+    session_id: str
+    guid: str
+    merged_into: str
+    version: int
+
+
+def _sessions_kind(value: Any) -> str:
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    return "retraction" if kind == "retraction" else "snapshot"
+
+
+# What the `sessions` topic carries: snapshots (which have no `kind`, as before retractions
+# existed) and retractions.
+SessionsTopicRecord = Annotated[
+    Annotated[SessionSnapshot, Tag("snapshot")] | Annotated[SessionRetraction, Tag("retraction")],
+    Discriminator(_sessions_kind),
+]

@@ -7,7 +7,10 @@ built once in a component's `__main__`, then passed down: library code never rea
 
 from __future__ import annotations
 
-from pydantic import Field
+import logging
+from typing import Literal
+
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "TOUCHSTREAM_"
@@ -30,7 +33,26 @@ class PostgresSettings(BaseSettings):
     pg_schema: str = Field("public", description="schema holding Touchstream's tables")
 
 
-class RuntimeSettings(BaseSettings):
+class LogSettings(BaseSettings):
+    """How every process logs (`schemas.logs`); the command line's own commands read these too."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    log_format: Literal["logfmt", "json"] = Field(
+        "logfmt", description="log lines: logfmt (key=value) or json (one object a line), with component, worker and fields"
+    )
+    log_level: str = Field("INFO", description="log level (DEBUG, INFO, WARNING, ERROR); a command's --log-level wins")
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        value = value.strip().upper()
+        if not isinstance(logging.getLevelName(value), int):
+            raise ValueError(f"{value!r} is not a log level (DEBUG, INFO, WARNING, ERROR, CRITICAL)")
+        return value
+
+
+class RuntimeSettings(LogSettings):
     """How a component's Python process runs (each `__main__` applies them at start-up)."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
@@ -38,5 +60,5 @@ class RuntimeSettings(BaseSettings):
     gc_gen0_threshold: int = Field(
         50_000, ge=0,
         description="allocations between young-generation garbage collections (Python's default 700 "
-        "costs a third of a hit's CPU in the sessionizer); 0 keeps Python's defaults",
+        "re-walks the long-lived heap every few records); 0 keeps Python's defaults",
     )

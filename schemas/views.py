@@ -33,7 +33,7 @@ import msgspec
 from pydantic import AwareDatetime, BaseModel
 
 from schemas.hit import CloseRecord, ForgetRecord, Hit
-from schemas.records import EventRecord, LateHitRecord, PageviewRecord
+from schemas.records import EventRecord, HitMoveRecord, LateHitRecord, PageviewRecord, RangeMoveRecord
 from schemas.wire import hit_codec
 
 # Timestamps on `hits` are always written with their offset ("Z"); a naive one is refused.
@@ -84,6 +84,8 @@ if typing.TYPE_CHECKING:  # the Structs carry every field of their model
     PageviewView = PageviewRecord
     EventView = EventRecord
     LateHitView = LateHitRecord
+    MoveView = HitMoveRecord
+    RangeMoveView = RangeMoveRecord
     HitOut = Hit
 else:
     # `hits`, read by the sessionizer
@@ -94,12 +96,16 @@ else:
     PageviewView = struct_of(PageviewRecord, "PageviewView")
     EventView = struct_of(EventRecord, "EventView")
     LateHitView = struct_of(LateHitRecord, "LateHitView")
+    MoveView = struct_of(HitMoveRecord, "MoveView")
+    RangeMoveView = struct_of(RangeMoveRecord, "RangeMoveView")
     # `hits`, written by the edge's fast path (ingest.fastpath): all 29 values, in Hit's order
     HitOut = struct_of(Hit, "HitOut", positional=True)
 
 HitRecordView = Union[HitView, CloseView, ForgetView]  # noqa: UP007
 VIEWS: dict[str, Any] = {"hit": HitView, "close": CloseView, "forget": ForgetView}
-RECORD_VIEWS: dict[str, Any] = {"pageview": PageviewView, "event": EventView, "late_hit": LateHitView}
+RECORD_VIEWS: dict[str, Any] = {
+    "pageview": PageviewView, "event": EventView, "late_hit": LateHitView, "move": MoveView, "move_range": RangeMoveView,
+}
 
 # A view to JSON bytes, as `schemas.wire.encode` writes its model.
 encode_view = msgspec.json.Encoder().encode

@@ -18,13 +18,16 @@ from schemas import SCHEMA_VERSION
 from schemas.errors import DecodeError, FieldError, UnsupportedVersion, ValidationFailed
 from schemas.hit import HitRecord
 from schemas.records import DeadLetter, EventsTopicRecord
-from schemas.session import SessionSnapshot
+from schemas.session import SessionRetraction, SessionSnapshot, SessionsTopicRecord
 from schemas.timefmt import UTC
 
 T = TypeVar("T")
 
 # Datetimes as UTC ISO 8601 with "Z". Exported for hot paths that call orjson.dumps directly.
 WIRE_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
+# Original bytes a dead letter keeps, at most. A dead letter must fit in a Kafka record (base64
+# grows the payload by a third): an oversized one would be refused and stop its writer's output.
+DEADLETTER_PAYLOAD_MAX = 64 * 1024
 
 
 def encode(record: BaseModel | dict[str, Any]) -> bytes:
@@ -80,7 +83,7 @@ class Codec(Generic[T]):
 
 
 hit_codec: Codec[Any] = Codec(HitRecord)
-session_codec: Codec[SessionSnapshot] = Codec(SessionSnapshot)
+session_codec: Codec[SessionSnapshot | SessionRetraction] = Codec(SessionsTopicRecord)
 events_codec: Codec[Any] = Codec(EventsTopicRecord)
 deadletter_codec: Codec[DeadLetter] = Codec(DeadLetter)
 
@@ -97,7 +100,12 @@ def dead_letter(
     key: bytes | str | None = None,
     hit_id: str | None = None,
     at: datetime | None = None,
+    payload_limit: int = DEADLETTER_PAYLOAD_MAX,
 ) -> DeadLetter:
+    """The dead letter of `payload`, cut to its first `payload_limit` bytes (the reason says so)."""
+    if len(payload) > payload_limit:
+        reason = f"{reason} (payload cut to its first {payload_limit} of {len(payload)} bytes)"
+        payload = payload[:payload_limit]
     if isinstance(key, bytes):
         key = key.decode("utf-8", "replace")
     return DeadLetter(

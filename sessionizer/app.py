@@ -59,6 +59,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from faust.types import TP
 from mode import Service
 
+from schemas.internals import FaustTableStore, add_service, require
 from schemas.topics import Topics, create_topics
 from sessionizer.output import Sender
 from sessionizer.processor import Processor
@@ -193,9 +194,37 @@ class SessionizerService(Service):
 
 
 def create_app(settings: SessionizerSettings) -> SessionizerApp:
+    """A worker's Faust app: the device table, the `hits` subscription, the processing task with
+    the service that owns its producer, and the web pages."""
+    require("faust-streaming", "aiokafka")  # the private Faust/aiokafka parts this package uses
     topics = Topics(settings.topic_prefix)
+    app = _faust_app(settings)
+    table = _device_table(app, settings)
+    _subscribe(app, settings, topics.hits)
+    stats = Stats()
+    sender = Sender()
+    processor, store = _processor(app, settings, topics, table, sender, stats)
+
+    @table.on_recover
+    async def _recovered() -> None:
+        changelog = table.changelog_topic_name
+        processor.on_recovered({tp for tp in app.assignor.assigned_actives() if tp.topic == changelog})
+
+    add_service(app, SessionizerService(app, settings, processor, sender, stats))
+    _serve_pages(app, stats, processor)
+    # ua-parser compiles its regexes on first use (slow in pure Python): do it now, not inside
+    # the first batch.
+    from sessionizer.useragent import describe
+
+    describe("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36")
+    app.sessionizer = {"table": table, "processor": processor, "stats": stats, "store": store}  # type: ignore[attr-defined]
+    return app
+
+
+def _faust_app(settings: SessionizerSettings) -> SessionizerApp:
+    """Faust configured for the worker: at-least-once, the bulk consumer, RocksDB, raw bytes."""
     hosts = [h.strip() for h in settings.kafka_bootstrap.split(",") if h.strip()]
-    app = SessionizerApp(
+    return SessionizerApp(
         settings.sessionizer_app_id,
         broker=";".join(f"kafka://{h}" for h in hosts),
         broker_consumer=";".join(f"{SCHEME}://{h}" for h in hosts),
@@ -218,26 +247,34 @@ def create_app(settings: SessionizerSettings) -> SessionizerApp:
         value_serializer="raw",
         autodiscover=False,
     )
-    table = app.Table(
+
+
+def _device_table(app: SessionizerApp, settings: SessionizerSettings) -> Any:
+    return app.Table(
         settings.sessionizer_table,
         key_type=bytes,  # bytes -> the "raw" serializer: the changelog holds exactly what we write
         value_type=bytes,
         partitions=settings.partitions,
         recovery_buffer_size=10_000,
     )
+
+
+def _subscribe(app: SessionizerApp, settings: SessionizerSettings, hits_topic: str) -> None:
     # Registering the topic with the conductor is what subscribes Faust to it (and makes the
     # assignor co-partition it with the changelog); its records never reach a stream, as the
     # bulk consumer hands them to the inbox.
     hits = app.topic(
-        topics.hits, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+        hits_topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
         partitions=settings.partitions, acks=True,
     )
     app.topics.add(hits)
 
-    stats = Stats()
-    sender = Sender()
+
+def _processor(app: SessionizerApp, settings: SessionizerSettings, topics: Topics, table: Any, sender: Sender,
+               stats: Stats) -> tuple[Processor, DeviceStore]:
+    """The processing task with its inbox and store, registered as the app's bulk receiver."""
     store = DeviceStore(
-        table,
+        FaustTableStore(table),
         cache_size=settings.sessionizer_state_cache,
         min_size=2 * (settings.sessionizer_batch_max + settings.sessionizer_sweep_max),
     )
@@ -260,21 +297,12 @@ def create_app(settings: SessionizerSettings) -> SessionizerApp:
     stats.partitions = lambda: sorted(processor.partitions)
     app.bulk_receiver = processor
     processor.inbox = inbox
+    return processor, store
 
-    @table.on_recover
-    async def _recovered() -> None:
-        changelog = table.changelog_topic_name
-        processor.on_recovered({tp for tp in app.assignor.assigned_actives() if tp.topic == changelog})
 
-    service = SessionizerService(app, settings, processor, sender, stats)
-    app._extra_services.append(service)  # type: ignore[arg-type]  # app.service() takes classes; an instance is started the same way
-
+def _serve_pages(app: SessionizerApp, stats: Stats, processor: Processor) -> None:
+    """/metrics (Prometheus) and /healthz on the Faust web port."""
     registry = registry_for(stats)
-    # ua-parser compiles its regexes on first use (over a second in pure Python): do it now,
-    # not inside the first batch.
-    from sessionizer.useragent import describe
-
-    describe("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36")
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
@@ -283,9 +311,6 @@ def create_app(settings: SessionizerSettings) -> SessionizerApp:
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
         return web.json({"ok": True, "partitions": sorted(processor.partitions)})
-
-    app.sessionizer = {"table": table, "processor": processor, "stats": stats, "store": store}  # type: ignore[attr-defined]
-    return app
 
 
 def assigned_hits(app: SessionizerApp, topics: Topics) -> set[TP]:

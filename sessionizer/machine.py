@@ -2,79 +2,88 @@
 
     on_hit(state, hit, rules, event_time_ms, out)     -> state | None
     on_close(state, close, rules, event_time_ms, out) -> state | None   (rule 12, storage cleared)
-    on_time(state, rules, event_time_ms, out)         -> state          (rule 7, closing)
+    on_time(state, rules, event_time_ms, out)         -> state          (rule 7 closing; freezing)
     next_deadline_ms(state, rules)                    -> int | None
 
 Time is an argument: `event_time_ms` is the partition's event time (rule 7), computed and
 passed in by the adapter; nothing here reads a clock, Kafka or Faust. Each call appends what
-it publishes to `out`: complete session snapshots (`out.sessions`, one per change, each with
-a `version` one higher than the last for that session_id) and one record per placed hit
-(`out.records`: pageview/event with its session_id, or late_hit with a reason). A duplicate
-hit (rule 8) produces nothing.
+it publishes to `out` (`Emitted`): session snapshots and retractions, and records for the
+`events` topic — one per placed hit (pageview/event with its session_id, or late_hit), plus a
+move for every earlier hit whose session changed.
 
-How a hit at time t is placed (per scope key; O = the open session, L = the last closed one):
+Arrival order does not matter (rule 6, amended): within the allowed lateness the sessions are
+exactly those the rules give on the device's hits sorted by time. A hit is placed in one of
+two ways:
 
-1. Close what has expired: every open session whose last hit + timeout < max(event time, t).
-2. t within O's span (first <= t <= last): join O. Inside the span no split rule applies —
-   not even campaign_change, whose hit arrived too late to split what is already published.
-3. t after O's last hit: join O unless a split rule says otherwise, checked in this order:
-   inactivity (t - last > timeout), max_length (t - first > max length), midnight (another
-   local day), campaign_change (the hit carries campaign data that differs from O's). On a
-   split O closes with that end_reason and the hit opens the next session.
-4. t before O's first hit, or no O: the hit may extend O backwards (rule 5: within the timeout
-   of O's first hit, the session no longer than max length, same local day, and with
-   campaign_change on, O's landing campaign either empty or equal to the hit's — what time
-   order would have given), or rejoin L (rule 6: inside L's span, or within the timeout before
-   or after it under the same split rules). If both would take it, the nearer one does; see
-   `_nearer`. Failing both: with no O and t after L, the hit opens a new session; otherwise it
-   is late — `before_last_session` when it lies before L, `before_open_session` when before O.
-5. A rejoined L that was closed for inactivity and whose new last hit + timeout is not before
-   the event time opens again (nothing open in its slot is newer), exactly as if it had never
-   been closed. Closed for any other reason, it stays closed.
+- in order (the common case: later than everything the slot holds): it joins the latest
+  session or, if a rule splits, closes it and opens the next one — O(1);
+- out of order: the slot's retained hits (`sessionizer.state`) are cut into sessions again by
+  the batch rules (`sessionizer.timeline.segment`), and the result is reconciled with what was
+  published: a late hit can extend a session at either end, rejoin a closed one, merge the
+  sessions it bridges, split one (a campaign hit, a max-length boundary that moves), or open
+  one between others or before the first, renumbering the later ones.
+
+Reconciling keeps ids stable and deterministic for a given `hits` log (SPEC rule 9). Each old
+session is claimed by the new session that holds its earliest hit; where several are claimed
+by one, the earliest keeps its id and the others are *retracted* — a retraction record names
+the session it merged into — and their hits are moved to it. A new session that claims none
+takes the id of its earliest hit (sessionizer.identity) that no session of the device holds.
+Versions come from the device's counter, so a session's versions only grow even when a split
+gives back an id a merge had retracted.
+
+A hit older than the allowed lateness (event time minus `Rules.lateness_ms`), or at or before
+its slot's floor (`sessionizer.state`), is recorded as a late hit with reason `too_late`.
 
 Landing attributes (landing url/path, site, referrer, utm, click id, channel, ip, user agent
-and what is parsed from it) follow the session's *earliest* hit by occurred_at: analysts read
-landing_url as the first page of the visit, so a hit that extends a session backwards takes
-over the landing. The session_id does not move: it belongs to the hit that opened the session
-in log order (sessionizer.identity). exit_url is the latest pageview by occurred_at.
-
-session_index counts from 1 per guid under scope "device" and per guid and site under scope
-"site" (each site's sessions are numbered on their own, as the conformance scenario
-`scope_site` requires).
+and what is parsed from it) are those of the session's earliest hit; exit_url is its latest
+pageview. session_index counts from 1 per guid under scope "device" and per guid and site under
+scope "site".
 """
 
 from __future__ import annotations
 
+from bisect import insort
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from schemas.timefmt import to_ms
 from schemas.views import CloseView, HitView
-from schemas.timefmt import EPOCH
 from sessionizer.channel import channel_for
-from sessionizer.days import day_number
 from sessionizer.identity import hit_fingerprint, session_id
 from sessionizer.rules import Rules
-from sessionizer.snapshot import hit_record, late_record, session_snapshot
-from sessionizer.state import DeviceState, Session, Slot
+from sessionizer.snapshot import hit_record, late_record, move_record, range_move_record, retraction, session_snapshot
+from sessionizer.state import CAMPAIGN, Block, DeviceState, Element, Mark, Session, Slot
+from sessionizer.timeline import INACTIVITY, STORAGE_CLEARED, Run, closed_by, segment, split_reason
 from sessionizer.useragent import is_crawler
 
 __all__ = [
-    "BEFORE_LAST_SESSION", "BEFORE_OPEN_SESSION", "BOT", "DeviceState", "Emitted", "Rules",
-    "next_deadline_ms", "on_close", "on_hit", "on_time",
+    "BOT", "TOO_LATE", "DeviceState", "Emitted", "Rules", "next_deadline_ms", "on_close", "on_hit", "on_time",
 ]
 
 # Late-hit reasons (LateHitRecord.reason).
-BEFORE_OPEN_SESSION = "before_open_session"  # before the open session, outside what may join it
-BEFORE_LAST_SESSION = "before_last_session"  # before the last closed session, outside what may rejoin it
-BOT = "bot"                                  # a crawler's hit dropped under Rules.drop_bots
+TOO_LATE = "too_late"  # older than the allowed lateness, or than what its slot retains
+BOT = "bot"            # a crawler's hit dropped under Rules.drop_bots
 
-INACTIVITY = "inactivity"
-MAX_LENGTH = "max_length"
-MIDNIGHT = "midnight"
-CAMPAIGN_CHANGE = "campaign_change"
-STORAGE_CLEARED = "storage_cleared"
+
+@dataclass(slots=True)
+class Counts:
+    """What rule 6 did, for the adapter's metrics."""
+
+    reordered: int = 0     # hits placed out of order (their slot cut into sessions again)
+    merges: int = 0        # sessions retracted into another
+    inserted: int = 0      # sessions opened by a late hit before the latest one
+    renumbered: int = 0    # published sessions whose session_index changed
+    too_late: int = 0      # hits recorded as too late
+    moves: int = 0         # earlier hits re-pointed to another session
+
+    def add(self, other: Counts) -> None:
+        self.reordered += other.reordered
+        self.merges += other.merges
+        self.inserted += other.inserted
+        self.renumbered += other.renumbered
+        self.too_late += other.too_late
+        self.moves += other.moves
 
 
 @dataclass(slots=True)
@@ -88,12 +97,18 @@ class Emitted:
     snapshot is built from the session as it is at `flush()`, which is its state at its
     last change, as long as no core call that is not collected in this `Emitted` touches
     the state in between: flush before the next batch.
+
+    `sessions` holds snapshots and retractions (`kind` "retraction"), each with its version;
+    `records` the events-topic views. `placed` indexes this Emitted's pageview/event records by
+    hit_id, so that a hit moved before they are sent is re-pointed in place instead of moved.
     """
 
-    sessions: list[dict[str, Any]] = field(default_factory=list)  # SessionSnapshot wire dicts
-    records: list[Any] = field(default_factory=list)  # PageviewView / EventView / LateHitView (schemas.views)
+    sessions: list[dict[str, Any]] = field(default_factory=list)
+    records: list[Any] = field(default_factory=list)
     coalesce: bool = False
     pending: dict[str, tuple[str, Session, bool]] = field(default_factory=dict)  # session_id -> (guid, session, is_open)
+    placed: dict[str, Any] = field(default_factory=dict)
+    counts: Counts = field(default_factory=Counts)
 
     def flush(self) -> list[dict[str, Any]]:
         """Build the pending snapshots (coalesce mode) into `sessions`; returns `sessions`."""
@@ -108,14 +123,8 @@ class Emitted:
         self.sessions.clear()
         self.records.clear()
         self.pending.clear()
-
-
-_MS = timedelta(milliseconds=1)
-
-
-def to_ms(value: datetime) -> int:
-    """schemas.timefmt.to_ms without building a timedelta per call (4x faster; once per hit)."""
-    return (value - EPOCH) // _MS
+        self.placed.clear()
+        self.counts = Counts()
 
 
 # -- public interface ----------------------------------------------------------------------
@@ -133,9 +142,8 @@ def on_hit(
 
     `offset`, optional: the record's offset in its `hits` partition. Given, a record at or
     below the newest offset already applied to this device is a redelivery and is ignored
-    (nothing published), however many hits of the device a replayed batch holds — the
-    64-fingerprint memory of rule 8 only covers recent duplicates. Offsets of one guid
-    always come from the same partition (the partition count of `hits` is fixed).
+    (nothing published), however many hits of the device a replayed batch holds. Offsets of
+    one guid always come from the same partition (the partition count of `hits` is fixed).
 
     `occurred_ms`, optional: `hit.occurred_at` in epoch ms, when the caller has it already.
     """
@@ -161,7 +169,18 @@ def on_hit(
     slot = state.slots.get(key)
     if slot is None:
         slot = state.slots[key] = Slot()
-    _place(state.guid, slot, hit, t, now, rules, out)
+    if t <= slot.floor or t < now - rules.lateness_ms:
+        out.counts.too_late += 1
+        out.records.append(late_record(hit, state.guid, TOO_LATE))
+        return state
+    mark = _mark(hit, t)
+    if not _place_in_order(state, slot, mark, hit, now, rules, out):
+        _place_late(state, slot, mark, hit, now, rules, out)
+    sessions = slot.sessions
+    # (the sum only when it can matter: most slots hold one session of a few hits)
+    if sessions and (len(sessions) > 1 or len(sessions[-1].elements) > rules.retained_hits) and (
+            sum(len(s.elements) for s in sessions) > rules.retained_hits):
+        _trim(slot, rules.retained_hits)
     return state
 
 
@@ -169,30 +188,44 @@ def on_close(
     state: DeviceState | None, close: CloseView, rules: Rules, event_time_ms: int, out: Emitted, *,
     offset: int | None = None,
 ) -> DeviceState | None:
-    """Rule 12: the device cleared its storage at `close.occurred_at`; its open sessions end now.
+    """Rule 12: the device cleared its storage at `close.occurred_at`; its sessions end there.
 
-    Sessions that already expired close for inactivity first (that is when they ended); a
-    session that started after the close time belongs to no cleared storage and stays open.
-    `offset` as for `on_hit`.
+    A session still within the timeout then ends with `storage_cleared`; one that had already
+    expired keeps `inactivity`; hits after the clear time start a new session. `offset` as for
+    `on_hit`. The clear time is kept (per slot, while it is retained) so that late hits are
+    placed around it as time order has it.
     """
     if state is None:
         return None
-    t = to_ms(close.occurred_at)
-    _expire(state, rules, max(event_time_ms, t), out)
+    tc = to_ms(close.occurred_at)
+    now = event_time_ms if event_time_ms > tc else tc
+    _expire(state, rules, now, out)
     if offset is not None:
         if offset <= state.offset:
             return state
         state.offset = offset
     for slot in state.slots.values():
-        session = slot.open
-        if session is not None and session.first <= t:
-            _retire(slot, session, STORAGE_CLEARED)
-            _publish(state.guid, session, False, out)
+        if tc <= slot.floor or tc < now - rules.lateness_ms or tc in slot.closes:
+            continue
+        insort(slot.closes, tc)
+        latest = slot.latest
+        if latest is None:
+            continue  # kept: late hits around it are still split by it
+        if tc >= latest.last and slot.closes[-1] == tc:
+            # After every hit of the slot: it ends the latest session — or, if event time had
+            # closed that one already but the clear came within its timeout, re-labels it.
+            reason = closed_by(tc, latest.last, rules)
+            if latest.end_reason in (None, INACTIVITY) and latest.end_reason != reason:
+                latest.end_reason = reason
+                _publish(state, latest, False, out)
+        else:
+            _replace(state, slot, None, None, now, rules, out)
     return state
 
 
 def on_time(state: DeviceState, rules: Rules, event_time_ms: int, out: Emitted) -> DeviceState:
-    """Rule 7: close every open session whose last hit + timeout < event_time_ms.
+    """Rule 7: close every open session whose last hit + timeout < event_time_ms; freeze the
+    sessions no hit can reach any more (their hits leave the state; nothing is published).
 
     Only inactivity closes by time. max_length, midnight and campaign_change close a session
     when the hit that splits it arrives, so their end_reason is what time order gives.
@@ -202,228 +235,305 @@ def on_time(state: DeviceState, rules: Rules, event_time_ms: int, out: Emitted) 
 
 
 def next_deadline_ms(state: DeviceState, rules: Rules) -> int | None:
-    """The smallest event time at which `on_time` closes something; None with nothing open."""
+    """The smallest event time at which `on_time` changes something (closes an open session or
+    freezes the oldest retained one); None when nothing will."""
     deadline = None
+    timeout = rules.timeout_ms
     for slot in state.slots.values():
-        session = slot.open
-        if session is not None:
-            at = session.last + rules.timeout_ms + 1
+        sessions = slot.sessions
+        if not sessions:
+            continue
+        latest = sessions[-1]
+        if latest.end_reason is None:
+            at = latest.last + timeout + 1
+            if deadline is None or at < deadline:
+                deadline = at
+        oldest = sessions[0]
+        if oldest.end_reason is not None:
+            at = oldest.last + timeout + rules.lateness_ms + 1
             if deadline is None or at < deadline:
                 deadline = at
     return deadline
 
 
-# -- placing a hit -------------------------------------------------------------------------
+# -- placing a hit in order ----------------------------------------------------------------
 
 
-def _place(guid: str, slot: Slot, hit: HitView, t: int, now: int, rules: Rules, out: Emitted) -> None:
-    current = slot.open
-    if current is not None and t >= current.first:
-        reason = None if t <= current.last else _split_reason(current, hit, t, rules)
+def _mark(hit: HitView, t: int) -> Mark:
+    return _new_mark(Mark, (
+        t, hit.occurred_at.microsecond % 1000, hit.hit_id, hit.type == "event",
+        hit.url, hit.path, hit.referrer, hit.referrer_host, hit.site,
+        hit.utm_source, hit.utm_medium, hit.utm_campaign, hit.utm_term, hit.utm_content, hit.utm_id,
+        hit.click_id, hit.click_id_type, hit.ip, hit.user_agent,
+    ))
+
+
+_new_mark = tuple.__new__  # Mark(...) without the NamedTuple constructor's Python-level call (once per hit)
+
+
+def _place_in_order(state: DeviceState, slot: Slot, mark: Mark, hit: HitView, now: int, rules: Rules,
+                    out: Emitted) -> bool:
+    """Place a hit later than everything in its slot; False when it is not such a hit."""
+    t = mark[0]
+    sessions = slot.sessions
+    if sessions:
+        latest = sessions[-1]
+        if t <= latest.last:
+            tail = latest.elements[-1]
+            if t < latest.last or type(tail) is Block or tail[2] >= mark[2]:
+                return False
+        if slot.closes and slot.closes[-1] >= t:
+            return False
+        reason = latest.end_reason
         if reason is None:
-            _apply(current, hit, t)
-            _publish(guid, current, True, out)
-            out.records.append(hit_record(hit, guid, current.id))
-            return
-        _retire(slot, current, reason)
-        _publish(guid, current, False, out)
-        _open(guid, slot, hit, t, now, rules, out)
-        return
+            if (t - latest.last <= rules.timeout_ms and t - latest.first <= rules.max_length_ms
+                    and rules.midnight_tz is None and not rules.split_on_campaign):
+                split = None  # (what split_reason says, without building the campaigns: the common case)
+            else:
+                split = split_reason(latest.first, latest.last, latest.landing[CAMPAIGN], t, t, mark[CAMPAIGN], rules)
+            if split is None:
+                latest.append(mark)
+                _publish(state, latest, True, out)
+                record = hit_record(hit, state.guid, latest.id)
+                out.records.append(record)
+                out.placed[hit.hit_id] = record
+                return True
+            sid = session_id(state.guid, mark.hit_id)
+            if _taken(state, sid):
+                return True  # this hit opened a session already: a duplicate older than the ring
+            latest.end_reason = split
+            _publish(state, latest, False, out)
+            _open(state, slot, mark, sid, hit, now, rules, out)
+            return True
+        if reason != STORAGE_CLEARED and not (reason == INACTIVITY and t - latest.last > rules.timeout_ms):
+            return False
+    elif slot.closes and slot.closes[-1] >= t:
+        return False
+    sid = session_id(state.guid, mark.hit_id)
+    if not _taken(state, sid):
+        _open(state, slot, mark, sid, hit, now, rules, out)
+    return True
 
-    # t lies before the open session, or nothing is open.
-    last = slot.last
-    # Sessions never overlap: the open session may only reach back to after the last closed
-    # one, and the last closed one only to after the newest session the slot has forgotten.
-    after = last.last if last is not None else slot.floor
-    extend = current if current is not None and t > after and _fits_before(current, hit, t, rules) else None
-    rejoin = last if last is not None and t > slot.floor and _fits(last, hit, t, rules) else None
-    if extend is not None and rejoin is not None:
-        if _nearer(rejoin, extend, t) is rejoin:
-            extend = None
+
+def _open(state: DeviceState, slot: Slot, mark: Mark, sid: str, hit: HitView, now: int, rules: Rules,
+          out: Emitted) -> None:
+    session = Session.opened(sid, slot.count + len(slot.sessions) + 1, _channel(mark), mark)
+    slot.sessions.append(session)
+    # A hit so late that its session has already expired is published closed, once.
+    is_open = mark.t + rules.timeout_ms >= now
+    if not is_open:
+        session.end_reason = INACTIVITY
+    _publish(state, session, is_open, out)
+    _record(hit, state.guid, sid, out)
+
+
+def _taken(state: DeviceState, sid: str) -> bool:
+    return any(s.id == sid for slot in state.slots.values() for s in slot.sessions)
+
+
+# -- placing a hit out of order ------------------------------------------------------------
+
+
+def _place_late(state: DeviceState, slot: Slot, mark: Mark, hit: HitView, now: int, rules: Rules,
+                out: Emitted) -> None:
+    for session in slot.sessions:
+        for e in session.elements:
+            if type(e) is not Block and e.hit_id == mark.hit_id:
+                return  # a duplicate older than the ring, still retained
+    out.counts.reordered += 1
+    _replace(state, slot, mark, hit, now, rules, out)
+
+
+def _replace(state: DeviceState, slot: Slot, mark: Mark | None, hit: HitView | None, now: int, rules: Rules,
+             out: Emitted) -> None:
+    """Cut the slot's elements (with `mark`, if given) into sessions again and publish what changed."""
+    elements = [e for s in slot.sessions for e in s.elements]
+    if mark is not None:
+        insort(elements, mark, key=_key)
+    runs = segment(elements, slot.closes, rules)
+    _reconcile(state, slot, runs, mark, hit, now, rules, out)
+
+
+def _key(e: Element) -> tuple[int, str]:
+    return e.key
+
+
+def _reconcile(state: DeviceState, slot: Slot, runs: list[Run], mark: Mark | None, hit: HitView | None, now: int,
+               rules: Rules, out: Emitted) -> None:
+    """Turn the runs into the slot's sessions: see "Reconciling" in the module docstring."""
+    guid = state.guid
+    old = slot.sessions
+    owner: dict[int, Session] = {id(e): s for s in old for e in s.elements}
+    run_of: dict[int, int] = {id(e): i for i, run in enumerate(runs) for e in run.elements}
+    claims: list[list[Session]] = [[] for _ in runs]
+    for s in old:  # (in time order, so each claim list is too)
+        claims[run_of[id(s.elements[0])]].append(s)
+    taken = {s.id for sl in state.slots.values() for s in sl.sessions}
+    latest_first = old[-1].first if old else None
+    sessions: list[Session] = []
+    for i, run in enumerate(runs):
+        claim = claims[i]
+        end_reason = run.end_reason
+        if end_reason is None and run.last + rules.timeout_ms < now:
+            end_reason = INACTIVITY
+        if claim:
+            session = claim[0]
+            for gone in claim[1:]:
+                _retract(state, gone, session, out)
+            _refresh(state, session, run, slot.count + i + 1, end_reason, out)
         else:
-            rejoin = None
-    if extend is not None:
-        _apply(extend, hit, t)
-        _publish(guid, extend, True, out)
-        out.records.append(hit_record(hit, guid, extend.id))
+            sid = _fresh_id(guid, run, taken)
+            taken.add(sid)
+            session = Session(sid, slot.count + i + 1, 0, end_reason, "", run.elements)
+            session.channel = _channel(session.landing)
+            if latest_first is not None and session.first < latest_first:
+                out.counts.inserted += 1
+            _publish(state, session, end_reason is None, out)
+        sessions.append(session)
+    slot.sessions = sessions
+    for session in sessions:
+        for e in session.elements:
+            if e is mark:
+                assert hit is not None
+                _record(hit, guid, session.id, out)
+            elif type(e) is Block:
+                if e.sid != session.id:
+                    out.records.append(range_move_record(guid, e, session.id))
+                    out.counts.moves += 1
+                    e.sid = session.id
+            elif owner[id(e)].id != session.id:
+                _move(guid, e, session.id, out)
+
+
+def _refresh(state: DeviceState, session: Session, run: Run, index: int, end_reason: str | None,
+             out: Emitted) -> None:
+    before = (session.index, session.first, session.last, session.pageviews, session.events, session.exit_url,
+              session.exit_at, session.end_reason, session.landing)
+    landing = session.landing
+    session.reset(run.elements)
+    if session.landing is not landing:
+        session.channel = _channel(session.landing)
+    if session.index != index:
+        out.counts.renumbered += 1
+        session.index = index
+    session.end_reason = end_reason
+    after = (session.index, session.first, session.last, session.pageviews, session.events, session.exit_url,
+             session.exit_at, session.end_reason, session.landing)
+    if after != before:
+        _publish(state, session, end_reason is None, out)
+
+
+def _fresh_id(guid: str, run: Run, taken: set[str]) -> str:
+    """The id of a session that claims no published one: that of its earliest hit (or block)
+    whose id no session of the device holds — deterministic for a given `hits` log."""
+    for e in run.elements:
+        sid = e.sid if type(e) is Block else session_id(guid, e.hit_id)
+        if sid not in taken:
+            return sid
+    # Every candidate is held (it cannot happen: each held id belongs to a session holding
+    # that hit). Derive one from the run's first hit and its position, still deterministic.
+    return session_id(guid, f"{run.elements[0].key}:{len(taken)}")
+
+
+def _retract(state: DeviceState, gone: Session, into: Session, out: Emitted) -> None:
+    state.version += 1
+    out.pending.pop(gone.id, None)
+    out.sessions.append(retraction(state.guid, gone, into.id, state.version))
+    out.counts.merges += 1
+
+
+def _move(guid: str, mark: Mark, sid: str, out: Emitted) -> None:
+    record = out.placed.get(mark.hit_id)
+    if record is not None:  # placed in this same batch: not sent yet, so just re-point it
+        record.session_id = sid
         return
-    if rejoin is not None:
-        _apply(rejoin, hit, t)
-        reopen = current is None and rejoin.end_reason == INACTIVITY and rejoin.last + rules.timeout_ms >= now
-        if reopen:
-            rejoin.end_reason = None
-            slot.open = rejoin
-            slot.last = None
-        _publish(guid, rejoin, reopen, out)
-        out.records.append(hit_record(hit, guid, rejoin.id))
-        return
-    if current is None and (last is None or t > last.last):
-        _open(guid, slot, hit, t, now, rules, out)
-        return
-    reason = BEFORE_LAST_SESSION if last is not None and t < last.first else BEFORE_OPEN_SESSION
-    out.records.append(late_record(hit, guid, reason))
+    out.records.append(move_record(guid, mark, sid))
+    out.counts.moves += 1
 
 
-def _nearer(last: Session, current: Session, t: int) -> Session:
-    """The session a hit joins when it could rejoin the last closed one or extend the open one.
-
-    Such a hit bridges the two: in time order they would have been one session. Kafka Streams
-    merges the two session windows at this point (SessionWindows: records at 10, 12 and 20 with
-    gap 5, then 16 merges them). We rejoin the nearer session instead and keep two sessions
-    (SPEC rule 6): both ids have been published already, and a merge would retract one of them
-    from the compacted `sessions` topic and from the sink's rows. Ties go to the earlier
-    session, as time order would.
-    """
-    to_last = t - last.last if t > last.last else 0
-    to_current = current.first - t
-    return last if to_last <= to_current else current
-
-
-def _open(guid: str, slot: Slot, hit: HitView, t: int, now: int, rules: Rules, out: Emitted) -> None:
-    slot.count += 1
-    session = _new_session(guid, hit, t, slot.count)
-    if t + rules.timeout_ms < now:
-        # The hit came so late that its session has already expired: publish it closed, once.
-        _retire(slot, session, INACTIVITY)
-        _publish(guid, session, False, out)
-    else:
-        slot.open = session
-        _publish(guid, session, True, out)
-    out.records.append(hit_record(hit, guid, session.id))
-
-
-def _retire(slot: Slot, session: Session, reason: str) -> None:
-    """Close `session` (open in `slot`, or just created): it becomes the slot's last session."""
-    session.end_reason = reason
-    if slot.open is session:
-        slot.open = None
-    previous = slot.last
-    if previous is not None and previous is not session:
-        if previous.last > slot.floor:
-            slot.floor = previous.last
-    slot.last = session
+# -- closing, freezing, trimming -----------------------------------------------------------
 
 
 def _expire(state: DeviceState, rules: Rules, now: int, out: Emitted) -> None:
     timeout = rules.timeout_ms
+    horizon = now - rules.lateness_ms - timeout
     for slot in state.slots.values():
-        session = slot.open
-        if session is not None and session.last + timeout < now:
-            _retire(slot, session, INACTIVITY)
-            _publish(state.guid, session, False, out)
+        sessions = slot.sessions
+        if not sessions:
+            continue
+        latest = sessions[-1]
+        if latest.end_reason is None and latest.last + timeout < now:
+            latest.end_reason = INACTIVITY
+            _publish(state, latest, False, out)
+        if sessions[0].last < horizon and sessions[0].end_reason is not None:
+            k = 0
+            while k < len(sessions) and sessions[k].end_reason is not None and sessions[k].last < horizon:
+                k += 1
+            _freeze(slot, k)
 
 
-def _publish(guid: str, session: Session, is_open: bool, out: Emitted) -> None:
-    session.version += 1
-    if out.coalesce:
-        out.pending[session.id] = (guid, session, is_open)
+def _freeze(slot: Slot, k: int) -> None:
+    """Drop the first `k` sessions from the state: their rows stay as published."""
+    sessions = slot.sessions
+    slot.count += k
+    if sessions[k - 1].last > slot.floor:
+        slot.floor = sessions[k - 1].last
+    del sessions[:k]
+    if slot.closes and slot.closes[0] <= slot.floor:
+        slot.closes = [c for c in slot.closes if c > slot.floor]
+
+
+def _trim(slot: Slot, limit: int) -> None:
+    """Keep at most `limit` elements in the slot: freeze its oldest closed sessions, then fold
+    the oldest hits of the remaining one into a block (see `sessionizer.state`)."""
+    excess = sum(len(s.elements) for s in slot.sessions) - limit
+    while excess > 0 and len(slot.sessions) > 1:
+        excess -= len(slot.sessions[0].elements)
+        _freeze(slot, 1)
+    if excess <= 0:
         return
-    out.sessions.append(session_snapshot(guid, session, is_open))
+    session = slot.sessions[0]
+    k = min(excess + 1, len(session.elements) - 1)
+    if k < 2:
+        return
+    folded = Session(session.id, 0, 0, None, "", session.elements[:k])
+    block = Block(folded.first, folded.last, folded.pageviews, folded.events, folded.exit_url, folded.exit_at,
+                  folded.landing, session.id)
+    static = session.static
+    session.reset([block, *session.elements[k:]])
+    session.static = static  # the landing, index and id did not change
+    if block.last > slot.floor:
+        slot.floor = block.last
+    if slot.closes and slot.closes[0] <= slot.floor:
+        slot.closes = [c for c in slot.closes if c > slot.floor]
+
+
+# -- publishing ----------------------------------------------------------------------------
+
+
+def _publish(state: DeviceState, session: Session, is_open: bool, out: Emitted) -> None:
+    state.version += 1
+    session.version = state.version
+    if out.coalesce:
+        out.pending[session.id] = (state.guid, session, is_open)
+        return
+    out.sessions.append(session_snapshot(state.guid, session, is_open))
     if not is_open:
         session.static = None  # a closed session rarely changes again: keep memory for open ones
 
 
-# -- the rules -----------------------------------------------------------------------------
+def _record(hit: HitView, guid: str, sid: str, out: Emitted) -> None:
+    record = hit_record(hit, guid, sid)
+    out.records.append(record)
+    out.placed[hit.hit_id] = record
 
 
-def _hit_campaign(hit: HitView) -> tuple[str | None, ...]:
-    return (
-        hit.utm_source, hit.utm_medium, hit.utm_campaign, hit.utm_term, hit.utm_content, hit.utm_id,
-        hit.click_id_type, hit.click_id,
-    )
-
-
-def _split_reason(session: Session, hit: HitView, t: int, rules: Rules) -> str | None:
-    """Why a hit after the session's last hit starts a new session, or None if it joins."""
-    if t - session.last > rules.timeout_ms:
-        return INACTIVITY
-    if t - session.first > rules.max_length_ms:
-        return MAX_LENGTH
-    if rules.midnight_tz is not None and day_number(t, rules.midnight_tz) != day_number(session.first, rules.midnight_tz):
-        return MIDNIGHT
-    if rules.split_on_campaign:
-        campaign = _hit_campaign(hit)
-        if any(campaign) and campaign != session.campaign:
-            return CAMPAIGN_CHANGE
-    return None
-
-
-def _fits_before(session: Session, hit: HitView, t: int, rules: Rules) -> bool:
-    """Whether a hit earlier than the session's first hit extends it backwards: whether time
-    order (the hit first, then the session's hits) would have kept them in one session."""
-    if session.first - t > rules.timeout_ms or session.last - t > rules.max_length_ms:
-        return False
-    if rules.midnight_tz is not None and day_number(t, rules.midnight_tz) != day_number(session.first, rules.midnight_tz):
-        return False
-    if rules.split_on_campaign:
-        # The session's first hit would have split from the hit if it carried other campaign data.
-        campaign = session.campaign
-        if any(campaign) and campaign != _hit_campaign(hit):
-            return False
-    return True
-
-
-def _fits(session: Session, hit: HitView, t: int, rules: Rules) -> bool:
-    if t < session.first:
-        return _fits_before(session, hit, t, rules)
-    return t <= session.last or _split_reason(session, hit, t, rules) is None
-
-
-# -- session attributes --------------------------------------------------------------------
-
-
-def _channel(hit: HitView) -> str:
+def _channel(landing: Mark | HitView) -> str:
     has_campaign = bool(
-        hit.utm_source or hit.utm_medium or hit.utm_campaign or hit.utm_term or hit.utm_content or hit.utm_id
-        or hit.click_id_type
+        landing.utm_source or landing.utm_medium or landing.utm_campaign or landing.utm_term or landing.utm_content
+        or landing.utm_id or landing.click_id_type
     )
-    referrer_host = hit.referrer_host
-    page_host = urlsplit(hit.url).hostname if referrer_host and not has_campaign else None
-    return channel_for(hit.utm_source, hit.utm_medium, hit.click_id_type, referrer_host, hit.site, page_host, has_campaign)
-
-
-def _new_session(guid: str, hit: HitView, t: int, index: int) -> Session:
-    is_pageview = hit.type != "event"
-    return Session(
-        session_id(guid, hit.hit_id), index, 0, t, t, None,
-        1 if is_pageview else 0, 0 if is_pageview else 1,
-        hit.url if is_pageview else None, t if is_pageview else -1,
-        hit.url, hit.path, hit.site, hit.referrer, hit.referrer_host,
-        hit.utm_source, hit.utm_medium, hit.utm_campaign, hit.utm_term, hit.utm_content, hit.utm_id,
-        hit.click_id, hit.click_id_type, hit.ip, hit.user_agent, _channel(hit),
-    )
-
-
-def _apply(session: Session, hit: HitView, t: int) -> None:
-    if t < session.first:
-        session.first = t
-        _take_landing(session, hit)
-    elif t > session.last:
-        session.last = t
-    if hit.type == "event":
-        session.events += 1
-    else:
-        session.pageviews += 1
-        if t >= session.exit_at:
-            session.exit_url = hit.url
-            session.exit_at = t
-
-
-def _take_landing(session: Session, hit: HitView) -> None:
-    session.url = hit.url
-    session.path = hit.path
-    session.site = hit.site
-    session.referrer = hit.referrer
-    session.referrer_host = hit.referrer_host
-    session.utm_source = hit.utm_source
-    session.utm_medium = hit.utm_medium
-    session.utm_campaign = hit.utm_campaign
-    session.utm_term = hit.utm_term
-    session.utm_content = hit.utm_content
-    session.utm_id = hit.utm_id
-    session.click_id = hit.click_id
-    session.click_id_type = hit.click_id_type
-    session.ip = hit.ip
-    session.user_agent = hit.user_agent
-    session.channel = _channel(hit)
-    session.static = None
+    referrer_host = landing.referrer_host
+    page_host = urlsplit(landing.url).hostname if referrer_host and not has_campaign else None
+    return channel_for(landing.utm_source, landing.utm_medium, landing.click_id_type, referrer_host, landing.site,
+                       page_host, has_campaign)

@@ -1,11 +1,11 @@
 """Producing the sessionizer's records: whole Kafka batches per partition, acknowledged together.
 
-Faust's `topic.send` costs about 140 µs a record here and aiokafka's `producer.send` about
-18 µs plus the key's partition (aiokafka's pure-Python murmur2 alone takes tens of µs). This
-module appends encoded records to one aiokafka `BatchBuilder` per (topic, partition) —
-a few µs a record — submits each with `send_batch`, and `flush()` returns only when the
-broker has acknowledged every batch (the producer is idempotent with acks=all). The caller
-orders its flushes: outputs first, then the table changelog, then the source offsets.
+Faust's `topic.send` and aiokafka's `producer.send` cost a coroutine, a future and a
+pure-Python murmur2 per record. This module appends encoded records to one
+`schemas.producer.PartitionBatch` per (topic, partition) — the batching unit the edge uses
+too — submits each whole, and `flush()` returns only when the broker has acknowledged every
+batch (the producer is idempotent with acks=all). The caller orders its flushes: outputs
+first, then the table changelog, then the source offsets.
 
 The processor co-partitions its outputs with `hits` (a device's records and snapshots go to
 its `hits` partition number); `schemas.partitioning.Partitioner` — murmur2, exactly as the
@@ -19,6 +19,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from schemas.producer import PartitionBatch
+
 
 class Sender:
     """Submits closed batches to the producer, one (topic, partition) at a time in submission
@@ -29,24 +31,23 @@ class Sender:
         self.producer: Any = producer
         self._tails: dict[tuple[str, int], asyncio.Future[Any]] = {}
 
-    def submit(self, topic: str, partition: int, batch: Any, count: int) -> asyncio.Future[Any]:
+    def submit(self, batch: PartitionBatch) -> asyncio.Future[tuple[str, int, int]]:
         """Returns a future of the batch's (topic, partition, last offset), set once acknowledged."""
-        slot = (topic, partition)
+        slot = (batch.topic, batch.partition)
         previous = self._tails.get(slot)
-        task = asyncio.ensure_future(self._send(previous, topic, partition, batch, count))
+        task = asyncio.ensure_future(self._send(previous, batch))
         self._tails[slot] = task
         task.add_done_callback(lambda t, slot=slot: self._tails.pop(slot, None) if self._tails.get(slot) is t else None)
         return task
 
-    async def _send(self, previous: asyncio.Future[Any] | None, topic: str, partition: int, batch: Any,
-                    count: int) -> tuple[str, int, int]:
+    async def _send(self, previous: asyncio.Future[Any] | None, batch: PartitionBatch) -> tuple[str, int, int]:
         if previous is not None:
             # Only the hand-over to the producer is ordered here (aiokafka keeps one batch per
             # partition in flight, in order); a failure of the previous batch is its writer's.
             await asyncio.wait([previous])
-        future = await self.producer.send_batch(batch, topic, partition=partition)
-        meta = await future
-        return topic, partition, meta.offset + count - 1
+        acknowledged = await batch.send(self.producer)
+        meta = await acknowledged
+        return batch.topic, batch.partition, meta.offset + batch.count - 1
 
 
 class BatchWriter:
@@ -57,43 +58,28 @@ class BatchWriter:
 
     def __init__(self, sender: Sender) -> None:
         self._sender = sender
-        self._open: dict[tuple[str, int], Any] = {}
-        self._counts: dict[tuple[str, int], int] = {}
-        self._pending: list[asyncio.Future[Any]] = []
+        self._open: dict[tuple[str, int], PartitionBatch] = {}
+        self._pending: list[asyncio.Future[tuple[str, int, int]]] = []
         self.records = 0
 
     def add(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> None:
         slot = (topic, partition)
         batch = self._open.get(slot)
         if batch is None:
-            batch = self._open[slot] = self._sender.producer.create_batch()
-            self._counts[slot] = 0
-        if batch.append(key=key, value=value, timestamp=None) is None:
-            # Full: submit it and start another. An empty batch that cannot take the record
-            # means the record is larger than max_batch_size: refuse loudly.
-            if self._counts[slot] == 0:
-                size = (len(key) if key else 0) + (len(value) if value else 0)
-                raise ValueError(f"a {size}-byte record does not fit in one producer batch for {topic}")
-            self._submit(slot, batch)
-            batch = self._open[slot] = self._sender.producer.create_batch()
-            self._counts[slot] = 0
-            if batch.append(key=key, value=value, timestamp=None) is None:
-                size = (len(key) if key else 0) + (len(value) if value else 0)
-                raise ValueError(f"a {size}-byte record does not fit in one producer batch for {topic}")
-        self._counts[slot] += 1
+            batch = self._open[slot] = PartitionBatch(self._sender.producer, topic, partition)
+        if not batch.add(key, value):  # full: submit it and start another
+            self._pending.append(self._sender.submit(batch))
+            batch = self._open[slot] = PartitionBatch(self._sender.producer, topic, partition)
+            if not batch.add(key, value):  # (aiokafka takes any first record: this would be a bug of ours)
+                raise ValueError(f"an empty producer batch for {topic} refused a record")
         self.records += 1
-
-    def _submit(self, slot: tuple[str, int], batch: Any) -> None:
-        batch.close()
-        self._pending.append(self._sender.submit(slot[0], slot[1], batch, self._counts[slot]))
 
     def submit(self) -> None:
         """Hand every open batch to the producer (returns at once)."""
-        for slot, batch in self._open.items():
-            if self._counts[slot]:
-                self._submit(slot, batch)
+        for batch in self._open.values():
+            if batch.count:
+                self._pending.append(self._sender.submit(batch))
         self._open.clear()
-        self._counts.clear()
 
     async def wait(self) -> dict[tuple[str, int], int]:
         """Wait for every submitted batch's ack. Returns the last offset written per (topic,
@@ -113,7 +99,6 @@ class BatchWriter:
     def discard(self) -> None:
         """Forget what was added (after a failure); batches already submitted may still land."""
         self._open.clear()
-        self._counts.clear()
         for fut in self._pending:
             fut.add_done_callback(_consume_exception)
         self._pending = []

@@ -41,50 +41,41 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 from aiokafka.errors import KafkaError
 from faust.types import TP
 
+from schemas.backoff import Backoff
 from schemas.errors import InvalidInput
 from schemas.partitioning import Partitioner
 from schemas.views import ForgetView, HitView, decode_hit_record, encode_view
 from schemas.producer import PRODUCER_STATE_LOST
-from schemas.timefmt import EPOCH
+from schemas.timefmt import to_ms
 from schemas.topics import Topics
 from schemas.wire import WIRE_OPTIONS, dead_letter, encode
 from sessionizer.clock import PartitionClock
-from sessionizer.machine import DeviceState, Emitted, Rules, next_deadline_ms, on_close, on_hit, on_time
+from sessionizer.machine import Counts, DeviceState, Emitted, Rules, next_deadline_ms, on_close, on_hit, on_time
 from sessionizer.output import BatchWriter, Sender
 from sessionizer.stats import Stats
 from sessionizer.store import DeviceStore
-from sessionizer.sweep import DeadlineHeap, deadlines_from_store
+from sessionizer.sweep import DeadlineHeap, stored_states
 from sessionizer.transport import Chunk, Inbox
-
-DEADLETTER_PAYLOAD_MAX = 64 * 1024  # original bytes kept in a dead letter, as the edge does
 
 log = logging.getLogger("touchstream.sessionizer")
 
 RETRYABLE = (KafkaError, asyncio.TimeoutError, OSError)
-_MS = timedelta(milliseconds=1)
-
-
-def _ms(value: datetime) -> int:
-    """schemas.timefmt.to_ms without building a timedelta per call."""
-    return (value - EPOCH) // _MS
-
-
 class PartitionState:
     """What the processor keeps per assigned, recovered `hits` partition."""
 
-    __slots__ = ("tp", "clock", "heap", "clock_saved")
+    __slots__ = ("tp", "clock", "heap", "open", "clock_saved")
 
-    def __init__(self, tp: TP, clock: PartitionClock, heap: DeadlineHeap) -> None:
+    def __init__(self, tp: TP, clock: PartitionClock, heap: DeadlineHeap, open_: set[str] | None = None) -> None:
         self.tp = tp
         self.clock = clock
         self.heap = heap
+        self.open: set[str] = set() if open_ is None else open_  # devices with an open session
         self.clock_saved = self.clock_state()
 
     def clock_state(self) -> tuple[int | None, int | None, int | None]:
@@ -96,11 +87,11 @@ class Round:
     """A computed round on its way to being durable."""
 
     __slots__ = ("chunks", "generation", "outputs", "states", "n_records", "n_hits", "n_dead", "n_out",
-                 "n_states", "closed")
+                 "n_states", "closed", "counts")
 
     def __init__(self, chunks: list[Chunk], generation: int, outputs: BatchWriter,
                  states: dict[int, list[tuple[bytes, bytes | None]]], n_hits: int, n_dead: int, n_out: int,
-                 n_states: int, closed: int) -> None:
+                 n_states: int, closed: int, counts: Counts) -> None:
         self.chunks = chunks
         self.generation = generation
         self.outputs = outputs
@@ -111,6 +102,36 @@ class Round:
         self.n_out = n_out
         self.n_states = n_states
         self.closed = closed
+        self.counts = counts
+
+
+class RoundWork:
+    """What one round accumulates while its records are placed."""
+
+    __slots__ = ("out", "dead", "touched", "taken", "n_hits")
+
+    def __init__(self, rules: Rules) -> None:
+        # Coalescing: the core notes which sessions changed and `out.flush()` builds one
+        # snapshot per session (its newest) at the end of the round, instead of one per hit.
+        self.out = Emitted(coalesce=True)
+        self.dead: list[tuple[bytes | None, bytes, int]] = []
+        self.touched: dict[int, dict[str, DeviceState | None]] = {}
+        self.taken: list[Chunk] = []
+        self.n_hits = 0
+
+
+def _decode(rec: Any) -> tuple[Any, str]:
+    """A `hits` record as its View and its guid; raises InvalidInput with why it is refused."""
+    raw = rec.value
+    if raw is None:
+        raise InvalidInput("empty record (tombstone) on hits")
+    obj = decode_hit_record(raw)  # msgspec; what it refuses, pydantic decodes or says why
+    guid = obj.guid.lower()
+    key = rec.key
+    # The key places the device's state (partition); it must be the guid.
+    if key is None or (key != guid.encode() and key.decode("utf-8", "replace").lower() != guid):
+        raise InvalidInput("record key does not match its guid: hits must be keyed by guid")
+    return obj, guid
 
 
 class Processor:
@@ -166,7 +187,7 @@ class Processor:
                 if self.partitions.pop(tp.partition, None) is not None:
                     self.store.forget(tp.partition)
             if dropped:
-                log.info("rebalance: dropped %d fetched hits of revoked partitions (not acked)", dropped)
+                log.info("rebalance: dropped fetched hits of revoked partitions (not acked)", extra={"records": dropped})
 
     async def before_stop(self) -> None:
         """The worker stops: let the round in flight become durable (its offsets are acked before
@@ -189,17 +210,20 @@ class Processor:
                 continue
             started = time.perf_counter()
             heap = DeadlineHeap()
+            open_: set[str] = set()
             rules = self.rules
-            heap.rebuild(
-                deadlines_from_store(
-                    self.store.items(tp.partition), DeviceState.from_bytes, lambda s: next_deadline_ms(s, rules)
-                )
-            )
+            deadlines = []
+            for guid, state in stored_states(self.store.items(tp.partition), DeviceState.from_bytes):
+                deadlines.append((guid, next_deadline_ms(state, rules)))
+                if state.open_sessions():
+                    open_.add(guid)
+            heap.rebuild(deadlines)
             self.store.forget(tp.partition)
-            self.partitions[tp.partition] = PartitionState(tp, self.store.load_clock(tp.partition), heap)
+            self.partitions[tp.partition] = PartitionState(tp, self.store.load_clock(tp.partition), heap, open_)
             log.info(
-                "partition %d ready: %d devices with open sessions, clock %r (%.2fs)",
-                tp.partition, len(heap), self.partitions[tp.partition].clock, time.perf_counter() - started,
+                "partition ready", extra={"partition": tp.partition, "open_devices": len(open_),
+                                          "deadlines": len(heap), "clock": self.partitions[tp.partition].clock,
+                                          "seconds": round(time.perf_counter() - started, 3)},
             )
 
     def _reset_all(self) -> None:
@@ -258,18 +282,19 @@ class Processor:
         return False
 
     async def _redo(self, chunks: list[Chunk], error: BaseException) -> None:
-        delay = 0.2
+        backoff = Backoff(0.2, 10.0)
         while True:
+            delay = backoff.failed()
             self.stats.retries += 1
-            log.warning("writing to Kafka failed (%r): processing %d chunks again in %.1fs", error, len(chunks), delay)
+            log.warning("writing to Kafka failed; processing the chunks again",
+                        extra={"error": repr(error), "chunks": len(chunks), "delay_s": delay})
             if isinstance(error, PRODUCER_STATE_LOST) and self.replace_producer is not None:
                 try:
                     await self.replace_producer()
                 except Exception as exc:  # Kafka still away: the next attempt tries again
-                    log.warning("could not replace the producer: %r", exc)
+                    log.warning("could not replace the producer", extra={"error": repr(exc)})
             self._reset_all()
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
             if self.app.should_stop or self.stopped or self.app.rebalancing:
                 return  # abandoned: nothing acked, so processed again (here or by the next owner)
             computed = await self._compute(chunks)
@@ -290,128 +315,133 @@ class Processor:
         try:
             await task
         except RETRYABLE as exc:
-            log.warning("round abandoned at rebalance/stop: %r", exc)
+            log.warning("round abandoned at rebalance/stop", extra={"error": repr(exc)})
             return False
         return True
 
     # -- compute ------------------------------------------------------------------------------
 
     async def _compute(self, chunks: list[Chunk]) -> Round | None:
-        rules = self.rules
-        store = self.store
+        """One round's CPU work, in named steps: place the chunks' records, sweep deadlines,
+        update the heaps, hand the outputs to the producer, encode the states and clocks."""
         generation = self.app.consumer_generation_id
-        # Coalescing: the core notes which sessions changed and `out.flush()` builds one
-        # snapshot per session (its newest) at the end of the round, instead of one per hit.
-        out = Emitted(coalesce=True)
-        records = out.records
-        store_get = store.get
-        decode = decode_hit_record
-        dead: list[tuple[bytes | None, bytes, int]] = []
-        touched: dict[int, dict[str, DeviceState | None]] = {}
-        taken: list[Chunk] = []
-        n_hits = 0
-        hits_topic = self.topics.hits
-
+        work = RoundWork(self.rules)
         for chunk in chunks:
-            partition = chunk.tp.partition
-            if chunk.generation != generation:
-                continue  # fetched before a rebalance; never acked, so fetched again by the owner
-            ps = self.partitions.get(partition)
-            if ps is None:
-                if chunk.tp not in self.app.consumer.assignment():
-                    continue  # revoked meanwhile: the same
-                self._ready.add(chunk.tp)  # assigned but not set up yet (should not happen): do it now
-                self._setup_ready()
-                ps = self.partitions[partition]
-            taken.append(chunk)
-            clock = ps.clock
-            states = touched.setdefault(partition, {})
-            for rec in chunk.records:
-                raw = rec.value
-                try:
-                    if raw is None:
-                        raise InvalidInput("empty record (tombstone) on hits")
-                    obj = decode(raw)  # msgspec; what it refuses, pydantic decodes or says why
-                    guid = obj.guid.lower()
-                    key = rec.key
-                    # The key places the device's state (partition); it must be the guid.
-                    if key is None or (key != guid.encode() and key.decode("utf-8", "replace").lower() != guid):
-                        raise InvalidInput("record key does not match its guid: hits must be keyed by guid")
-                except InvalidInput as exc:
-                    payload, reason = raw or b"", exc.reason
-                    if len(payload) > DEADLETTER_PAYLOAD_MAX:
-                        # A dead letter must fit in a Kafka record (base64 grows it by a third): an
-                        # oversized one would be refused and stop the worker's output for good.
-                        reason = f"{reason} (payload cut to its first {DEADLETTER_PAYLOAD_MAX} of {len(payload)} bytes)"
-                        payload = payload[:DEADLETTER_PAYLOAD_MAX]
-                    dead.append((rec.key, encode(dead_letter(
-                        "sessionizer", reason, payload, errors=exc.errors, topic=hits_topic,
-                        partition=partition, offset=rec.offset, key=rec.key,
-                    )), partition))
-                    continue
-                kind = type(obj)
-                if kind is ForgetView:
-                    # `touchstream forget`: drop the device's state (a changelog tombstone), emit
-                    # nothing, and leave event time alone (the record carries no hit time).
-                    if guid in states or store_get(partition, guid) is not None:
-                        states[guid] = None
-                    continue
-                occurred = _ms(obj.occurred_at)
-                newest = clock.newest_ms
-                if newest is None or occurred > newest:
-                    event_time = clock.observe(occurred, _ms(obj.received_at))
-                else:  # received_at only matters for a new newest hit
-                    event_time = clock.time_ms
-                known = guid in states
-                state = states[guid] if known else store_get(partition, guid)
-                mark_r = len(records)
-                try:
-                    # `offset`: the core ignores a record at or below the newest offset it applied
-                    # to the device, so a batch processed again after a crash emits nothing twice.
-                    if kind is HitView:
-                        state = on_hit(state, obj, rules, event_time, out, offset=rec.offset, occurred_ms=occurred)
-                        n_hits += 1
-                    else:
-                        state = on_close(state, obj, rules, event_time, out, offset=rec.offset)
-                except Exception as exc:  # a bug in the core must not stop the worker: dead-letter the hit
-                    log.exception("session core failed on %s offset %d", chunk.tp, rec.offset)
-                    del records[mark_r:]  # (its noted session changes are built at flush: harmless)
-                    dead.append((rec.key, encode(dead_letter(
-                        "sessionizer", f"sessionizer error: {type(exc).__name__}: {exc}", raw, topic=hits_topic,
-                        partition=partition, offset=rec.offset, key=rec.key, hit_id=getattr(obj, "hit_id", None),
-                    )), partition))
-                    continue
-                if state is not None or known or store_get(partition, guid) is not None:
-                    states[guid] = state  # (None for a device never stored: nothing to write)
+            ps = self._partition_for(chunk, generation)
+            if ps is not None:
+                work.taken.append(chunk)
+                self._place_chunk(chunk, ps, work)
+        closed = await self._sweep(work.touched, work.out)
+        self._update_deadlines(work.touched)
+        work.out.flush()  # the round's session snapshots, now: the next round changes the states
+        outputs = BatchWriter(self.sender)
+        n_out = self._add_outputs(outputs, work.out, work.dead, work.touched)
+        outputs.submit()  # on their way while the previous round finishes and this one waits
+        clocks = self._clocks_to_save(closed)
+        encoded = self.store.encode(work.touched, clocks)
+        if not work.taken and not n_out and not encoded:
+            return None
+        n_closed = sum(closed.values())
+        self.stats.closed_by_time += n_closed
+        n_states = sum(len(s) for s in work.touched.values())
+        return Round(work.taken, generation, outputs, encoded, work.n_hits, len(work.dead), n_out, n_states, n_closed,
+                     work.out.counts)
 
-        closed = await self._sweep(touched, out)
+    def _partition_for(self, chunk: Chunk, generation: int) -> PartitionState | None:
+        """The set-up partition a chunk belongs to, or None to skip it (fetched before a
+        rebalance, or revoked since: never acked, so fetched again by the partition's owner)."""
+        if chunk.generation != generation:
+            return None
+        ps = self.partitions.get(chunk.tp.partition)
+        if ps is None:
+            if chunk.tp not in self.app.consumer.assignment():
+                return None
+            self._ready.add(chunk.tp)  # assigned but not set up yet (should not happen): do it now
+            self._setup_ready()
+            ps = self.partitions[chunk.tp.partition]
+        return ps
 
-        # Deadlines follow the new states.
+    def _place_chunk(self, chunk: Chunk, ps: PartitionState, work: RoundWork) -> None:
+        """Decode each record, advance the partition's clock, and run the core on the device."""
+        partition = chunk.tp.partition
+        clock = ps.clock
+        states = work.touched.setdefault(partition, {})
+        store_get = self.store.get
+        rules = self.rules
+        out = work.out
+        for rec in chunk.records:
+            try:
+                obj, guid = _decode(rec)
+            except InvalidInput as exc:
+                work.dead.append(self._dead_letter(rec, partition, exc.reason, exc.errors))
+                continue
+            kind = type(obj)
+            if kind is ForgetView:
+                # `touchstream forget`: drop the device's state (a changelog tombstone), emit
+                # nothing, and leave event time alone (the record carries no hit time).
+                if guid in states or store_get(partition, guid) is not None:
+                    states[guid] = None
+                continue
+            occurred = to_ms(obj.occurred_at)
+            newest = clock.newest_ms
+            if newest is None or occurred > newest:
+                event_time = clock.observe(occurred, to_ms(obj.received_at))
+            else:  # received_at only matters for a new newest hit
+                event_time = clock.time_ms
+            known = guid in states
+            state = states[guid] if known else store_get(partition, guid)
+            mark = len(out.records)
+            try:
+                # `offset`: the core ignores a record at or below the newest offset it applied
+                # to the device, so a batch processed again after a crash emits nothing twice.
+                if kind is HitView:
+                    state = on_hit(state, obj, rules, event_time, out, offset=rec.offset, occurred_ms=occurred)
+                    work.n_hits += 1
+                else:
+                    state = on_close(state, obj, rules, event_time, out, offset=rec.offset)
+            except Exception as exc:  # a bug in the core must not stop the worker: dead-letter the hit
+                log.exception("session core failed; hit dead-lettered",
+                              extra={"topic": chunk.tp.topic, "partition": partition, "offset": rec.offset})
+                del out.records[mark:]  # (its noted session changes are built at flush: harmless)
+                work.dead.append(self._dead_letter(
+                    rec, partition, f"sessionizer error: {type(exc).__name__}: {exc}", [],
+                    hit_id=getattr(obj, "hit_id", None),
+                ))
+                continue
+            if state is not None or known or store_get(partition, guid) is not None:
+                states[guid] = state  # (None for a device never stored: nothing to write)
+
+    def _dead_letter(self, rec: Any, partition: int, reason: str, errors: list[Any], *,
+                     hit_id: str | None = None) -> tuple[bytes | None, bytes, int]:
+        # (schemas.wire.dead_letter cuts an oversized payload: a dead letter must fit in a record)
+        letter = dead_letter("sessionizer", reason, rec.value or b"", errors=errors, topic=self.topics.hits,
+                             partition=partition, offset=rec.offset, key=rec.key, hit_id=hit_id)
+        return rec.key, encode(letter), partition
+
+    def _update_deadlines(self, touched: dict[int, dict[str, DeviceState | None]]) -> None:
+        """Deadlines (and the open-session count) follow the new states."""
+        rules = self.rules
         for partition, states in touched.items():
-            heap = self.partitions[partition].heap
+            ps = self.partitions[partition]
+            heap, open_ = ps.heap, ps.open
             for guid, state in states.items():
                 heap.set(guid, None if state is None else next_deadline_ms(state, rules))
+                if state is not None and state.open_sessions():
+                    open_.add(guid)
+                else:
+                    open_.discard(guid)
 
-        out.flush()  # the round's session snapshots, now: the next round changes the states
-        outputs = BatchWriter(self.sender)
-        n_out = self._add_outputs(outputs, out, dead, touched)
-        outputs.submit()  # on their way while the previous round finishes and this one waits
-
-        # A clock is saved when it saw a newer hit, or when the sweep closed something with it
-        # (then its event time was used); merely advancing with the wall clock while idle is not
-        # worth a write every tick.
+    def _clocks_to_save(self, closed: dict[int, int]) -> dict[int, PartitionClock]:
+        """A clock is saved when it saw a newer hit, or when the sweep closed something with it
+        (then its event time was used); merely advancing with the wall clock while idle is not
+        worth a write every tick."""
         clocks: dict[int, PartitionClock] = {}
         for partition, ps in self.partitions.items():
             now_state, saved = ps.clock_state(), ps.clock_saved
             if now_state != saved and (partition in closed or now_state[:2] != saved[:2]):
                 clocks[partition] = ps.clock
                 ps.clock_saved = now_state
-        n_states = sum(len(s) for s in touched.values())
-        encoded = store.encode(touched, clocks)
-        if not taken and not n_out and not encoded:
-            return None
-        self.stats.closed_by_time += sum(closed.values())
-        return Round(taken, generation, outputs, encoded, n_hits, len(dead), n_out, n_states, sum(closed.values()))
+        return clocks
 
     async def _sweep(self, touched: dict[int, dict[str, DeviceState | None]], out: Emitted) -> dict[int, int]:
         """Run on_time for the devices whose deadline their partition's event time has passed;
@@ -526,9 +556,10 @@ class Processor:
         stats = self.stats
         stats.wait_s += time.perf_counter() - started
         stats.on_round(r.n_records, r.n_hits, r.n_dead, r.n_states)
+        stats.arrival.add(r.counts)
         stats.last_durable = time.time()
         if r.n_records:
             stats.last_records_durable = stats.last_durable
 
     def open_sessions(self) -> int:
-        return sum(len(ps.heap) for ps in self.partitions.values())
+        return sum(len(ps.open) for ps in self.partitions.values())

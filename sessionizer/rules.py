@@ -40,6 +40,13 @@ class Rules:
     # Rule 8: how many recent hit ids a device remembers (as 64-bit hashes, 8 bytes each)
     # to ignore duplicates. Bounded so the state stays small; see sessionizer/state.py.
     dedupe_size: int = 64
+    # Rule 6: how far behind the partition's event time a hit may be and still be placed as
+    # time order has it (merging, splitting or inserting sessions); older hits are recorded
+    # as late (`too_late`). The state keeps each device's hits of this span plus the timeout.
+    lateness_ms: int = 24 * HOUR_MS
+    # Rule 6, bounded: at most this many retained hits per device and scope key (sessionizer.state).
+    # Beyond it the oldest are folded into one block and hits before them are too late.
+    retained_hits: int = 256
 
     def __post_init__(self) -> None:
         if self.timeout_ms <= 0:
@@ -48,6 +55,10 @@ class Rules:
             raise ValueError("max_length_ms must be at least timeout_ms")
         if self.scope not in ("device", "site"):
             raise ValueError(f"scope must be 'device' or 'site', not {self.scope!r}")
+        if self.lateness_ms < 0:
+            raise ValueError("lateness_ms must not be negative")
+        if self.retained_hits < 8:
+            raise ValueError("retained_hits must be at least 8")
         if not 1 <= self.dedupe_size <= 4096:
             raise ValueError("dedupe_size must be between 1 and 4096")
         if self.midnight_tz is not None:

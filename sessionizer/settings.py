@@ -30,6 +30,13 @@ class SessionizerSettings(KafkaSettings, RuntimeSettings):
     session_drop_bots: bool = Field(False, description="rule 11: drop crawler hits instead of flagging their sessions")
     session_record_dropped_bots: bool = Field(True, description="with drop_bots, account for each dropped hit as a late hit 'bot'")
     session_dedupe_size: int = Field(64, ge=1, le=4096, description="rule 8: recent hit ids remembered per device")
+    session_allowed_lateness_ms: int = Field(
+        24 * HOUR_MS, ge=0,
+        description="rule 6: how far behind the partition's event time a hit is still placed in time order (older: late_hits, too_late)",
+    )
+    session_retained_hits: int = Field(
+        256, ge=8, description="rule 6: most hits a device keeps for re-placing late hits (beyond it, older ones are too late)"
+    )
 
     # --- the worker -------------------------------------------------------------------------
     sessionizer_app_id: str = Field(
@@ -58,7 +65,6 @@ class SessionizerSettings(KafkaSettings, RuntimeSettings):
     sessionizer_event_loop: Literal["asyncio", "uvloop"] = Field(
         "asyncio", description="event loop of the worker (and of Faust's consumer thread)"
     )
-    sessionizer_log_level: str = Field("WARNING", description="log level of the worker")
     sessionizer_stats_file: Path | None = Field(None, description="write counters as JSON here every second (benchmarks, tests)")
 
     def rules(self) -> Rules:
@@ -71,4 +77,6 @@ class SessionizerSettings(KafkaSettings, RuntimeSettings):
             drop_bots=self.session_drop_bots,
             record_dropped_bots=self.session_record_dropped_bots,
             dedupe_size=self.session_dedupe_size,
+            lateness_ms=self.session_allowed_lateness_ms,
+            retained_hits=self.session_retained_hits,
         )

@@ -2,7 +2,10 @@
 
 - `session_snapshot` : a complete `schemas.session.SessionSnapshot` wire dict (topic `sessions`);
 - `hit_record`       : a `PageviewRecord` or `EventRecord` view for an applied hit (topic `events`);
-- `late_record`      : a `LateHitRecord` view for a hit that fits no session, with the reason.
+- `late_record`      : a `LateHitRecord` view for a hit that fits no session, with the reason;
+- `retraction`       : a `SessionRetraction` wire dict (topic `sessions`) for a session merged away;
+- `move_record`, `range_move_record`: `HitMoveRecord` / `RangeMoveRecord` views re-pointing
+  earlier hits to another session (topic `events`).
 
 Views are the msgspec Structs of `schemas.views` (the same fields as the models).
 Datetimes are aware UTC `datetime`s; `schemas.wire.encode` (dicts) and
@@ -16,15 +19,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from schemas import SCHEMA_VERSION
-from schemas.views import EventView, HitView, LateHitView, PageviewView
-from schemas.timefmt import EPOCH
-from sessionizer.state import Session
+from schemas.views import EventView, HitView, LateHitView, MoveView, PageviewView, RangeMoveView
+from schemas.timefmt import EPOCH, from_ms
+from sessionizer.state import Block, Mark, Session
 from sessionizer.useragent import describe
 
 
-def at_ms(ms: int) -> datetime:
-    """schemas.timefmt.from_ms, twice as fast (positional timedelta)."""
-    return EPOCH + timedelta(0, 0, 0, ms)
+def at_us(ms: int, us: int) -> datetime:
+    """The exact occurred_at of a mark (milliseconds and the microseconds below them)."""
+    return EPOCH + timedelta(0, 0, us, ms)
 
 
 def session_snapshot(guid: str, s: Session, is_open: bool) -> dict[str, Any]:
@@ -34,7 +37,7 @@ def session_snapshot(guid: str, s: Session, is_open: bool) -> dict[str, Any]:
     snap = static.copy()
     pageviews = s.pageviews
     events = s.events
-    last_seen = at_ms(s.last)
+    last_seen = from_ms(s.last)
     snap["status"] = "open" if is_open else "closed"
     snap["last_seen_at"] = last_seen
     snap["ended_at"] = None if is_open else last_seen
@@ -52,34 +55,55 @@ def session_snapshot(guid: str, s: Session, is_open: bool) -> dict[str, Any]:
 def _static_fields(guid: str, s: Session) -> dict[str, Any]:
     """The fields that follow the landing hit: built once per session and landing, then copied.
     (started_at is one of them: the first hit changes exactly when the landing does.)"""
-    agent = describe(s.user_agent)
+    landing = s.landing
+    agent = describe(landing.user_agent)
     return {
         "v": SCHEMA_VERSION,
         "session_id": s.id,
         "guid": guid,
         "session_index": s.index,
-        "site": s.site,
-        "started_at": at_ms(s.first),
-        "landing_url": s.url,
-        "landing_path": s.path,
-        "referrer": s.referrer,
-        "referrer_host": s.referrer_host,
-        "utm_source": s.utm_source,
-        "utm_medium": s.utm_medium,
-        "utm_campaign": s.utm_campaign,
-        "utm_term": s.utm_term,
-        "utm_content": s.utm_content,
-        "utm_id": s.utm_id,
-        "click_id": s.click_id,
-        "click_id_type": s.click_id_type,
+        "site": landing.site,
+        "started_at": from_ms(s.first),
+        "landing_url": landing.url,
+        "landing_path": landing.path,
+        "referrer": landing.referrer,
+        "referrer_host": landing.referrer_host,
+        "utm_source": landing.utm_source,
+        "utm_medium": landing.utm_medium,
+        "utm_campaign": landing.utm_campaign,
+        "utm_term": landing.utm_term,
+        "utm_content": landing.utm_content,
+        "utm_id": landing.utm_id,
+        "click_id": landing.click_id,
+        "click_id_type": landing.click_id_type,
         "channel": s.channel,
-        "ip": s.ip,
-        "user_agent": s.user_agent,
+        "ip": landing.ip,
+        "user_agent": landing.user_agent,
         "browser": agent.browser,
         "os": agent.os,
         "device_type": agent.device_type,
         "is_bot": agent.is_bot,
     }
+
+
+def retraction(guid: str, s: Session, merged_into: str, version: int) -> dict[str, Any]:
+    return {"v": SCHEMA_VERSION, "kind": "retraction", "session_id": s.id, "guid": guid,
+            "merged_into": merged_into, "version": version}
+
+
+def move_record(guid: str, mark: Mark, session_id: str) -> MoveView:
+    return MoveView(
+        hit_id=mark.hit_id, guid=guid, type="event" if mark.is_event else "pageview",
+        occurred_at=at_us(mark.t, mark.us), session_id=session_id,
+    )
+
+
+def range_move_record(guid: str, block: Block, session_id: str) -> RangeMoveView:
+    # The block's bounds are milliseconds; its rows' occurred_at may carry microseconds.
+    return RangeMoveView(
+        guid=guid, from_session_id=block.sid, first_at=from_ms(block.first), last_at=at_us(block.last, 999),
+        session_id=session_id,
+    )
 
 
 def hit_record(hit: HitView, guid: str, session_id: str) -> PageviewView | EventView:

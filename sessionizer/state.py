@@ -1,76 +1,78 @@
 """What the sessionizer keeps per device (the Faust table value, keyed by guid), and its bytes.
 
-Small by design — no list of hits. Per scope key (the empty string under scope "device",
-the site under scope "site") a `Slot` holds:
+SPEC rule 6 asks for the sessions that the rules give on a device's hits *sorted by time*,
+whatever order they arrive in, within the allowed lateness. A late hit can merge sessions,
+split one (a campaign hit, a max-length boundary that moves) or open one between others, so
+the state keeps the hits themselves while they can still be re-placed, and only those:
 
-- `open`  the open session, if any;
-- `last`  the most recent closed session, kept whole so a late hit can rejoin it and a
-          complete snapshot can be published again (SPEC rule 6);
-- `count` sessions opened so far (the next session_index is count + 1);
-- `floor` the last hit time of the newest session the slot has forgotten: nothing at or
-          before it may join `last`, so sessions never overlap.
+Per scope key (the empty string under scope "device", the site under scope "site") a `Slot`:
+
+- `sessions` the *retained* sessions, in time order: every session that a hit not yet too
+             late could still change. Each holds its `elements` — one `Mark` per hit (what
+             placing the hit again needs: its time, id, type and landing attributes) — in
+             (time, hit_id) order, and its aggregate (counts, landing, exit) for publishing;
+- `count`    sessions *frozen* before them (the first retained session has index count + 1);
+- `floor`    hits at or before this time are too late for the slot (its frozen sessions and
+             trimmed hits lie there);
+- `closes`   the times of storage-cleared records (rule 12) inside the retained span.
+
+A session freezes — its hits are dropped, only `count` and `floor` remember it — once event
+time has passed `its last hit + timeout + allowed lateness`: no hit that is not too late can
+reach it any more (a hit later than that is more than the timeout after it). So the state
+holds a device's hits of the last `allowed lateness + timeout` of event time (24.5 h by
+default), and a device that stays away shrinks back to a few dozen bytes.
+
+Devices that send far more (crawlers) are bounded by `Rules.retained_hits`: beyond it the
+oldest hits are *trimmed* into a `Block` — the aggregate of a run of hits, placed as one — and
+the floor moves up to them. A block cannot be split again; a hit at or before the floor is too
+late. Blocks also carry sessions of states written by the previous format (1), which kept
+aggregates only.
 
 Per device, `ring` holds the 64-bit fingerprints (sessionizer.identity.hit_fingerprint) of the
-most recent hits the device placed — applied to a session or recorded as late — oldest first,
-at most `Rules.dedupe_size` of them (default 64, i.e. 512 bytes). That is the duplicate check
-of rule 8 without a list of hits: client retries (sendBeacon, tracker queues) repeat *recent*
-hits. A duplicate older than the last 64 hits of its device is not caught here; the sink's
-primary key `(occurred_at, hit_id)` still stores its row once, but the session's counts would
-include it. One ring per device (not per session) covers the open and the last closed session.
+most recent hits the device placed, oldest first, at most `Rules.dedupe_size` (rule 8: client
+retries repeat *recent* hits); retained marks catch the older duplicates of late hits.
+`offset` is the newest `hits` offset applied (a redelivered record at or below it is a replay,
+ignored exactly), and `version` is the device's snapshot counter: every snapshot or retraction
+of any of its sessions takes the next value, so a session's versions only grow even when its
+id is retracted by a merge and later given again by a split.
 
-Redelivery after a crash is a different matter: the adapter may replay a whole batch, and an
-in-order replay of more than 64 hits of one device defeats any bounded memory (each re-applied
-hit pushes out the fingerprint of the next). So the adapter can pass each record's `hits`
-offset (`on_hit(..., offset=n)`); the state keeps the newest one applied (`offset`) and any
-record at or below it is a replay, ignored exactly, however many there are.
-
-Bytes: b"\\x01" (format), the ring's length (uint16 LE), the ring, then orjson of
-`[guid, [[key, count, floor, open | null, last | null], ...], offset]` with each session as a
-flat list in `Session.FIELDS` order. With typical URLs and user agent: about 0.6 KiB for a
-device with one open visit of a few hits, 1.4-1.7 KiB with an open and a closed session and a
-full ring, however many hits the sessions hold.
+Bytes (format 2): b"\\x02", the ring's length (uint16 LE), the ring, then JSON:
+`[guid, offset, version, [[key, count, floor, closes, [session, ...]], ...]]` with a session as
+`[id, index, version, end_reason, channel, [element, ...]]`; its aggregate is recomputed from
+the elements when read. A mark is a JSON array in `Mark` order (is_event as 0/1); after a
+session's first mark, `t` is the gap to the previous mark, and the visit's fields (site, utm,
+click id, IP, user agent) are left out when they equal the previous mark's: a pageview then
+costs about 70 bytes besides its URL, path and referrer. A block is `{"b": [...]}`. Each session keeps its
+encoded elements and appends to them, so encoding a state costs its new hits, not all of them.
 """
 
 from __future__ import annotations
 
 import struct
-from operator import attrgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
-FORMAT = 1
+FORMAT = 2
 _HEADER = struct.Struct("<BH")
+_dumps = orjson.dumps
 
 
-class Session:
-    """One session's state: its counters and the attributes of its landing (earliest) hit."""
+class Mark(NamedTuple):
+    """A retained hit: everything placing it again needs (its session's landing, if it leads one).
 
-    FIELDS = (
-        "id", "index", "version", "first", "last", "end_reason", "pageviews", "events", "exit_url", "exit_at",
-        "url", "path", "site", "referrer", "referrer_host",
-        "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "utm_id",
-        "click_id", "click_id_type", "ip", "user_agent", "channel",
-    )
-    # `static`: the snapshot fields that change only with the landing hit, cached in memory by
-    # sessionizer.snapshot (never serialised; reset when the landing changes).
-    __slots__ = (*FIELDS, "static")
+    The fields a visit repeats hit after hit (from `site` on: VISIT) come last, so that the
+    bytes can leave them out when they equal the previous mark's."""
 
-    id: str               # session_id (sessionizer.identity.session_id of the opening hit)
-    index: int            # session_index
-    version: int          # of the last snapshot published
-    first: int            # occurred_at of the earliest hit, epoch ms
-    last: int             # occurred_at of the latest hit, epoch ms
-    end_reason: str | None  # None while open
-    pageviews: int
-    events: int
-    exit_url: str | None  # url of the latest pageview by occurred_at
-    exit_at: int          # its occurred_at (-1 with no pageview yet)
-    url: str              # landing attributes: all from the earliest hit
+    t: int                 # occurred_at, epoch ms (what the rules compare)
+    us: int                # the microseconds below t (the sink finds the hit's row by occurred_at)
+    hit_id: str
+    is_event: bool
+    url: str               # the landing fields from here on
     path: str
-    site: str
     referrer: str
     referrer_host: str | None
+    site: str              # VISIT: from here on
     utm_source: str | None
     utm_medium: str | None
     utm_campaign: str | None
@@ -81,41 +83,138 @@ class Session:
     click_id_type: str | None
     ip: str | None
     user_agent: str
-    channel: str
 
-    def __init__(
-        self, id, index, version, first, last, end_reason, pageviews, events, exit_url, exit_at,  # noqa: A002
-        url, path, site, referrer, referrer_host,
-        utm_source, utm_medium, utm_campaign, utm_term, utm_content, utm_id,
-        click_id, click_id_type, ip, user_agent, channel,
-    ) -> None:  # positional, in FIELDS order: from_bytes builds sessions with Session(*values)
-        self.id = id
-        self.index = index
-        self.version = version
+    @property
+    def campaign(self) -> tuple[str | None, ...]:
+        """Rule 4's campaign data: every utm field and the click id."""
+        return self[CAMPAIGN]
+
+    @property
+    def key(self) -> tuple[int, str]:
+        return (self.t, self.hit_id)
+
+
+VISIT = 8
+CAMPAIGN = slice(9, 17)
+_MARK_FIELDS = len(Mark._fields)
+_new_mark = tuple.__new__  # Mark(...) without the NamedTuple constructor's Python-level call
+
+
+class Block:
+    """Hits placed as one: the aggregate of a trimmed run of hits (or of a session of format 1).
+    Its `sid` is the session its hits were last written under (the sink re-points them by it)."""
+
+    __slots__ = ("first", "last", "pageviews", "events", "exit_url", "exit_at", "landing", "sid")
+
+    def __init__(self, first: int, last: int, pageviews: int, events: int, exit_url: str | None, exit_at: int,
+                 landing: Mark, sid: str) -> None:
         self.first = first
         self.last = last
-        self.end_reason = end_reason
         self.pageviews = pageviews
         self.events = events
         self.exit_url = exit_url
         self.exit_at = exit_at
-        self.url = url
-        self.path = path
-        self.site = site
-        self.referrer = referrer
-        self.referrer_host = referrer_host
-        self.utm_source = utm_source
-        self.utm_medium = utm_medium
-        self.utm_campaign = utm_campaign
-        self.utm_term = utm_term
-        self.utm_content = utm_content
-        self.utm_id = utm_id
-        self.click_id = click_id
-        self.click_id_type = click_id_type
-        self.ip = ip
-        self.user_agent = user_agent
-        self.channel = channel
+        self.landing = landing
+        self.sid = sid
+
+    @property
+    def key(self) -> tuple[int, str]:
+        return (self.first, "")  # before a mark of the same millisecond
+
+    def values(self) -> list[Any]:
+        return [self.first, self.last, self.pageviews, self.events, self.exit_url, self.exit_at, self.sid,
+                list(self.landing)]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Block) and self.values() == other.values()
+
+    def __repr__(self) -> str:
+        return f"Block({self.first}..{self.last}, {self.pageviews + self.events} hits, sid={self.sid})"
+
+
+Element = Mark | Block
+
+
+class Session:
+    """One retained session: its elements in time order and the aggregate it is published with."""
+
+    __slots__ = ("id", "index", "version", "end_reason", "channel", "elements",
+                 "first", "last", "pageviews", "events", "exit_url", "exit_at", "landing",
+                 "static", "blob", "blob_n", "bytes", "bytes_version")
+
+    def __init__(self, id: str, index: int, version: int, end_reason: str | None, channel: str,  # noqa: A002
+                 elements: list[Element]) -> None:
+        self.id = id
+        self.index = index
+        self.version = version        # of the last snapshot published
+        self.end_reason = end_reason  # None while open
+        self.channel = channel        # of the landing (sessionizer.channel, computed when the landing changes)
+        self.elements = elements
+        # `static`: the snapshot fields that change only with the landing or the index, cached by
+        # sessionizer.snapshot; `blob`/`blob_n`: the JSON of elements[:blob_n] (never serialised).
         self.static: dict[str, Any] | None = None
+        self.blob = b""
+        self.blob_n = 0
+        self.bytes, self.bytes_version = b"", -1  # encoded() as of that version
+        self.summarize()
+
+    @classmethod
+    def opened(cls, id: str, index: int, channel: str, mark: Mark) -> Session:  # noqa: A002
+        """A new open session of one hit (what `__init__` + `summarize` give, without the loop)."""
+        self = cls.__new__(cls)
+        self.id, self.index, self.version, self.end_reason, self.channel = id, index, 0, None, channel
+        self.elements = [mark]
+        self.static, self.blob, self.blob_n = None, b"", 0
+        self.bytes, self.bytes_version = b"", -1
+        self.landing = mark
+        self.first = self.last = mark[0]
+        if mark[3]:
+            self.pageviews, self.events, self.exit_url, self.exit_at = 0, 1, None, -1
+        else:
+            self.pageviews, self.events, self.exit_url, self.exit_at = 1, 0, mark[4], mark[0]
+        return self
+
+    def summarize(self) -> None:
+        """Recompute the aggregate from the elements (after they were re-placed or read)."""
+        pageviews = events = 0
+        exit_url: str | None = None
+        exit_at = -1
+        last = -1
+        for e in self.elements:
+            if type(e) is Block:
+                pageviews += e.pageviews
+                events += e.events
+                if e.exit_url is not None and e.exit_at >= exit_at:
+                    exit_url, exit_at = e.exit_url, e.exit_at
+                if e.last > last:
+                    last = e.last
+            else:
+                if e.is_event:
+                    events += 1
+                else:
+                    pageviews += 1
+                    exit_url, exit_at = e.url, e.t
+                if e.t > last:
+                    last = e.t
+        head = self.elements[0]
+        self.landing = head.landing if type(head) is Block else head
+        self.first = head.first if type(head) is Block else head.t
+        self.last = last
+        self.pageviews = pageviews
+        self.events = events
+        self.exit_url = exit_url
+        self.exit_at = exit_at
+
+    def append(self, mark: Mark) -> None:
+        """Add a hit later than every element (the in-order path)."""
+        self.elements.append(mark)
+        t = self.last = mark[0]
+        if mark[3]:  # is_event
+            self.events += 1
+        else:
+            self.pageviews += 1
+            self.exit_url = mark[4]
+            self.exit_at = t
 
     @property
     def hits(self) -> int:
@@ -123,56 +222,133 @@ class Session:
 
     @property
     def campaign(self) -> tuple[str | None, ...]:
-        """The campaign data rule 4's campaign_change compares (all utm fields and the click id)."""
-        return (
-            self.utm_source, self.utm_medium, self.utm_campaign, self.utm_term, self.utm_content, self.utm_id,
-            self.click_id_type, self.click_id,
-        )
+        return self.landing[CAMPAIGN]
+
+    def marks(self) -> int:
+        return sum(1 for e in self.elements if type(e) is not Block)
+
+    # -- bytes ----------------------------------------------------------------------------
+
+    def reset(self, elements: list[Element]) -> None:
+        """Take new elements (re-placed by a late hit): the aggregate and caches follow."""
+        self.elements = elements
+        self.static = None
+        self.blob, self.blob_n = b"", 0
+        self.bytes_version = -1
+        self.summarize()
+
+    def encoded(self) -> bytes:
+        # `append` only adds at the end and `reset` clears the cache, so blob is always the
+        # JSON of elements[:blob_n] (each element is encoded once).
+        if self.blob_n < len(self.elements):
+            self._encode_new()
+        elif self.bytes_version == self.version:
+            return self.bytes  # unchanged since the last write (every change publishes a new version)
+        head = _dumps((self.id, self.index, self.version, self.end_reason, self.channel))
+        self.bytes = encoded = head[:-1] + b",[" + self.blob + b"]]"
+        self.bytes_version = self.version
+        return encoded
+
+    def _encode_new(self) -> None:
+        elements = self.elements
+        previous = elements[self.blob_n - 1] if self.blob_n else None
+        parts = [self.blob] if self.blob_n else []
+        for e in elements[self.blob_n:]:
+            parts.append(_encode_element(e, previous))
+            previous = e
+        self.blob = b",".join(parts)
+        self.blob_n = len(elements)
 
     def values(self) -> tuple[Any, ...]:
-        return _session_values(self)
+        return (self.id, self.index, self.version, self.end_reason, self.channel, list(self.elements))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Session) and self.values() == other.values()
 
     def __repr__(self) -> str:
-        return f"Session({self.id}, #{self.index} v{self.version} {self.first}..{self.last} {self.hits} hits, end={self.end_reason})"
+        return (f"Session({self.id}, #{self.index} v{self.version} {self.first}..{self.last} {self.hits} hits, "
+                f"end={self.end_reason})")
 
 
-_session_values = attrgetter(*Session.FIELDS)
+def _encode_element(e: Element, previous: Element | None) -> bytes:
+    if type(e) is Block:
+        return orjson.dumps({"b": e.values()})
+    if previous is None or type(previous) is Block:
+        return orjson.dumps((e[0], e[1], e[2], 1 if e[3] else 0, *e[4:]))
+    # (elements are in time order: t as the gap to the previous mark is a small number)
+    if (e[18] == previous[18] and e[17] == previous[17] and e[8] == previous[8] and e[9] == previous[9]
+            and e[VISIT:] == previous[VISIT:]):  # (user agent, IP, site, source first: they differ first)
+        return orjson.dumps((e[0] - previous[0], e[1], e[2], 1 if e[3] else 0, e[4], e[5], e[6], e[7]))
+    return orjson.dumps((e[0] - previous[0], e[1], e[2], 1 if e[3] else 0, *e[4:]))
+
+
+def _decode_elements(raw: list[Any]) -> list[Element]:
+    elements: list[Element] = []
+    previous: Mark | None = None
+    for item in raw:
+        if type(item) is dict:
+            first, last, pageviews, events, exit_url, exit_at, sid, landing = item["b"]
+            elements.append(Block(first, last, pageviews, events, exit_url, exit_at, Mark(*landing), sid))
+            previous = None
+            continue
+        item[3] = bool(item[3])
+        if previous is not None:
+            item[0] += previous[0]
+            if len(item) == VISIT:
+                item.extend(previous[VISIT:])
+        previous = _new_mark(Mark, item)
+        elements.append(previous)
+    return elements
 
 
 class Slot:
     """The sessions of one scope key: see the module docstring."""
 
-    __slots__ = ("count", "floor", "open", "last")
+    __slots__ = ("count", "floor", "sessions", "closes")
 
-    def __init__(self, count: int = 0, floor: int = -1, open: Session | None = None, last: Session | None = None) -> None:  # noqa: A002
+    def __init__(self, count: int = 0, floor: int = -1, sessions: list[Session] | None = None,
+                 closes: list[int] | None = None) -> None:
         self.count = count
         self.floor = floor
-        self.open = open
-        self.last = last
+        self.sessions: list[Session] = [] if sessions is None else sessions
+        self.closes: list[int] = [] if closes is None else closes
+
+    @property
+    def latest(self) -> Session | None:
+        return self.sessions[-1] if self.sessions else None
+
+    @property
+    def open(self) -> Session | None:
+        """The open session (only the latest can be open)."""
+        latest = self.sessions[-1] if self.sessions else None
+        return latest if latest is not None and latest.end_reason is None else None
+
+    def marks(self) -> int:
+        return sum(s.marks() for s in self.sessions)
 
     def __eq__(self, other: object) -> bool:
         return (
             isinstance(other, Slot)
-            and (self.count, self.floor, self.open, self.last) == (other.count, other.floor, other.open, other.last)
+            and (self.count, self.floor, self.sessions, self.closes)
+            == (other.count, other.floor, other.sessions, other.closes)
         )
 
     def __repr__(self) -> str:
-        return f"Slot(count={self.count}, floor={self.floor}, open={self.open!r}, last={self.last!r})"
+        return f"Slot(count={self.count}, floor={self.floor}, sessions={self.sessions!r}, closes={self.closes})"
 
 
 class DeviceState:
-    __slots__ = ("guid", "ring", "slots", "offset")
+    __slots__ = ("guid", "ring", "slots", "offset", "version")
 
-    def __init__(self, guid: str, ring: bytes = b"", slots: dict[str, Slot] | None = None, offset: int = -1) -> None:
+    def __init__(self, guid: str, ring: bytes = b"", slots: dict[str, Slot] | None = None, offset: int = -1,
+                 version: int = 0) -> None:
         self.guid = guid
         self.ring = ring
         self.slots: dict[str, Slot] = {} if slots is None else slots
         # The `hits` offset of the newest record applied, when the adapter passes offsets
         # (machine.on_hit(..., offset=)): a redelivered record at or below it is a replay.
         self.offset = offset
+        self.version = version
 
     # -- duplicates (rule 8) --------------------------------------------------------------
 
@@ -197,41 +373,83 @@ class DeviceState:
         return sum(1 for slot in self.slots.values() if slot.open is not None)
 
     def sessions(self) -> list[Session]:
-        """Every session the state still holds, open and last closed, in no particular order."""
-        return [s for slot in self.slots.values() for s in (slot.last, slot.open) if s is not None]
+        """Every retained session, per slot in time order."""
+        return [s for slot in self.slots.values() for s in slot.sessions]
+
+    def marks(self) -> int:
+        return sum(slot.marks() for slot in self.slots.values())
 
     # -- bytes ----------------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        slots = [
-            [key, slot.count, slot.floor,
-             None if slot.open is None else _session_values(slot.open),
-             None if slot.last is None else _session_values(slot.last)]
+        parts = [
+            _dumps((key, slot.count, slot.floor, slot.closes))[:-1] + b",[" + b",".join(
+                [s.encoded() for s in slot.sessions]) + b"]]"
             for key, slot in self.slots.items()
         ]
-        return _HEADER.pack(FORMAT, len(self.ring)) + self.ring + orjson.dumps([self.guid, slots, self.offset])
+        head = _dumps((self.guid, self.offset, self.version))
+        return _HEADER.pack(FORMAT, len(self.ring)) + self.ring + head[:-1] + b",[" + b",".join(parts) + b"]]"
 
     @classmethod
     def from_bytes(cls, data: bytes) -> DeviceState:
         fmt, ring_len = _HEADER.unpack_from(data)
-        if fmt != FORMAT:
-            raise ValueError(f"unknown DeviceState format {fmt}")
         start = _HEADER.size
         ring = bytes(data[start:start + ring_len])
-        guid, raw_slots, offset = orjson.loads(data[start + ring_len:])
-        slots = {
-            key: Slot(count, floor,
-                      None if open_ is None else Session(*open_),
-                      None if last is None else Session(*last))
-            for key, count, floor, open_, last in raw_slots
-        }
-        return cls(guid, ring, slots, offset)
+        body = orjson.loads(data[start + ring_len:])
+        if fmt == 1:
+            return _from_format_1(ring, body)
+        if fmt != FORMAT:
+            raise ValueError(f"unknown DeviceState format {fmt}")
+        guid, offset, version, raw_slots = body
+        slots = {}
+        for key, count, floor, closes, raw_sessions in raw_slots:
+            sessions = [
+                Session(sid, index, s_version, end_reason, channel, _decode_elements(elements))
+                for sid, index, s_version, end_reason, channel, elements in raw_sessions
+            ]
+            slots[key] = Slot(count, floor, sessions, closes)
+        return cls(guid, ring, slots, offset, version)
 
     def __eq__(self, other: object) -> bool:
         return (
             isinstance(other, DeviceState)
-            and (self.guid, self.ring, self.slots, self.offset) == (other.guid, other.ring, other.slots, other.offset)
+            and (self.guid, self.ring, self.slots, self.offset, self.version)
+            == (other.guid, other.ring, other.slots, other.offset, other.version)
         )
 
     def __repr__(self) -> str:
-        return f"DeviceState({self.guid}, {len(self.ring) // 8} fingerprints, {self.slots!r})"
+        return f"DeviceState({self.guid}, {len(self.ring) // 8} fingerprints, v{self.version}, {self.slots!r})"
+
+
+# -- format 1 (aggregates only): each session becomes one block ------------------------------
+
+_FORMAT_1_FIELDS = (
+    "id", "index", "version", "first", "last", "end_reason", "pageviews", "events", "exit_url", "exit_at",
+    "url", "path", "site", "referrer", "referrer_host",
+    "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "utm_id",
+    "click_id", "click_id_type", "ip", "user_agent", "channel",
+)
+
+
+def _from_format_1(ring: bytes, body: list[Any]) -> DeviceState:
+    guid, raw_slots, offset = body
+    version = 0
+    slots = {}
+    for key, count, floor, open_, last in raw_slots:
+        sessions = []
+        for values in (last, open_):
+            if values is None:
+                continue
+            old = dict(zip(_FORMAT_1_FIELDS, values))
+            landing = Mark(
+                t=old["first"], us=0, hit_id=old["id"], is_event=False,
+                **{f: old[f] for f in Mark._fields[4:]},
+            )
+            block = Block(old["first"], old["last"], old["pageviews"], old["events"], old["exit_url"],
+                          old["exit_at"], landing, old["id"])
+            sessions.append(Session(old["id"], old["index"], old["version"], old["end_reason"], old["channel"],
+                                    [block]))
+            version = max(version, old["version"])
+        # Format 1 counted every session opened; the retained ones are the last of them.
+        slots[key] = Slot(count - len(sessions), floor, sessions, [])
+    return DeviceState(guid, ring, slots, offset, version)

@@ -18,6 +18,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from sessionizer.machine import Counts
+
 
 class Stats:
     def __init__(self) -> None:
@@ -29,6 +31,7 @@ class Stats:
         self.records_out = 0      # pageview/event/late-hit records produced
         self.state_writes = 0     # device states written (changelog + RocksDB)
         self.closed_by_time = 0   # on_time calls made by the sweep
+        self.arrival = Counts()   # what late hits did (SPEC rule 6): merges, inserts, renumbers, too late, moves
         self.batches = 0
         self.last_batch = 0
         self.retries = 0
@@ -61,6 +64,12 @@ class Stats:
             "records_out": self.records_out,
             "state_writes": self.state_writes,
             "closed_by_time": self.closed_by_time,
+            "reordered": self.arrival.reordered,
+            "merges": self.arrival.merges,
+            "sessions_inserted": self.arrival.inserted,
+            "sessions_renumbered": self.arrival.renumbered,
+            "too_late": self.arrival.too_late,
+            "hits_moved": self.arrival.moves,
             "batches": self.batches,
             "last_batch": self.last_batch,
             "retries": self.retries,
@@ -95,6 +104,12 @@ class _Collector:
             ("records_out", s.records_out, "pageview/event/late-hit records produced"),
             ("state_writes", s.state_writes, "device states written to the table"),
             ("closed_by_time", s.closed_by_time, "devices swept by event time"),
+            ("reordered", s.arrival.reordered, "hits placed out of order (their device's sessions cut again)"),
+            ("merges", s.arrival.merges, "sessions merged into another by a late hit (retracted)"),
+            ("sessions_inserted", s.arrival.inserted, "sessions opened by a late hit before a device's latest"),
+            ("sessions_renumbered", s.arrival.renumbered, "published sessions whose session_index changed"),
+            ("too_late", s.arrival.too_late, "hits older than the allowed lateness (late_hits, too_late)"),
+            ("hits_moved", s.arrival.moves, "earlier hits re-pointed to another session"),
             ("batches", s.batches, "batches processed"),
             ("retries", s.retries, "batches retried after a Kafka error"),
         ):

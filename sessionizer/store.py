@@ -4,7 +4,8 @@ The table (`devices`, keyed by guid) is a real Faust table with the RocksDB stor
 its changelog topic, opens and closes the partition databases on rebalance, recovers them from
 the changelog (also onto an empty data directory, e.g. after `kill -9` on a new machine) and
 keeps standby replicas. What this module changes is how state is *written*. `Table.__setitem__`
-costs about 140 µs a key here (a `FutureMessage`, the producer buffer, a callback) and needs a
+costs a `FutureMessage`, a trip through the producer buffer and a callback per key (see
+`bench/faust_variants.py`, variant take-table against sessionizer) and needs a
 current event, which a batch or a sweep does not have. Instead, per processed round
 (`encode` when it is computed, `write` when its outputs are acknowledged):
 
@@ -41,8 +42,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import rocksdict
-from faust.types import TP
 
+from schemas.internals import PartitionDb, PartitionStore
 from sessionizer.clock import PartitionClock
 from sessionizer.output import BatchWriter
 from sessionizer.state import DeviceState
@@ -52,8 +53,11 @@ CLOCK_KEY = b"\x00touchstream:clock"
 
 
 class DeviceStore:
-    def __init__(self, table: Any, cache_size: int = 200_000, min_size: int = 0) -> None:
-        self.table = table
+    """Device states of the table's partitions: `partitions` is the table's storage
+    (`schemas.internals.FaustTableStore` in a worker, a fake in tests)."""
+
+    def __init__(self, partitions: PartitionStore, cache_size: int = 200_000, min_size: int = 0) -> None:
+        self.partitions = partitions
         # The processor computes a round while the previous one is being written, so the cache
         # must hold the states of two rounds: it is what the next round reads.
         self.cache_size = max(cache_size, min_size)
@@ -63,12 +67,10 @@ class DeviceStore:
 
     @property
     def changelog_topic(self) -> str:
-        return self.table.changelog_topic_name
+        return self.partitions.changelog_topic
 
-    def _db(self, partition: int) -> Any:
-        # faust.stores.rocksdb.Store keeps one rocksdict.Rdict per partition, opened when the
-        # partition is assigned (and by this call if it is not open yet).
-        return self.table.data._db_for_partition(partition)
+    def _db(self, partition: int) -> PartitionDb:
+        return self.partitions.db(partition)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -89,7 +91,9 @@ class DeviceStore:
         yield from db.items()
 
     def persisted_offset(self, partition: int) -> int | None:
-        return self.table.data.persisted_offset(TP(self.changelog_topic, partition))
+        """The last changelog offset the partition's RocksDB holds (as Faust reads it at recovery)."""
+        raw = self._db(partition).get(self.partitions.offset_key)
+        return None if raw is None else int(raw)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -122,7 +126,7 @@ class DeviceStore:
         if not n:
             return 0
         last = await writer.flush()
-        offset_key = self.table.data.offset_key
+        offset_key = self.partitions.offset_key
         for partition, rows in encoded.items():
             batch = rocksdict.WriteBatch(raw_mode=True)
             for key, value in rows:

@@ -38,11 +38,15 @@ time after a restart or rebalance.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class DeadlineHeap:
-    """The open devices of one partition, by the event time at which one of their sessions closes."""
+    """The devices of one partition that have a deadline (an open session to close, or retained
+    hits to freeze: sessionizer.machine.next_deadline_ms), by that event time."""
 
     __slots__ = ("_heap", "_due")
 
@@ -51,11 +55,11 @@ class DeadlineHeap:
         self._due: dict[str, int] = {}
 
     def __len__(self) -> int:
-        """Devices with something open (live entries)."""
+        """Devices with a deadline (live entries)."""
         return len(self._due)
 
     def set(self, guid: str, deadline_ms: int | None) -> None:
-        """Record a device's next deadline after its state changed (None: nothing open)."""
+        """Record a device's next deadline after its state changed (None: none)."""
         current = self._due.get(guid)
         if deadline_ms is None:
             if current is not None:
@@ -104,16 +108,12 @@ class DeadlineHeap:
         heapq.heapify(self._heap)
 
 
-def deadlines_from_store(
-    items: Iterable[tuple[bytes, bytes]],
-    decode: Callable[[bytes], object],
-    deadline: Callable[[object], int | None],
-) -> Iterable[tuple[str, int | None]]:
-    """(guid, deadline) for each stored device: `items` are a partition's (key, value) pairs.
+def stored_states(items: Iterable[tuple[bytes, bytes]], decode: Callable[[bytes], T]) -> Iterator[tuple[str, T]]:
+    """(guid, decoded state) for each stored device: `items` are a partition's (key, value) pairs.
 
     Bookkeeping keys are skipped: Faust's persisted-offset key (`__faust\\0offset__`) and
     this project's own, which start with a NUL byte (`sessionizer.store`)."""
     for key, value in items:
         if not key or not value or key[0] == 0 or key.startswith(b"__faust"):
             continue
-        yield key.decode(), deadline(decode(value))
+        yield key.decode(), decode(value)

@@ -5,18 +5,18 @@ Why
 Faust delivers every record on its own: the fetcher loop (`Consumer._drain_messages`) awaits
 `wait_first(callback(message), ...)` per record, the conductor decodes it into an `Event` and
 puts it on the agent's queue, and the stream takes it off again, sets the current event,
-sleeps(0) and acks it. Measured here that is about 70 µs a record (STACK.md), i.e. a ceiling
-of 12–14k records/s before any work is done, even with `take_events`. Faust offers no bulk
-receive for agents, so this module adds one at the seam Faust has for it: the transport.
+sleeps(0) and acks it, even with `take_events`: a per-record cost that caps a worker before
+any work is done (`bench/faust_variants.py` measures it). Faust offers no bulk receive for
+agents, so this module adds one at the seam Faust has for it: the transport.
 
 How
 ---
 `Transport` is Faust's aiokafka transport with one change, its `Consumer`. Faust selects a
 transport from the scheme of `broker_consumer` (the `faust.transports` registry; this module
-registers `touchstream://`). `BulkConsumer` overrides the driver's `_getmany` — the one call
-through which every fetch from the consumer thread passes as a `{TP: [records]}` mapping —
-and moves the records of the bulk topics (`hits`) into an `Inbox` in one step, returning the
-rest (table changelogs during recovery, standby changelogs) to Faust's normal per-record path.
+registers `touchstream://`). `BulkConsumer` intercepts every fetch from the consumer thread (a
+`{TP: [records]}` mapping; `schemas.internals.FetchHook`, on a private Faust method) and moves
+the records of the bulk topics (`hits`) into an `Inbox` in one step, returning the rest (table
+changelogs during recovery, standby changelogs) to Faust's normal per-record path.
 The sessionizer's processing task takes whole chunks from the inbox.
 
 What Faust still does, unchanged: group membership and partition assignment (its
@@ -30,8 +30,8 @@ services.
 
 What this module does instead of Faust: it delivers `hits` records in chunks rather than
 through the conductor and stream queues, and it acks them in ranges (`ack_range`, the bulk
-counterpart of `Consumer.ack`) once the processor has made their effects durable; Faust's
-commit loop then commits exactly those offsets. Back-pressure: while the inbox holds more
+counterpart of `Consumer.ack`, `schemas.internals.RangeAcks`) once the processor has made
+their effects durable; Faust's commit loop then commits exactly those offsets. Back-pressure: while the inbox holds more
 than its limit, `hits` partitions are left out of the fetch (other topics keep flowing).
 
 Rebalance: before Faust revokes partitions, `on_partitions_revoked` first lets the receiver
@@ -52,6 +52,8 @@ from typing import Any, Protocol
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
+
+from schemas.internals import Fetch, FetchHook, RangeAcks
 
 SCHEME = "touchstream"
 
@@ -182,13 +184,14 @@ def _receiver(app: Any) -> BulkReceiver | None:
     return getattr(app, "bulk_receiver", None)
 
 
-class BulkConsumer(faust_aiokafka.Consumer):
-    """Faust's aiokafka consumer, handing the bulk topics' fetches to an `Inbox` whole."""
+class BulkConsumer(FetchHook, RangeAcks, faust_aiokafka.Consumer):
+    """Faust's aiokafka consumer, handing the bulk topics' fetches to an `Inbox` whole, and
+    acking offsets in ranges (`ack_range`): a `schemas.internals.ConsumerPort`."""
 
-    async def _getmany(self, active_partitions: set[TP] | None, timeout: float) -> Any:
+    async def intercept_fetch(self, active_partitions: set[TP] | None, timeout: float, fetch: Fetch) -> Any:
         receiver = _receiver(self.app)
         if receiver is None:
-            return await super()._getmany(active_partitions, timeout)
+            return await fetch(active_partitions, timeout)
         inbox = receiver.inbox
         if inbox.full() and active_partitions:
             await inbox.wait_space(timeout)
@@ -197,7 +200,7 @@ class BulkConsumer(faust_aiokafka.Consumer):
                 active_partitions = {tp for tp in active_partitions if tp.topic not in inbox.topics}
                 if not active_partitions:
                     return {}
-        records = await super()._getmany(active_partitions, timeout)
+        records = await fetch(active_partitions, timeout)
         if not records:
             return records
         bulk = {tp: recs for tp, recs in records.items() if tp.topic in inbox.topics}
@@ -224,25 +227,6 @@ class BulkConsumer(faust_aiokafka.Consumer):
         if receiver is not None and self.app.should_stop:
             await receiver.before_stop()
         await super().wait_empty()
-
-    def ack_range(self, tp: TP, first: int, last: int) -> int:
-        """Mark offsets first..last of `tp` processed (the bulk form of `Consumer.ack`).
-
-        Faust's commit loop then commits up to the highest offset with no unacked gap before it.
-        Returns how many offsets were newly acked."""
-        committed = self._committed_offset[tp]
-        if committed is not None and first < committed:
-            first = committed
-        if first > last:
-            return 0
-        offsets = range(first, last + 1)
-        acked_index = self._acked_index[tp]
-        if acked_index and (first in acked_index or last in acked_index):
-            offsets = [o for o in offsets if o not in acked_index]  # type: ignore[assignment]
-        acked_index.update(offsets)
-        self._acked[tp].extend(offsets)
-        self._n_acked += len(offsets)
-        return len(offsets)
 
 
 class Transport(faust_aiokafka.Transport):

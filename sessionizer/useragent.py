@@ -1,8 +1,8 @@
 """User agent enrichment: browser, OS, device type and the crawler flag (SPEC rule 11).
 
 ua-parser (1.0.x with ua-parser-builtins) does the parsing. Without a native resolver
-installed it falls back to pure-Python regexes, which take milliseconds for an unseen
-string, so parses are cached: many hits share a handful of user agents, and the core only
+installed it falls back to pure-Python regexes, slow for an unseen string (`bench/micro_bench.py`
+measures a parse against a cache hit), so parses are cached: many hits share a handful of user agents, and the core only
 asks at the moment it builds a session snapshot.
 
 A user agent is a crawler when ua-parser calls its device "Spider" or when it carries a

@@ -3,7 +3,8 @@ share the topics as one consumer group, `TOUCHSTREAM_SINK_GROUP`).
 
 Runs the migrations first (unless TOUCHSTREAM_SINK_MIGRATE_ON_START=false), serves Prometheus
 metrics on TOUCHSTREAM_SINK_METRICS_PORT (0: off), and stops cleanly on SIGINT/SIGTERM: the batch
-in flight is finished and committed, or left uncommitted if PostgreSQL is away.
+in flight is finished and committed, or left uncommitted if PostgreSQL is away. Logs as
+`component=sink worker=<client id>` (`schemas.logs`).
 """
 
 from __future__ import annotations
@@ -15,40 +16,13 @@ import signal
 import socket
 import sys
 
+from schemas.logs import configure_logging, secrets_of
+from schemas.runtime import tune_gc
 from sink.consumer import SinkConsumer
 from sink.metrics import start_exporter
-from schemas.runtime import tune_gc
 from sink.settings import SinkSettings
 
-
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
-
-
-class KeyValueFormatter(logging.Formatter):
-    """`time level logger message key=value ...`: the `extra=` fields the sink logs with, in logfmt."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        extras = {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
-        if extras:
-            line += " " + " ".join(f"{k}={_value(v)}" for k, v in extras.items())
-        return line
-
-
-def _value(value: object) -> str:
-    text = str(value)
-    return f'"{text}"' if (" " in text or "=" in text or not text) else text
-
-
-def configure_logging(level: str) -> None:
-    root = logging.getLogger()
-    if root.handlers:  # somebody (a test, an embedding app) configured logging already
-        return
-    handler = logging.StreamHandler()
-    handler.setFormatter(KeyValueFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    root.addHandler(handler)
-    root.setLevel(level.upper())
-    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
+log = logging.getLogger("touchstream.sink")
 
 
 async def _serve(settings: SinkSettings, client_id: str) -> None:
@@ -63,10 +37,11 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="touchstream sink", description="run a PostgreSQL sink worker")
     parser.add_argument("--client-id", default=f"touchstream-sink-{socket.gethostname()}",
                         help="Kafka client id of this worker (shows in the group's member list)")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING... (default: TOUCHSTREAM_LOG_LEVEL or INFO)")
     args = parser.parse_args(argv)
-    configure_logging(args.log_level)
     settings = SinkSettings()
+    configure_logging(settings, "sink", worker=args.client_id, level=args.log_level, secrets=secrets_of(settings))
+    log.info("starting", extra={"settings": settings.model_dump(mode="json")})
     start_exporter(settings.sink_metrics_port)
     tune_gc(settings)
     try:

@@ -3,10 +3,15 @@
     decode  each record with its topic's codec (schemas.wire); a record that cannot be read
             (not JSON, wrong schema version, wrong shape) becomes a `deadletter` row with the
             reason and its original bytes: the batch goes on;
-    route   sessions -> `sessions`; events -> `pageviews` | `events` | `late_hits` by `kind`;
-            deadletter -> `deadletter` (payload base64-decoded back to the original bytes);
-    coalesce session snapshots to the highest `version` per session_id (the upsert may touch a
-            row only once per statement, and older snapshots would lose anyway).
+    route   sessions -> `sessions` (snapshots) | `session_retractions` (SPEC rule 6: merged
+            away); events -> `pageviews` | `events` | `late_hits` | `moves` | `move_ranges` by
+            `kind`; deadletter -> `deadletter` (payload base64-decoded back to the original bytes);
+    coalesce a session's snapshots and retraction to the one of highest `version` per session_id
+            (the upsert may touch a row only once per statement, and older ones would lose
+            anyway); a hit's moves to its last (records of a device arrive in log order).
+
+`moves` and `move_ranges` are not tables: the writer re-points `pageviews`/`events` rows with
+them, after the batch's own rows are in.
 
 No I/O here: `writer.py` takes a `Batch` to PostgreSQL, `consumer.py` feeds it from Kafka.
 Every row keeps the `Origin` (topic, partition, offset, key, bytes) of the record it came
@@ -26,8 +31,8 @@ from typing import Any, NamedTuple, Protocol
 import orjson
 
 from schemas.errors import FieldError, InvalidInput
-from schemas.records import DeadLetter, EventRecord, LateHitRecord, PageviewRecord
-from schemas.session import SessionSnapshot
+from schemas.records import DeadLetter, EventRecord, HitMoveRecord, LateHitRecord, PageviewRecord, RangeMoveRecord
+from schemas.session import SessionRetraction, SessionSnapshot
 from schemas.timefmt import EPOCH, UTC
 from schemas.topics import Topics
 from schemas.wire import deadletter_codec, events_codec, session_codec
@@ -48,6 +53,9 @@ EVENT_COLUMNS = (
     "hit_id", "session_id", "guid", "site", "occurred_at", "received_at", "name", "module", "url", "properties",
 )
 LATE_HIT_COLUMNS = ("hit_id", "guid", "occurred_at", "received_at", "reason", "hit")
+RETRACTION_COLUMNS = ("session_id", "guid", "merged_into", "version")
+MOVE_COLUMNS = ("hit_id", "occurred_at", "session_id", "is_event")
+MOVE_RANGE_COLUMNS = ("guid", "from_session_id", "first_at", "last_at", "session_id")
 DEADLETTER_COLUMNS = (
     "consumed_topic", "consumed_partition", "consumed_offset", "consumed_timestamp", "source", "reason", "errors",
     "record_topic", "record_partition", "record_offset", "record_key", "hit_id", "refused_at", "payload",
@@ -59,8 +67,18 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "events": EVENT_COLUMNS,
     "late_hits": LATE_HIT_COLUMNS,
     "deadletter": DEADLETTER_COLUMNS,
+    "session_retractions": RETRACTION_COLUMNS,
+    # re-pointing, applied after the rows above (in this order: a range covers a block of hits
+    # whose single moves, if any, came before it)
+    "moves": MOVE_COLUMNS,
+    "move_ranges": MOVE_RANGE_COLUMNS,
 }
 TABLES = tuple(COLUMNS)
+# Staged with these column types (they have no table of their own to copy the shape of).
+STAGED_ONLY = {
+    "moves": "hit_id uuid, occurred_at timestamptz, session_id uuid, is_event bool",
+    "move_ranges": "guid uuid, from_session_id uuid, first_at timestamptz, last_at timestamptz, session_id uuid",
+}
 DAY_PARTITIONED = ("pageviews", "events")
 OCCURRED_AT = {"pageviews": PAGEVIEW_COLUMNS.index("occurred_at"), "events": EVENT_COLUMNS.index("occurred_at")}
 SESSION_VERSION = SESSION_COLUMNS.index("version")
@@ -150,7 +168,8 @@ class Batch:
         return {utc_day(row[index]) for row in rows}
 
     def session_guids(self) -> list[str]:
-        return sorted({row[SESSION_GUID] for row in self.rows["sessions"]})
+        return sorted({row[SESSION_GUID] for row in self.rows["sessions"]}
+                      | {row[1] for row in self.rows["session_retractions"]})
 
 
 def utc_day(moment: datetime) -> date:
@@ -311,12 +330,12 @@ class Decoder:
         self.now = now
         self.keep_from = keep_from
         self.batch = Batch()
-        self._latest: dict[str, int] = {}  # session_id -> index into batch.rows["sessions"]
+        # session_id -> (table, index) of its newest snapshot or retraction in the batch
+        self._latest: dict[str, tuple[str, int]] = {}
+        self._moved: dict[str, int] = {}  # hit_id -> index into batch.rows["moves"]
 
     def feed(self, records: Iterable[KafkaRecord]) -> Batch:
-        batch, roles, now, keep_from, latest = self.batch, self.roles, self.now, self.keep_from, self._latest
-        sessions_rows = batch.rows["sessions"]
-        sessions_origins = batch.origins["sessions"]
+        batch, roles, now, keep_from = self.batch, self.roles, self.now, self.keep_from
         for record in records:
             batch.consumed += 1
             value = record.value
@@ -341,10 +360,13 @@ class Decoder:
                             table, row = "pageviews", _pageview_values(item)
                         elif kind == "event":
                             table, row = "events", (*_event_values(item), orjson.dumps(item.properties).decode())
-                        else:
+                        elif kind == "late_hit":
                             row = (item.hit_id, item.guid, item.occurred_at, item.received_at, item.reason,
                                    orjson.dumps(item.hit).decode())
                             batch.add("late_hits", row, origin)
+                            continue
+                        else:
+                            self._add_move(item, origin)
                             continue
                     occurred_at = row[OCCURRED_AT[table]]
                     if keep_from is not None and occurred_at < keep_from:
@@ -356,19 +378,7 @@ class Decoder:
                         continue
                     batch.add(table, row, origin)
                 elif topic == roles.sessions:
-                    snapshot = session_codec.decode(value)
-                    row = _session_values(snapshot)
-                    seen = latest.get(snapshot.session_id)
-                    if seen is None:
-                        latest[snapshot.session_id] = len(sessions_rows)
-                        sessions_rows.append(row)
-                        sessions_origins.append(origin)
-                    else:
-                        batch.superseded += 1
-                        # Equal versions are the same snapshot re-sent: the later copy is as good.
-                        if snapshot.version >= sessions_rows[seen][SESSION_VERSION]:
-                            sessions_rows[seen] = row
-                            sessions_origins[seen] = origin
+                    self._add_session(session_codec.decode(value), origin)
                 elif topic == roles.deadletter:
                     batch.add("deadletter", _deadletter_row(deadletter_codec.decode(value), origin), origin)
                 else:
@@ -377,6 +387,55 @@ class Decoder:
             except InvalidInput as exc:
                 batch.add("deadletter", refusal_row(origin, exc.reason, exc.errors, now=now), origin)
         return batch
+
+
+    def _add_session(self, item: SessionSnapshot | SessionRetraction, origin: Origin) -> None:
+        """Keep the highest version per session_id, snapshot or retraction."""
+        batch = self.batch
+        if type(item) is SessionRetraction:
+            table, row = "session_retractions", (item.session_id, item.guid, item.merged_into, item.version)
+        else:
+            table, row = "sessions", _session_values(item)
+        seen = self._latest.get(item.session_id)
+        if seen is None:
+            self._latest[item.session_id] = (table, len(batch.rows[table]))
+            batch.add(table, row, origin)
+            return
+        batch.superseded += 1
+        seen_table, at = seen
+        # Equal versions are the same record re-sent: the later copy is as good.
+        if item.version < batch.rows[seen_table][at][_VERSION[seen_table]]:
+            return
+        if seen_table == table:
+            batch.rows[table][at] = row
+            batch.origins[table][at] = origin
+            return
+        # A retraction replaces a snapshot or the reverse: drop the older from its list.
+        del batch.rows[seen_table][at]
+        del batch.origins[seen_table][at]
+        for sid, (t, i) in self._latest.items():
+            if t == seen_table and i > at:
+                self._latest[sid] = (t, i - 1)
+        self._latest[item.session_id] = (table, len(batch.rows[table]))
+        batch.add(table, row, origin)
+
+    def _add_move(self, item: HitMoveRecord | RangeMoveRecord, origin: Origin) -> None:
+        batch = self.batch
+        if type(item) is RangeMoveRecord:
+            batch.add("move_ranges", (item.guid, item.from_session_id, item.first_at, item.last_at, item.session_id),
+                      origin)
+            return
+        row = (item.hit_id, item.occurred_at, item.session_id, item.type == "event")
+        at = self._moved.get(item.hit_id)
+        if at is None:
+            self._moved[item.hit_id] = len(batch.rows["moves"])
+            batch.add("moves", row, origin)
+        else:  # a later move of the same hit (log order) wins
+            batch.rows["moves"][at] = row
+            batch.origins["moves"][at] = origin
+
+
+_VERSION = {"sessions": SESSION_VERSION, "session_retractions": RETRACTION_COLUMNS.index("version")}
 
 
 def decode_batch(
@@ -396,7 +455,7 @@ def decode_batch(
 
 # Re-exported for tests and the benchmark, which build records from these models.
 __all__ = [
-    "COLUMNS", "DAY_PARTITIONED", "TABLES", "Batch", "DeadLetter", "Decoder", "EventRecord", "KafkaRecord",
-    "LateHitRecord",
+    "COLUMNS", "DAY_PARTITIONED", "STAGED_ONLY", "TABLES", "Batch", "DeadLetter", "Decoder", "EventRecord",
+    "KafkaRecord", "LateHitRecord",
     "Origin", "PageviewRecord", "SessionSnapshot", "TopicRoles", "decode_batch", "refusal_row", "utc_day",
 ]

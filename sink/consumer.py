@@ -32,7 +32,9 @@ from datetime import datetime
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
+from schemas.backoff import Backoff
 from schemas.errors import Unavailable
+from schemas.internals import require
 from schemas.timefmt import UTC
 from sink import metrics
 from sink.batch import Batch, Decoder, TopicRoles
@@ -81,6 +83,7 @@ class SinkConsumer:
         client_id: str = "touchstream-sink",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        require("asyncpg")  # sink.writer.classify tells asyncpg's own DataError apart
         self.settings = settings
         self.roles = TopicRoles.from_prefix(settings.topic_prefix)
         self.client_id = client_id
@@ -111,24 +114,25 @@ class SinkConsumer:
     async def _prepare_database(self, stop: asyncio.Event) -> bool:
         """Migrations (when configured) and partitions ahead; retried until PostgreSQL answers."""
         s = self.settings
-        delay = s.sink_retry_initial_s
+        backoff = Backoff(s.sink_retry_initial_s, s.sink_retry_max_s)
         while not stop.is_set():
             try:
                 if s.sink_migrate_on_start:
                     report = await migrate(s.pg_dsn, s.pg_schema, Roles(s.pg_writer_role, s.pg_analyst_role))
-                    log.info(report.summary())
+                    log.info("migrations checked", extra={"schema": s.pg_schema, "applied": len(report.applied),
+                                                          "version": report.current})
                 await self.maintenance(force=True)
                 return True
             except (OSError, Unavailable, asyncio.TimeoutError) as exc:
-                log.warning("PostgreSQL not ready; retrying", extra={"error": str(exc), "delay_s": delay})
+                error: Exception = exc
             except Exception as exc:  # asyncpg errors while starting up, e.g. CannotConnectNow
-                if type(exc).__module__.startswith("asyncpg"):
-                    log.warning("PostgreSQL not ready; retrying", extra={"error": str(exc), "delay_s": delay})
-                else:
+                if not type(exc).__module__.startswith("asyncpg"):
                     raise
+                error = exc
+            delay = backoff.failed()
+            log.warning("PostgreSQL not ready; retrying", extra={"error": str(error), "delay_s": delay})
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
-            delay = min(delay * 2, s.sink_retry_max_s)
         return False
 
     def _make_consumer(self) -> AIOKafkaConsumer:

@@ -37,6 +37,8 @@ COMMIT_FAILURES = Counter("touchstream_sink_commit_failures_total", "Kafka offse
 LAG = Gauge("touchstream_sink_consumer_lag", "Records behind the high watermark", ["topic", "partition"])
 PARTITIONS_CREATED = Counter("touchstream_sink_partitions_created_total", "Day partitions created")
 PARTITIONS_DROPPED = Counter("touchstream_sink_partitions_dropped_total", "Day partitions dropped by retention")
+SESSIONS_RETRACTED = Counter("touchstream_sink_sessions_retracted_total",
+                             "Session rows deleted because a late hit merged them into another (SPEC rule 6)")
 
 
 def start_exporter(port: int, addr: str = "0.0.0.0") -> bool:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from schemas.records import EventRecord, LateHitRecord, PageviewRecord
-from schemas.session import SessionSnapshot
+from schemas.records import EventRecord, HitMoveRecord, LateHitRecord, PageviewRecord, RangeMoveRecord
+from schemas.session import SessionRetraction, SessionSnapshot
 from schemas.timefmt import UTC, to_ms
 from schemas.wire import encode
 
@@ -126,12 +126,28 @@ def event(*, name: str = "chat_open", session_id: str | None = None, guid: str |
 
 
 def late_hit(*, guid: str | None = None, occurred_at: datetime = T0, hit_id: str | None = None,
-             reason: str = "before the device's last session") -> LateHitRecord:
+             reason: str = "too_late") -> LateHitRecord:
     hit_id = hit_id or new_id()
     guid = guid or new_id()
     return LateHitRecord(hit_id=hit_id, guid=guid, occurred_at=occurred_at,
                          received_at=occurred_at + timedelta(hours=3), reason=reason,
                          hit={"hit_id": hit_id, "guid": guid, "url": f"https://{SITE}/"})
+
+
+def retraction(*, session_id: str, guid: str, merged_into: str, version: int) -> SessionRetraction:
+    return SessionRetraction(session_id=session_id, guid=guid, merged_into=merged_into, version=version)
+
+
+def move(hit: PageviewRecord | EventRecord, session_id: str) -> HitMoveRecord:
+    """`hit` now belongs to `session_id`."""
+    return HitMoveRecord(hit_id=hit.hit_id, guid=hit.guid, type=hit.kind, occurred_at=hit.occurred_at,
+                         session_id=session_id)
+
+
+def range_move(guid: str, from_session_id: str, first_at: datetime, last_at: datetime,
+               session_id: str) -> RangeMoveRecord:
+    return RangeMoveRecord(guid=guid, from_session_id=from_session_id, first_at=first_at, last_at=last_at,
+                           session_id=session_id)
 
 
 class RecordStream:

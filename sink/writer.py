@@ -8,6 +8,12 @@
     devices             recomputed from `sessions` for the devices whose sessions changed
     late_hits           DO NOTHING on hit_id
     deadletter          DO NOTHING on the consumed (topic, partition, offset)
+    session_retractions a session merged away by a late hit (SPEC rule 6): its row is deleted
+                        where its version is lower, and the retraction kept (upserted to a higher
+                        version) so no older snapshot brings it back; a snapshot is upserted only
+                        over a lower retraction, which it then replaces
+    moves, move_ranges  UPDATE pageviews/events SET session_id by primary key (or, for a range,
+                        by device, old session and time), after the batch's own rows are in
 
 pageviews and events first try a plain COPY straight into the table inside a savepoint: new
 hits (the normal case) then cost what a raw COPY costs. When a row is there already (a replay
@@ -36,10 +42,12 @@ from datetime import datetime
 
 import asyncpg
 
-from schemas.errors import FieldError, InvalidInput, Unavailable
+from schemas.backoff import Backoff
+from schemas.errors import DatabaseUnavailable, FieldError, PartitionMissing, RejectedByDatabase, Unavailable
+from schemas.internals import is_driver_data_error
 from schemas.timefmt import UTC
 from sink import metrics
-from sink.batch import COLUMNS, DAY_PARTITIONED, SESSION_COLUMNS, TABLES, Batch, refusal_row
+from sink.batch import COLUMNS, DAY_PARTITIONED, SESSION_COLUMNS, STAGED_ONLY, TABLES, Batch, refusal_row
 from sink.migrations import quote_ident
 from sink.partitions import DayPartitions
 
@@ -49,22 +57,29 @@ log = logging.getLogger("touchstream.sink.writer")
 DATA_CLASSES = frozenset({"22", "23"})
 
 
-class RejectedByDatabase(InvalidInput):
-    """PostgreSQL (or asyncpg's encoder) refuses a value of the batch: some row can never be written."""
-
-
-def classify(exc: BaseException) -> str:
-    """'data' (isolate the row), 'missing_partition' (reload partitions, retry) or 'retry'."""
+def classify(exc: BaseException) -> RejectedByDatabase | DatabaseUnavailable:
+    """What a failed write means, as the typed error the caller acts on (`schemas.errors`):
+    `RejectedByDatabase` (isolate the row), `PartitionMissing` (reload partitions, retry) or
+    `DatabaseUnavailable` (retry the batch)."""
     if isinstance(exc, asyncpg.PostgresError):
         state = exc.sqlstate or ""
         if state == "23514" and "no partition" in str(exc):
-            return "missing_partition"  # a day dropped behind the sink's back: not the row's fault
-        return "data" if state[:2] in DATA_CLASSES else "retry"
-    if isinstance(exc, (ValueError, TypeError, OverflowError)) and not isinstance(exc, asyncpg.InterfaceError):
-        return "data"  # asyncpg's encoder refused a value (wrong type or shape) before sending it
-    if isinstance(exc, asyncpg.exceptions._base.DataError):
-        return "data"
-    return "retry"
+            return PartitionMissing(f"no day partition for a row: {exc}")  # not the row's fault
+        if state[:2] in DATA_CLASSES:
+            detail = getattr(exc, "detail", None)
+            message = f"{exc}" + (f" ({detail})" if detail else "")
+            return RejectedByDatabase(f"refused by PostgreSQL: {message}", [FieldError(f"sqlstate {state}", message)])
+    elif _refused_by_the_driver(exc):
+        return RejectedByDatabase(f"refused by the database driver: {exc}",
+                                  [FieldError("row", f"{type(exc).__name__}: {exc}")])
+    return DatabaseUnavailable(f"PostgreSQL write failed: {type(exc).__name__}: {exc}")
+
+
+def _refused_by_the_driver(exc: BaseException) -> bool:
+    """asyncpg's encoder refused a value (wrong type or shape) before sending it."""
+    if is_driver_data_error(exc):
+        return True
+    return isinstance(exc, (ValueError, TypeError, OverflowError)) and not isinstance(exc, asyncpg.InterfaceError)
 
 
 def _status_count(status: str) -> int:
@@ -141,11 +156,47 @@ class Writer:
             # in the same order.
             "sessions": (
                 f"INSERT INTO {q}.sessions AS t ({session_cols}, updated_at) "
-                f"SELECT {session_cols}, now() FROM pg_temp.{self.stage('sessions')} ORDER BY session_id "
+                f"SELECT {session_cols}, now() FROM pg_temp.{self.stage('sessions')} st "
+                f"WHERE NOT EXISTS (SELECT 1 FROM {q}.session_retractions r "
+                f"WHERE r.session_id = st.session_id AND r.version >= st.version) ORDER BY session_id "
                 f"ON CONFLICT (session_id) DO UPDATE SET {session_updates}, updated_at = excluded.updated_at "
                 f"WHERE excluded.version > t.version "
                 f"RETURNING t.guid"
             ),
+            # A snapshot of a higher version than a retraction of its id (a split gave it back).
+            "retractions_superseded": (
+                f"DELETE FROM {q}.session_retractions r USING pg_temp.{self.stage('sessions')} st "
+                f"WHERE r.session_id = st.session_id AND r.version < st.version"
+            ),
+            "retract": (
+                f"DELETE FROM {q}.sessions t USING pg_temp.{self.stage('session_retractions')} r "
+                f"WHERE t.session_id = r.session_id AND t.version < r.version RETURNING t.guid"
+            ),
+            "session_retractions": (
+                f"INSERT INTO {q}.session_retractions AS t (session_id, guid, merged_into, version) "
+                f"SELECT r.session_id, r.guid, r.merged_into, r.version "
+                f"FROM pg_temp.{self.stage('session_retractions')} r "
+                f"WHERE NOT EXISTS (SELECT 1 FROM {q}.sessions s WHERE s.session_id = r.session_id "
+                f"AND s.version > r.version) ORDER BY r.session_id "
+                f"ON CONFLICT (session_id) DO UPDATE SET guid = excluded.guid, merged_into = excluded.merged_into, "
+                f"version = excluded.version, retracted_at = now() WHERE excluded.version > t.version "
+                f"RETURNING t.guid"
+            ),
+            **{
+                f"moves_{table}": (
+                    f"UPDATE {q}.{table} t SET session_id = m.session_id FROM pg_temp.{self.stage('moves')} m "
+                    f"WHERE m.is_event = {str(table == 'events').lower()} AND t.occurred_at = m.occurred_at "
+                    f"AND t.hit_id = m.hit_id AND t.session_id <> m.session_id"
+                )
+                for table in DAY_PARTITIONED
+            },
+            **{
+                f"move_range_{table}": (
+                    f"UPDATE {q}.{table} SET session_id = $5 WHERE guid = $1 AND session_id = $2 "
+                    f"AND occurred_at BETWEEN $3 AND $4"
+                )
+                for table in DAY_PARTITIONED
+            },
             # Devices are recomputed from sessions, so counts are exact under replays and
             # out-of-order snapshots. Sessions of one device may sit on different partitions (so on
             # different workers): the first statement creates the devices new to the table and
@@ -195,10 +246,8 @@ class Writer:
                 await conn.execute(f"SET ROLE {quote_ident(self.role)}")
             q = quote_ident(self.schema)
             for table in TABLES:
-                await conn.execute(
-                    f"CREATE TEMP TABLE IF NOT EXISTS {self.stage(table)} (LIKE {q}.{table} INCLUDING DEFAULTS) "
-                    "ON COMMIT DELETE ROWS"
-                )
+                shape = f"({STAGED_ONLY[table]})" if table in STAGED_ONLY else f"(LIKE {q}.{table} INCLUDING DEFAULTS)"
+                await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {self.stage(table)} {shape} ON COMMIT DELETE ROWS")
             await self.partitions.load(conn)
         except Exception as exc:
             await conn.close(timeout=2)
@@ -238,21 +287,13 @@ class Writer:
         except (Unavailable, RejectedByDatabase):
             raise
         except Exception as exc:
-            kind = classify(exc)
-            if kind == "data":
-                state = getattr(exc, "sqlstate", None)
-                detail = getattr(exc, "detail", None)
-                message = f"{exc}" + (f" ({detail})" if detail else "")
-                if state:
-                    raise RejectedByDatabase(f"refused by PostgreSQL: {message}",
-                                             [FieldError(f"sqlstate {state}", message)]) from exc
-                raise RejectedByDatabase(f"refused by the database driver: {message}",
-                                         [FieldError("row", f"{type(exc).__name__}: {message}")]) from exc
-            if kind == "missing_partition":
+            error = classify(exc)
+            if isinstance(error, PartitionMissing):
                 self._reload_partitions = True
                 metrics.DB_RETRIES.labels("missing_partition").inc()
-            await self.close()  # the connection may be broken; a fresh one is cheap next to an outage
-            raise Unavailable(f"PostgreSQL write failed: {type(exc).__name__}: {exc}") from exc
+            if isinstance(error, DatabaseUnavailable):
+                await self.close()  # the connection may be broken; a fresh one is cheap next to an outage
+            raise error from exc
         metrics.WRITE_SECONDS.observe(time.perf_counter() - started)
         for table, count in written.items():
             metrics.ROWS_WRITTEN.labels(table).inc(count)
@@ -263,41 +304,72 @@ class Writer:
 
     async def _transaction(self, conn: asyncpg.Connection, batch: Batch) -> dict[str, int]:
         written: dict[str, int] = {}
-        sql = self._sql
+        devices: set[str] = set()  # guids whose sessions changed: their devices row is recomputed
         async with conn.transaction():
             for table in TABLES:
                 rows = batch.rows[table]
                 if not rows:
                     continue
-                if table in DAY_PARTITIONED and time.monotonic() >= self._merge_until.get(table, 0.0):
-                    # Fast path: new hits (the normal case) COPY straight into the table. A hit that
-                    # is there already (a replay, a rebalance) makes the COPY fail on the primary key;
-                    # the savepoint undoes just that, and the batch goes through staging + ON CONFLICT.
-                    try:
-                        async with conn.transaction():
-                            await conn.copy_records_to_table(
-                                table, records=rows, columns=COLUMNS[table], schema_name=self.schema
-                            )
-                        written[table] = len(rows)
-                        continue
-                    except asyncpg.UniqueViolationError:
-                        # Replays come in runs: merge for a while before trying the fast path again.
-                        self._merge_until[table] = time.monotonic() + self.merge_cooldown_s
+                if table in DAY_PARTITIONED and await self._copy_fast(conn, table, rows):
+                    written[table] = len(rows)
+                    continue
+                if table == "move_ranges":  # (rare: no staging, one statement pair per range)
+                    written[table] = await self._move_ranges(conn, rows)
+                    continue
                 await conn.copy_records_to_table(
                     self.stage(table), records=rows, columns=COLUMNS[table], schema_name="pg_temp"
                 )
-                if table == "sessions":
-                    changed = await conn.fetch(sql["sessions"])
-                    written["sessions"] = len(changed)
-                    guids = sorted({r[0] for r in changed})
-                    if guids:
-                        created = {r[0] for r in await conn.fetch(sql["devices_claim"], guids)}
-                        existing = [g for g in guids if g not in created]
-                        updated = _status_count(await conn.execute(sql["devices_update"], existing)) if existing else 0
-                        written["devices"] = len(created) + updated
-                else:
-                    written[table] = _status_count(await conn.execute(sql[table]))
+                written[table] = await self._apply_staged(conn, table, devices)
+            if devices:
+                written["devices"] = await self._recompute_devices(conn, sorted(devices))
         return written
+
+    async def _copy_fast(self, conn: asyncpg.Connection, table: str, rows: list) -> bool:
+        """New hits (the normal case) COPY straight into the table. A hit that is there already
+        (a replay, a rebalance) makes the COPY fail on the primary key; the savepoint undoes just
+        that, and the caller takes the staging path (ON CONFLICT). True when the rows are in."""
+        if time.monotonic() < self._merge_until.get(table, 0.0):
+            return False
+        try:
+            async with conn.transaction():
+                await conn.copy_records_to_table(table, records=rows, columns=COLUMNS[table], schema_name=self.schema)
+            return True
+        except asyncpg.UniqueViolationError:
+            # Replays come in runs: merge for a while before trying the fast path again.
+            self._merge_until[table] = time.monotonic() + self.merge_cooldown_s
+            return False
+
+    async def _apply_staged(self, conn: asyncpg.Connection, table: str, devices: set[str]) -> int:
+        """The statement(s) that take a staged table into the schema; returns rows changed."""
+        sql = self._sql
+        if table == "sessions":
+            changed = await conn.fetch(sql["sessions"])
+            await conn.execute(sql["retractions_superseded"])
+            devices.update(r[0] for r in changed)
+            return len(changed)
+        if table == "session_retractions":
+            deleted = await conn.fetch(sql["retract"])
+            kept = await conn.fetch(sql["session_retractions"])
+            devices.update(r[0] for r in deleted)
+            metrics.SESSIONS_RETRACTED.inc(len(deleted))
+            return len(kept)
+        if table == "moves":
+            return sum([_status_count(await conn.execute(sql[f"moves_{t}"])) for t in DAY_PARTITIONED])
+        return _status_count(await conn.execute(sql[table]))
+
+    async def _move_ranges(self, conn: asyncpg.Connection, rows: list) -> int:
+        moved = 0
+        for row in rows:  # in log order
+            for table in DAY_PARTITIONED:
+                moved += _status_count(await conn.execute(self._sql[f"move_range_{table}"], *row))
+        return moved
+
+    async def _recompute_devices(self, conn: asyncpg.Connection, guids: list[str]) -> int:
+        sql = self._sql
+        created = {r[0] for r in await conn.fetch(sql["devices_claim"], guids)}
+        existing = [g for g in guids if g not in created]
+        updated = _status_count(await conn.execute(sql["devices_update"], existing)) if existing else 0
+        return len(created) + updated
 
     async def write_isolating(self, batch: Batch) -> dict[str, int]:
         """`write`, and when PostgreSQL refuses a row: bisect until the row is alone, dead-letter
@@ -338,16 +410,15 @@ async def write_until_written(
     Returns the counts, or None when `stop` was set before the batch could be written (the
     caller must then not commit the batch's offsets).
     """
-    delay = initial_delay
-    attempt = 0
+    backoff = Backoff(initial_delay, max_delay)
     while True:
         try:
             return await writer.write_isolating(batch)
         except Unavailable as exc:
-            attempt += 1
+            delay = backoff.failed()
             metrics.DB_RETRIES.labels("unavailable").inc()
-            level = logging.WARNING if attempt < 5 else logging.ERROR
-            log.log(level, "database write failed; retrying", extra={"attempt": attempt, "delay_s": delay,
+            level = logging.WARNING if backoff.failures < 5 else logging.ERROR
+            log.log(level, "database write failed; retrying", extra={"attempt": backoff.failures, "delay_s": delay,
                                                                     "error": str(exc)})
         if stop is not None:
             try:
@@ -357,4 +428,3 @@ async def write_until_written(
                 pass
         else:
             await asyncio.sleep(delay)
-        delay = min(delay * 2, max_delay)

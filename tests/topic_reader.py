@@ -7,14 +7,12 @@ import time
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from schemas.internals import partitions_of
+
 
 async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
     """The topic's partitions, asking the broker again if the consumer started before the topic."""
-    partitions = consumer.partitions_for_topic(topic)
-    if not partitions:
-        await consumer._client.force_metadata_update()  # noqa: SLF001 - a topic made after start
-        partitions = consumer.partitions_for_topic(topic) or set()
-    return [TopicPartition(topic, p) for p in sorted(partitions)]
+    return [TopicPartition(topic, p) for p in await partitions_of(consumer, topic)]
 
 
 async def read_topic(

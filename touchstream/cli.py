@@ -2,13 +2,20 @@
 
 Each subcommand lives in its own module and is imported only when it runs, so
 `touchstream migrate` does not pay for importing Faust, and a broken optional
-dependency of one component cannot stop the others from starting.
+dependency of one component cannot stop the others from starting. Every command logs in the
+project's one structured style (`schemas.logs`, `component=<command>`); the three components
+set their worker id and level on top.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+
+from pydantic import ValidationError
+
+from schemas.logs import configure_logging
+from schemas.settings import LogSettings
 
 # name -> ("module:function", one-line help). Each function takes argv (list[str]) and returns an exit code.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -42,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"touchstream: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    try:
+        configure_logging(LogSettings(), name)
+    except ValidationError as exc:
+        print(f"touchstream: bad log setting:\n{exc}", file=sys.stderr)
         return 2
     target, _ = COMMANDS[name]
     module_name, func_name = target.split(":")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import sys
-import urllib.parse
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -19,6 +18,7 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from schemas.logs import without_password
 from schemas.settings import ENV_PREFIX, PostgresSettings
 from schemas.timefmt import UTC
 
@@ -72,18 +72,6 @@ def load_settings(cls: type[Any], **overrides: Any) -> Any:
         raise CliError("bad setting: " + "; ".join(problems), EXIT_USAGE) from None
 
 
-def redact_dsn(dsn: str) -> str:
-    """The DSN without its password, for messages."""
-    try:
-        parts = urllib.parse.urlsplit(dsn)
-        if parts.password:
-            netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-            return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
-        return "(unparseable DSN)"
-    return dsn
-
-
 async def connect(settings: PgReadSettings, application_name: str = "touchstream-cli") -> Any:
     """An asyncpg connection whose search_path is the Touchstream schema (names need no schema).
 
@@ -100,7 +88,7 @@ async def connect(settings: PgReadSettings, application_name: str = "touchstream
         )
     except Exception as exc:
         raise CliError(
-            f"cannot connect to PostgreSQL at {redact_dsn(settings.pg_dsn)}: {type(exc).__name__}: {exc}\n"
+            f"cannot connect to PostgreSQL at {without_password(settings.pg_dsn)}: {type(exc).__name__}: {exc}\n"
             "(set TOUCHSTREAM_PG_DSN; `touchstream stack up` starts a local one)",
             EXIT_UNAVAILABLE,
         ) from None

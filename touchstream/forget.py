@@ -1,15 +1,15 @@
 """`touchstream forget GUID`: delete one device's data everywhere Touchstream keeps it.
 
 In one PostgreSQL transaction it deletes the device's rows from `sessions`, `pageviews`,
-`events`, `devices`, `late_hits`, and the `deadletter` rows that belong to it (keyed by the guid
+`events`, `devices`, `late_hits`, `session_retractions`, and the `deadletter` rows that belong to it (keyed by the guid
 or one of its session ids, carrying one of its hit ids, or whose payload contains the guid).
 Before that transaction commits it publishes, acknowledged by Kafka:
 
 - a forget record (`schemas.hit.ForgetRecord`) on `hits`, keyed by the guid, so it reaches the
   sessionizer partition holding the device: the worker deletes the device's state (its table
   key), so the device's next hit starts afresh at session 1;
-- a tombstone on the compacted `sessions` topic for each deleted session id, so compaction
-  drops the device's session snapshots from Kafka too.
+- a tombstone on the compacted `sessions` topic for each deleted session id (retracted ones
+  included), so compaction drops the device's session snapshots and retractions from Kafka too.
 
 If Kafka cannot take them, the transaction is rolled back and nothing is deleted (exit 3).
 Running it again is harmless.
@@ -45,7 +45,7 @@ from touchstream.console import (
     render_table,
 )
 
-TABLES = ("sessions", "pageviews", "events", "devices", "late_hits", "deadletter")
+TABLES = ("sessions", "pageviews", "events", "devices", "late_hits", "session_retractions", "deadletter")
 
 # The device's dead letters: keyed by its guid (hits, edge refusals) or one of its session ids
 # (sessions), about one of its hits, or with the guid anywhere in the original bytes (any case:
@@ -85,8 +85,11 @@ class Outcome:
 
 
 async def _device_ids(conn: Any, guid: str) -> tuple[list[str], list[str]]:
-    """The device's session ids and hit ids (as text), to find its dead letters."""
-    sessions = [r[0] for r in await conn.fetch("SELECT session_id::text FROM sessions WHERE guid = $1::uuid", guid)]
+    """The device's session ids (retracted ones too: their retractions on `sessions` name the
+    guid) and hit ids (as text), to find its dead letters and tombstone its session records."""
+    sessions = [r[0] for r in await conn.fetch(
+        "SELECT session_id::text FROM sessions WHERE guid = $1::uuid "
+        "UNION SELECT session_id::text FROM session_retractions WHERE guid = $1::uuid", guid)]
     hits = [r[0] for r in await conn.fetch(
         "SELECT hit_id::text FROM pageviews WHERE guid = $1::uuid "
         "UNION SELECT hit_id::text FROM events WHERE guid = $1::uuid "
@@ -111,7 +114,7 @@ async def delete_rows(conn: Any, guid: str) -> tuple[dict[str, int], list[str]]:
     counts: dict[str, int] = {}
     counts["deadletter"] = _deleted(await conn.execute(
         f"DELETE FROM deadletter WHERE {DEADLETTER_WHERE}", guid, sessions, hits))
-    for table in ("pageviews", "events", "late_hits", "sessions", "devices"):
+    for table in ("pageviews", "events", "late_hits", "sessions", "session_retractions", "devices"):
         counts[table] = _deleted(await conn.execute(f"DELETE FROM {table} WHERE guid = $1::uuid", guid))
     return {t: counts[t] for t in TABLES}, sessions
 

@@ -46,6 +46,8 @@ import orjson
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ingest.items import json_type
+from schemas.backoff import Backoff
 from schemas.settings import ENV_PREFIX
 from touchstream.console import EXIT_NO, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, CliError, error, load_settings, render_table
 
@@ -174,18 +176,6 @@ class Batch:
         return left, right
 
 
-def _json_type(value: Any) -> str:
-    if isinstance(value, list):
-        return "an array"
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    return "a string"
-
-
 async def read_batches(source: IO[bytes], summary: Summary, *, batch: int, max_bytes: int, add_hit_ids: bool,
                        progress: Any) -> AsyncIterator[Batch]:
     """The file's lines as batches; lines refused here go straight to `summary`."""
@@ -214,7 +204,7 @@ async def read_batches(source: IO[bytes], summary: Summary, *, batch: int, max_b
                 skipped += read
                 continue
             if not isinstance(value, dict):
-                summary.refuse(number, [("line", f"must be a hit object (one per line), not {_json_type(value)}")])
+                summary.refuse(number, [("line", f"must be a hit object (one per line), not {json_type(value)}")])
                 skipped += read
                 continue
             if add_hit_ids and "hit_id" not in value:
@@ -286,21 +276,18 @@ class Sender:
         self.retries = retries
         self.headers = {"content-type": "application/x-ndjson", "user-agent": user_agent}
 
-    def _backoff(self, attempt: int) -> float:
-        return min(self.settings.import_backoff_initial_s * (2 ** (attempt - 1)), self.settings.import_backoff_max_s)
-
     async def send(self, batch: Batch) -> None:
         """Send one batch (retrying, splitting); record the outcome of every line in the summary."""
-        attempt = 0
+        backoff = Backoff(self.settings.import_backoff_initial_s, self.settings.import_backoff_max_s)
         while True:
             try:
                 response = await self.client.post(self.url, content=batch.body(), headers=self.headers)
             except httpx.TransportError as exc:
-                attempt += 1
-                if attempt > self.retries:
-                    raise Stop(f"the edge at {self.url} could not be reached after {attempt} attempts "
+                delay = backoff.failed()
+                if backoff.failures > self.retries:
+                    raise Stop(f"the edge at {self.url} could not be reached after {backoff.failures} attempts "
                                f"({type(exc).__name__}: {exc})", EXIT_UNAVAILABLE) from None
-                await asyncio.sleep(self._backoff(attempt))
+                await asyncio.sleep(delay)
                 continue
             status = response.status_code
             try:
@@ -320,11 +307,10 @@ class Sender:
                 self._refuse_all(batch, [("body", _whole_body_message(payload, status))])
                 return
             if status in (503, 429) or status >= 500:
-                attempt += 1
-                if attempt > self.retries:
+                default = backoff.failed()
+                if backoff.failures > self.retries:
                     raise Stop(f"the edge answered {status} {_whole_body_message(payload, status)} "
-                               f"{attempt} times", EXIT_UNAVAILABLE)
-                default = self._backoff(attempt)
+                               f"{backoff.failures} times", EXIT_UNAVAILABLE)
                 wait = (retry_after(response.headers.get("retry-after"), default,
                                     self.settings.import_retry_after_max_s)
                         if status in (503, 429) else default)

@@ -124,11 +124,9 @@ class Pipeline:
         name = f"sessionizer-{index}"
         comp = Component(
             name,
-            self._python("sessionizer", "--web-port", str(free_port()), "--data-dir", str(self.workdir / name)),
-            self.env(
-                TOUCHSTREAM_SESSIONIZER_APP_ID=app_id or f"{self.topic_prefix}sessionizer",
-                TOUCHSTREAM_SESSIONIZER_LOG_LEVEL="WARNING",
-            ),
+            self._python("sessionizer", "--web-port", str(free_port()), "--data-dir", str(self.workdir / name),
+                         "--log-level", "WARNING"),
+            self.env(TOUCHSTREAM_SESSIONIZER_APP_ID=app_id or f"{self.topic_prefix}sessionizer"),
             self.workdir / f"{name}.log",
         )
         self.components[name] = comp

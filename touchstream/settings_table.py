@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings
 
-from schemas.settings import ENV_PREFIX, KafkaSettings, PostgresSettings, RuntimeSettings
+from schemas.settings import ENV_PREFIX, KafkaSettings, LogSettings, PostgresSettings, RuntimeSettings
 
 REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- settings:start -->", "<!-- settings:end -->"
@@ -29,6 +29,7 @@ def _classes() -> list[tuple[str, type[BaseSettings]]]:
     return [
         ("all components", KafkaSettings),
         ("PostgreSQL", PostgresSettings),
+        ("every command", LogSettings),
         ("ingest, sessionizer, sink", RuntimeSettings),
         ("ingest", IngestSettings),
         ("sessionizer", SessionizerSettings),

@@ -17,6 +17,8 @@ import sys
 
 import asyncpg
 
+from schemas.logs import without_password
+
 from .runner import (
     MIGRATIONS_DIR,
     Migration,
@@ -73,7 +75,7 @@ def main(argv: list[str]) -> int:
         print(f"touchstream migrate: {exc}", file=sys.stderr)
         return 1
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        print(f"touchstream migrate: cannot reach PostgreSQL at {settings.pg_dsn}: {exc}", file=sys.stderr)
+        print(f"touchstream migrate: cannot reach PostgreSQL at {without_password(settings.pg_dsn)}: {exc}", file=sys.stderr)
         return 2
     print(report.summary())
     return 0

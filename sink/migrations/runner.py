@@ -165,60 +165,69 @@ async def migrate(
     lock_timeout_s: float = 300.0,
 ) -> MigrationReport:
     """Bring `schema` up to `target` (default: the newest file). Idempotent; safe to run concurrently."""
-    roles = roles or Roles()
     migrations = list(migrations) if migrations is not None else discover()
-    params = _params(schema, roles)
     own = isinstance(dsn_or_conn, str)
     conn: asyncpg.Connection = (
         await asyncpg.connect(dsn_or_conn, timeout=30) if own else dsn_or_conn  # type: ignore[arg-type]
     )
-    report = MigrationReport(schema=schema)
-    q = quote_ident(schema)
     try:
         await conn.execute(
             "SELECT pg_advisory_lock(hashtextextended($1, 0))", _lock_key(schema), timeout=lock_timeout_s
         )
         try:
-            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {q}")
-            await conn.execute(
-                f"""CREATE TABLE IF NOT EXISTS {q}.schema_migrations (
-                        version     integer PRIMARY KEY,
-                        name        text NOT NULL,
-                        checksum    text NOT NULL,
-                        applied_at  timestamptz NOT NULL DEFAULT now(),
-                        duration_ms integer NOT NULL,
-                        applied_by  text NOT NULL DEFAULT current_user
-                    )"""
-            )
-            applied = await applied_versions(conn, schema)
-            pending = plan(migrations, applied, target)
-            for migration in pending:
-                started = time.monotonic()
-                sql = migration.render(params)
-                async with conn.transaction():
-                    await conn.execute(f"SET LOCAL search_path TO {q}")
-                    try:
-                        await conn.execute(sql)
-                    except asyncpg.PostgresError as exc:
-                        raise MigrationError(
-                            f"migration {migration.version:04d}_{migration.name} failed: "
-                            f"{type(exc).__name__}: {exc}"
-                        ) from exc
-                    spent = time.monotonic() - started
-                    await conn.execute(
-                        f"INSERT INTO {q}.schema_migrations (version, name, checksum, duration_ms) "
-                        "VALUES ($1, $2, $3, $4)",
-                        migration.version, migration.name, migration.checksum, int(spent * 1000),
-                    )
-                report.applied.append((migration.version, migration.name, spent))
-                log.info("migration applied", extra={"schema": schema, "version": migration.version,
-                                                     "migration": migration.name, "ms": round(spent * 1000)})
-            versions = set(applied) | {m.version for m in pending}
-            report.current = max(versions, default=0)
-            report.pending = [m.version for m in migrations if m.version not in versions]
+            return await _migrate_locked(conn, schema, _params(schema, roles or Roles()), migrations, target)
         finally:
             await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", _lock_key(schema))
     finally:
         if own:
             await conn.close()
+
+
+async def _migrate_locked(
+    conn: asyncpg.Connection, schema: str, params: dict[str, str], migrations: list[Migration], target: int | None
+) -> MigrationReport:
+    """`migrate` once this connection holds the schema's advisory lock."""
+    q = quote_ident(schema)
+    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {q}")
+    await conn.execute(
+        f"""CREATE TABLE IF NOT EXISTS {q}.schema_migrations (
+                version     integer PRIMARY KEY,
+                name        text NOT NULL,
+                checksum    text NOT NULL,
+                applied_at  timestamptz NOT NULL DEFAULT now(),
+                duration_ms integer NOT NULL,
+                applied_by  text NOT NULL DEFAULT current_user
+            )"""
+    )
+    applied = await applied_versions(conn, schema)
+    pending = plan(migrations, applied, target)
+    report = MigrationReport(schema=schema)
+    for migration in pending:
+        spent = await _apply(conn, q, migration, params)
+        report.applied.append((migration.version, migration.name, spent))
+        log.info("migration applied", extra={"schema": schema, "version": migration.version,
+                                             "migration": migration.name, "ms": round(spent * 1000)})
+    versions = set(applied) | {m.version for m in pending}
+    report.current = max(versions, default=0)
+    report.pending = [m.version for m in migrations if m.version not in versions]
     return report
+
+
+async def _apply(conn: asyncpg.Connection, q: str, migration: Migration, params: dict[str, str]) -> float:
+    """One migration and its history row, in one transaction; returns the seconds it took."""
+    started = time.monotonic()
+    sql = migration.render(params)
+    async with conn.transaction():
+        await conn.execute(f"SET LOCAL search_path TO {q}")
+        try:
+            await conn.execute(sql)
+        except asyncpg.PostgresError as exc:
+            raise MigrationError(
+                f"migration {migration.version:04d}_{migration.name} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        spent = time.monotonic() - started
+        await conn.execute(
+            f"INSERT INTO {q}.schema_migrations (version, name, checksum, duration_ms) VALUES ($1, $2, $3, $4)",
+            migration.version, migration.name, migration.checksum, int(spent * 1000),
+        )
+    return spent

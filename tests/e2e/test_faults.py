@@ -21,6 +21,11 @@ pipeline (the sessionizer has one topic prefix for input and outputs, so the rec
 copied in order — same partition, key, value and timestamp — into a fresh prefix's `hits`) and
 a fresh schema, and compares the sessions and each hit's session.
 
+Arrival order: some hits are posted after later ones (`make_hits`), so the faults hit a
+sessionizer and sinks that are merging sessions (SPEC rule 6): the last test also checks that
+merges happened, that no pageview or event names a session that is not in `sessions`, and
+that each device's count is its sessions'.
+
 Hit times: each hit carries the `created_at` the traffic generator gave it, spread over the
 last four hours before the run and posted in time order, so the partitions' event time runs
 about fifty times faster than the wall clock and sessions close by inactivity during the run
@@ -60,6 +65,7 @@ RATE = 150.0  # hits/s offered by the load generator
 SENDERS = 4  # concurrent HTTP senders
 SPAN = timedelta(hours=4)  # created_at of the hits: spread over the last SPAN before the run
 TIMEOUT = timedelta(minutes=30)  # the default inactivity timeout (rule 2)
+LATE_BY = timedelta(minutes=20)  # a tenth of the hits are posted up to this much (hit time) late
 LAND_TIMEOUT = 90.0  # longest wait for accepted hits to land after a fault
 TABLES = ("pageviews", "events", "late_hits", "deadletter")
 
@@ -204,16 +210,41 @@ class Load:
 
 
 def make_hits(run: str, count: int, now: datetime) -> list[dict]:
-    """About `count` realistic hits with fresh ids, created over the SPAN before `now`, in time order."""
+    """About `count` realistic hits with fresh ids, created over the SPAN before `now`, posted in
+    time order but for late ones (rule 6):
+
+    - a tenth of them are posted up to LATE_BY (of hit time) after their time, as retries, tabs
+      and beacons do: they extend sessions backwards or land inside them;
+    - a fifth of the devices come back 45 minutes after their first hit (two more pageviews: a
+      second session), and a hit of theirs from 22 minutes after it, posted after the second
+      visit began, bridges the two: their sessions merge, the second one is retracted.
+    """
     start = now - SPAN - timedelta(minutes=5)
     shape = traffic.TrafficShape(devices=max(50, count // 5), span=SPAN, crawler_pageviews=120)
     namespace = uuid.uuid5(uuid.NAMESPACE_URL, f"touchstream-faults/{run}")
-    hits = []
+    rng = random.Random(7)
+    keyed: list[tuple[datetime, int, dict]] = []
+    seen: set[str] = set()
+
+    def add(at: datetime, posted: datetime, hit: dict) -> None:
+        keyed.append((posted, len(keyed), dict(hit, hit_id=str(uuid.uuid4()),
+                                               created_at=at.isoformat().replace("+00:00", "Z"))))
+
     for hit in traffic.generate(start, shape, seed=2024):
-        if datetime.fromisoformat(hit["created_at"].replace("Z", "+00:00")) > start + SPAN:
+        created = datetime.fromisoformat(hit["created_at"].replace("Z", "+00:00"))
+        if created > start + SPAN:
             continue
-        hits.append(dict(hit, hit_id=str(uuid.uuid4()), guid=str(uuid.uuid5(namespace, hit["guid"]))))
-    return hits
+        hit = dict(hit, guid=str(uuid.uuid5(namespace, hit["guid"])))
+        add(created, created + (LATE_BY * rng.random() if rng.random() < 0.1 else timedelta(0)), hit)
+        if hit["guid"] in seen or hit.get("type") == "event" or "Googlebot" in hit.get("_ua", ""):
+            continue
+        seen.add(hit["guid"])
+        if rng.random() < 0.2:
+            page = {k: v for k, v in hit.items() if k not in ("utm", "referrer")}
+            add(created + timedelta(minutes=45), created + timedelta(minutes=45), page)
+            add(created + timedelta(minutes=46), created + timedelta(minutes=46), page)
+            add(created + timedelta(minutes=22), created + timedelta(minutes=47), page)
+    return [hit for _, _, hit in sorted(keyed, key=lambda k: k[:2])]
 
 
 # --- accounting ---------------------------------------------------------------------------
@@ -546,6 +577,18 @@ async def _sessions(conn: asyncpg.Connection) -> dict[str, asyncpg.Record]:
 
 
 @pytest.mark.timeout(420)
+async def _merges_and_orphans(conn: asyncpg.Connection) -> tuple[int, int, int]:
+    """(sessions merged away, hit rows naming a session not in `sessions`, devices whose
+    `sessions` count is not the number of their sessions)."""
+    merges = await conn.fetchval("SELECT count(*) FROM session_retractions")
+    orphans = await conn.fetchval(
+        "SELECT count(*) FROM (SELECT session_id FROM pageviews UNION ALL SELECT session_id FROM events) h "
+        "WHERE NOT EXISTS (SELECT 1 FROM sessions s WHERE s.session_id = h.session_id)")
+    miscounted = await conn.fetchval(
+        "SELECT count(*) FROM devices d WHERE d.sessions <> (SELECT count(*) FROM sessions s WHERE s.guid = d.guid)")
+    return merges, orphans, miscounted
+
+
 async def test_6_everything_accepted_lands_once_and_a_replay_gives_the_same_sessions(run: Run) -> None:
     run.healthy()
     load = run.load
@@ -593,6 +636,7 @@ async def test_6_everything_accepted_lands_once_and_a_replay_gives_the_same_sess
         await asyncio.sleep(5)
         a_hits, b_hits = await _hit_rows(run.conn), await _hit_rows(rconn)
         a_sessions, b_sessions = await _sessions(run.conn), await _sessions(rconn)
+        a_merges, b_merges = await _merges_and_orphans(run.conn), await _merges_and_orphans(rconn)
     finally:
         if rconn is not None:
             await rconn.close()
@@ -602,6 +646,13 @@ async def test_6_everything_accepted_lands_once_and_a_replay_gives_the_same_sess
         await _drop_schema(run.services.pg_dsn, replay_schema)
 
     problems: list[str] = []
+    print(f"[rule 6] run: {a_merges}; replay: {b_merges}")
+    for name, (merges, orphans, miscounted) in (("run", a_merges), ("replay", b_merges)):
+        if orphans or miscounted:
+            problems.append(f"{name}: {orphans} pageview/event rows name a session not in sessions (retracted?), "
+                            f"{miscounted} devices whose count is not their sessions'")
+    if not a_merges[0]:
+        problems.append("no session was merged away: the late hits did not exercise rule 6")
     differing_hits = {h: (a_hits[h], b_hits.get(h)) for h in a_hits if a_hits[h] != b_hits.get(h)}
     if differing_hits:
         problems.append(f"{len(differing_hits)} hits landed differently (table, session or reason), e.g. "

@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import murmur2
 
+from schemas.internals import partitions_of
 from touchstream import devstack
 from touchstream.devstack import kafka as stack_kafka
 from touchstream.devstack import postgres as stack_postgres
@@ -46,10 +47,7 @@ async def _consume_all(bootstrap: str, topic: str, expected: int, timeout: float
                                 auto_offset_reset="earliest", isolation_level="read_committed")
     await consumer.start()
     try:
-        partitions = sorted(consumer.partitions_for_topic(topic) or [])
-        if not partitions:
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - fresh topic
-            partitions = sorted(consumer.partitions_for_topic(topic) or [])
+        partitions = await partitions_of(consumer, topic)
         assert partitions, f"no partitions known for {topic}"
         consumer.assign([TopicPartition(topic, p) for p in partitions])
         await consumer.seek_to_beginning()

@@ -62,16 +62,25 @@ async def test_the_analyst_reads_everything_but_dead_letter_payloads(filled):
 
 
 @pytest.mark.parametrize("statement", [
-    "DELETE FROM sessions",
     "DELETE FROM pageviews",
+    "DELETE FROM devices",
     "DROP TABLE events",
     "CREATE TABLE mine (x int)",
     "UPDATE pageviews SET title = 'x'",
+    "UPDATE events SET occurred_at = now()",
 ])
 async def test_the_writer_cannot_delete_or_change_the_schema(filled, statement):
+    """Beyond what it writes: it deletes only sessions (merged away by a late hit, SPEC rule 6)
+    and changes only the session_id of pageviews and events (their hits moved)."""
     await as_role(filled, "touchstream_writer")
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await filled.execute(statement)
+
+
+async def test_the_analyst_sees_no_retracted_session_ids(filled):
+    await as_role(filled, "touchstream_analyst")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await filled.fetch("SELECT * FROM session_retractions")
 
 
 async def test_the_writer_creates_day_partitions_only_through_the_function(filled):

@@ -9,15 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.body import (
-    BadJson,
-    array_spans,
-    check_content_length,
-    media_format,
-    parse,
-    read_body,
-)
+from ingest.body import check_content_length, media_format, parse, read_body
 from ingest.errors import MalformedBody, PayloadTooLarge, TooManyItems, UnsupportedMediaType
+from ingest.items import BadJson, array_spans
 
 HIT = {"guid": "6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a01", "url": "https://example.com/"}
 

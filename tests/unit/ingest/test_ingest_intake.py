@@ -10,7 +10,7 @@ import pytest
 
 from ingest.body import parse
 from ingest.errors import MalformedBody, PayloadTooLarge, TooManyItems
-from ingest.intake import Edge, Intake, new_hit_id, refusal_body
+from ingest.intake import Edge, Intake, new_hit_id
 from schemas.hit import CloseRecord, Hit
 from schemas.wire import deadletter_codec, hit_codec
 
@@ -146,9 +146,11 @@ def test_dead_letter_payload_is_cut_to_the_limit() -> None:
 def test_whole_body_refusals() -> None:
     intake = Intake()
     malformed = MalformedBody("not valid JSON", [])
-    [(key, value)] = intake.refuse_body(malformed, b"{nope", EDGE)
+    refusal = intake.refuse(malformed, b"{nope", EDGE)
+    [(key, value)] = refusal.dead_letters
     letter = deadletter_codec.decode(value)
     assert key is None and letter.reason == "not valid JSON" and base64.b64decode(letter.payload_b64) == b"{nope"
-    assert intake.refuse_body(TooManyItems("too many items", []), b"[...]", EDGE)  # data: kept
-    assert intake.refuse_body(PayloadTooLarge("body too large", []), b"", EDGE) == []  # never read: nothing to keep
-    assert refusal_body(malformed) == {"accepted": 0, "rejected": [{"index": None, "errors": []}]}
+    assert refusal.status == 400 and refusal.body() == {"accepted": 0, "rejected": [{"index": None, "errors": []}]}
+    assert intake.refuse(TooManyItems("too many items", []), b"[...]", EDGE).dead_letters  # data: kept
+    too_large = intake.refuse(PayloadTooLarge("body too large", []), b"", EDGE)
+    assert too_large.dead_letters == [] and too_large.status == 413  # never read: nothing to keep

@@ -56,11 +56,6 @@ class FakeClient:
         return self.cluster
 
 
-class FakeSender:
-    def __init__(self) -> None:
-        self.sender_task: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-
 class FakeProducer:
     instances: list[FakeProducer] = []
     fail_start = 0
@@ -69,7 +64,7 @@ class FakeProducer:
         self.config = config
         self.client = FakeClient()
         self.sent: list[tuple[str, int, FakeBuilder, asyncio.Future[None]]] = []
-        self._sender = FakeSender()
+        self.sender_died = False
         self.stopped = False
         FakeProducer.instances.append(self)
 
@@ -83,6 +78,9 @@ class FakeProducer:
 
     async def partitions_for(self, topic: str) -> set[int]:
         return set(PARTITIONS)
+
+    def sender_stopped(self) -> bool:
+        return self.sender_died
 
     def create_batch(self) -> FakeBuilder:
         return FakeBuilder(self.config["max_batch_size"])
@@ -362,7 +360,7 @@ async def test_starts_without_kafka_and_connects_in_the_background() -> None:
 
 async def test_a_broken_producer_is_replaced(started) -> None:
     publisher, producer, _ = started
-    producer._sender.sender_task.set_result(None)  # aiokafka's sender died (e.g. OutOfOrderSequenceNumber)
+    producer.sender_died = True  # aiokafka's sender died (e.g. OutOfOrderSequenceNumber)
     await asyncio.sleep(1.3)
     assert producer.stopped and FakeProducer.instances[-1] is not producer
     fresh = FakeProducer.instances[-1]

@@ -37,6 +37,13 @@ def test_every_codec_raises_only_invalid_input():
             codec.decode(b'{"v": 1}')
 
 
+def test_a_dead_letter_keeps_at_most_its_limit_of_the_original_bytes_and_says_so():
+    letter = dead_letter("sessionizer", "sessionizer error", b"x" * 100, payload_limit=64)
+    assert base64.b64decode(letter.payload_b64) == b"x" * 64
+    assert letter.reason == "sessionizer error (payload cut to its first 64 of 100 bytes)"
+    assert dead_letter("ingest", "invalid hit", b"x" * 100).reason == "invalid hit"  # under the default limit
+
+
 def test_dead_letter_keeps_the_original_bytes():
     raw = b"\x00\x01 not json"
     letter = dead_letter("sessionizer", "not valid JSON", raw, topic="t.hits", partition=3, offset=7, key=b"k")

@@ -13,10 +13,10 @@ from typing import Any
 from schemas.hit import CloseRecord, Hit, HitIn, enrich
 from schemas.views import CloseView, HitView, encode_view, view_of
 from schemas.wire import encode
-from schemas.records import EventRecord, LateHitRecord, PageviewRecord
-from schemas.session import SessionSnapshot
+from schemas.records import EventRecord, HitMoveRecord, LateHitRecord, PageviewRecord, RangeMoveRecord
+from schemas.session import SessionRetraction, SessionSnapshot
 from schemas.timefmt import from_ms, iso, parse_timestamp, to_ms
-from sessionizer.machine import DeviceState, Emitted, Rules, next_deadline_ms, on_close, on_hit, on_time
+from sessionizer.machine import Counts, DeviceState, Emitted, Rules, next_deadline_ms, on_close, on_hit, on_time
 
 GUID = "6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a01"
 OTHER_GUID = "0a9e7d2c-5b1f-4e8a-8c3d-2f6b9a4e1c02"
@@ -29,7 +29,8 @@ CHROME = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/124.0.0.0 Safari/537.36"
 )
-_MODELS = {"pageview": PageviewRecord, "event": EventRecord, "late_hit": LateHitRecord}
+_MODELS = {"pageview": PageviewRecord, "event": EventRecord, "late_hit": LateHitRecord, "move": HitMoveRecord,
+           "move_range": RangeMoveRecord}
 
 
 def hit_id(n: int) -> str:
@@ -109,6 +110,7 @@ class Partition:
     snapshots: list[dict[str, Any]] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
     calls: int = 0
+    counts: Counts = field(default_factory=Counts)
     _versions: dict[str, int] = field(default_factory=dict)
 
     # -- state storage ------------------------------------------------------------------
@@ -133,8 +135,11 @@ class Partition:
         self.calls += 1
         for snap in out.sessions:
             if self.validate:
-                SessionSnapshot.model_validate(snap)
-                assert snap["started_at"].tzinfo is not None
+                if snap.get("kind") == "retraction":
+                    SessionRetraction.model_validate(snap)
+                else:
+                    SessionSnapshot.model_validate(snap)
+                    assert snap["started_at"].tzinfo is not None
             previous = self._versions.get(snap["session_id"], 0)
             assert snap["version"] > previous, f"version did not grow for {snap['session_id']}"
             self._versions[snap["session_id"]] = snap["version"]
@@ -147,6 +152,7 @@ class Partition:
                 # and its JSON is the model's JSON
                 assert encode(model.model_validate_json(encode_view(view))) == encode(model.model_validate(rec))
             self.records.append(rec)
+        self.counts.add(out.counts)
 
     # -- the adapter's calls --------------------------------------------------------------
 
@@ -178,10 +184,9 @@ class Partition:
             if deadline is not None and deadline <= at:
                 out = Emitted()
                 self._store(guid, on_time(state, self.rules, at, out))
-                assert out.sessions, "a passed deadline closes something"
                 self._collect(out)
-                assert next_deadline_ms(self.state(guid), self.rules) is None or next_deadline_ms(
-                    self.state(guid), self.rules) > at
+                after = next_deadline_ms(self.state(guid), self.rules)
+                assert after is None or after > at, "a passed deadline closes or freezes what it was for"
 
     def finish(self) -> None:
         self.advance(FAR_FUTURE)
@@ -191,16 +196,36 @@ class Partition:
     # -- results ----------------------------------------------------------------------------
 
     def sessions(self) -> list[dict[str, Any]]:
-        """The latest snapshot of every session, ordered by guid, site and started_at."""
+        """The latest snapshot of every session not retracted, ordered by guid, site and started_at."""
         latest: dict[str, dict[str, Any]] = {}
         for snap in self.snapshots:
             latest[snap["session_id"]] = snap
-        return sorted(latest.values(), key=lambda s: (s["guid"], s["site"], s["started_at"]))
+        live = [s for s in latest.values() if s.get("kind") != "retraction"]
+        return sorted(live, key=lambda s: (s["guid"], s["site"], s["started_at"]))
+
+    def retracted(self) -> dict[str, str]:
+        """session_id -> the session it was merged into, for sessions whose last word is a retraction."""
+        latest: dict[str, dict[str, Any]] = {}
+        for snap in self.snapshots:
+            latest[snap["session_id"]] = snap
+        return {sid: s["merged_into"] for sid, s in latest.items() if s.get("kind") == "retraction"}
 
     def placed(self) -> dict[str, dict[str, Any]]:
-        """hit_id -> its record, asserting each hit got exactly one."""
+        """hit_id -> its record as moves left it, asserting each hit got exactly one record."""
         by_id: dict[str, dict[str, Any]] = {}
+        ranges: list[dict[str, Any]] = []
         for rec in self.records:
+            if rec["kind"] == "move":
+                assert rec["hit_id"] in by_id, f"move of hit {rec['hit_id']} before its record"
+                by_id[rec["hit_id"]] = {**by_id[rec["hit_id"]], "session_id": rec["session_id"]}
+                continue
+            if rec["kind"] == "move_range":
+                for hid, placed in by_id.items():
+                    if (placed.get("session_id") == rec["from_session_id"] and placed["guid"] == rec["guid"]
+                            and rec["first_at"] <= placed["occurred_at"] <= rec["last_at"]):
+                        by_id[hid] = {**placed, "session_id": rec["session_id"]}
+                ranges.append(rec)
+                continue
             assert rec["hit_id"] not in by_id, f"hit {rec['hit_id']} placed twice"
             by_id[rec["hit_id"]] = rec
         return by_id

@@ -1,4 +1,8 @@
-"""Every scenario of the shared conformance file against the pure core (SPEC section 3).
+"""Every conformance scenario (tests/data/conformance) against the pure core (SPEC section 3).
+
+`scenarios.json` runs in its given arrival order; `arrival-order.json` (rule 6) in every
+arrival order of its hits as well (each permutation, under every schedule below): the sessions
+must be the same whatever the order and whenever sessions were closed in between.
 
 The conformance README: a test of the pure logic may advance event time (close idle
 sessions) between any two hits, and the result must not change. Each scenario runs under
@@ -17,6 +21,7 @@ roundtrip  as partition, with every device state stored as bytes between calls
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -31,6 +36,7 @@ from .driver import Partition, project, scenario_hit
 
 
 SCENARIOS: list[dict[str, Any]] = conformance_data.load("scenarios.json")
+ARRIVAL: list[dict[str, Any]] = conformance_data.load("arrival-order.json")
 SCHEDULES = ["never", "partition", "hit_time", "realtime", "idle_jump", "roundtrip"]
 
 # scenario setting -> Rules field (and how to convert it)
@@ -58,10 +64,12 @@ def rules_for(settings: dict[str, Any]) -> Rules:
     return Rules(**kwargs)
 
 
-def run(scenario: dict[str, Any], schedule: str) -> Partition:
+def run(scenario: dict[str, Any], schedule: str, order: tuple[int, ...] | None = None) -> Partition:
     rules = rules_for(scenario["settings"])
     part = Partition(rules=rules, roundtrip=schedule == "roundtrip")
     hits = [scenario_hit(raw) for raw in scenario["hits"]]
+    if order is not None:
+        hits = [hits[i] for i in order]
     times = [to_ms(h.occurred_at) for h in hits]
     newest = 0
     for i, hit in enumerate(hits):
@@ -89,10 +97,7 @@ def run(scenario: dict[str, Any], schedule: str) -> Partition:
     return part
 
 
-@pytest.mark.parametrize("schedule", SCHEDULES)
-@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s["name"] for s in SCENARIOS])
-def test_scenario(scenario: dict[str, Any], schedule: str) -> None:
-    part = run(scenario, schedule)
+def check(scenario: dict[str, Any], part: Partition) -> None:
     expected = scenario["sessions"]
     keys = sorted(set().union(*(e.keys() for e in expected)))
     got = [project(s, keys) for s in part.sessions()]
@@ -104,7 +109,8 @@ def test_scenario(scenario: dict[str, Any], schedule: str) -> None:
         assert session["ended_at"] == session["last_seen_at"]
         assert session["is_bounce"] == (session["pageviews"] == 1 and session["events"] == 0)
 
-    # Every distinct hit is placed exactly once, in the session whose counts include it.
+    # Every distinct hit is placed exactly once, in the session whose counts include it (after
+    # the moves that merges and splits made), and no record names a retracted session.
     placed = part.placed()
     assert set(placed) == {raw["hit_id"] for raw in scenario["hits"]}
     assert all(rec["kind"] in ("pageview", "event") for rec in placed.values())
@@ -112,6 +118,39 @@ def test_scenario(scenario: dict[str, Any], schedule: str) -> None:
     for rec in placed.values():
         per_session[rec["session_id"]] = per_session.get(rec["session_id"], 0) + 1
     assert per_session == {s["session_id"]: s["hits"] for s in part.sessions()}
+    assert not set(per_session) & set(part.retracted())
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s["name"] for s in SCENARIOS])
+def test_scenario(scenario: dict[str, Any], schedule: str) -> None:
+    check(scenario, run(scenario, schedule))
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("scenario", ARRIVAL, ids=[s["name"] for s in ARRIVAL])
+def test_arrival_order_scenario_in_every_order(scenario: dict[str, Any], schedule: str) -> None:
+    orders = list(itertools.permutations(range(len(scenario["hits"]))))
+    assert orders[0] == tuple(range(len(scenario["hits"])))  # the file's own order among them
+    for order in orders:
+        part = run(scenario, schedule, order)
+        try:
+            check(scenario, part)
+        except AssertionError as exc:
+            raise AssertionError(f"arrival order {order}: {exc}") from exc
+
+
+def test_arrival_order_scenarios_merge_insert_and_renumber() -> None:
+    """The file's own orders do what their names say: the metrics of rule 6 count it."""
+    by_name = {s["name"]: run(s, "partition") for s in ARRIVAL}
+    assert by_name["bridge_merges_two_sessions"].counts.merges == 1
+    assert by_name["bridge_chain_merges_three"].counts.merges == 2
+    assert by_name["bridge_merge_renumbers_later_sessions"].counts.renumbered >= 1
+    assert by_name["late_hit_opens_session_between"].counts.inserted == 1
+    assert by_name["late_hit_before_first_session"].counts.inserted == 1
+    assert by_name["late_hit_before_first_session"].counts.renumbered == 1
+    merged = by_name["bridge_merges_two_sessions"]
+    assert len(merged.retracted()) == 1 and merged.counts.moves == 1
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s["name"] for s in SCENARIOS])

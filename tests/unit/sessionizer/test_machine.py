@@ -7,8 +7,6 @@ import pytest
 from schemas.timefmt import from_ms, parse_timestamp, to_ms
 from sessionizer.identity import session_id
 from sessionizer.machine import (
-    BEFORE_LAST_SESSION,
-    BEFORE_OPEN_SESSION,
     BOT,
     DeviceState,
     Emitted,
@@ -76,7 +74,8 @@ def test_deadline_is_the_first_event_time_that_closes() -> None:
     [closed] = out.sessions
     assert closed["status"] == "closed" and closed["end_reason"] == "inactivity"
     assert closed["ended_at"] == closed["last_seen_at"] == from_ms(T0)
-    assert next_deadline_ms(state, rules) is None
+    # Next: when no hit can reach the session any more, its hits leave the state.
+    assert next_deadline_ms(state, rules) == T0 + TIMEOUT + rules.lateness_ms + 1
 
 
 def test_on_hit_first_closes_what_event_time_expired() -> None:
@@ -99,7 +98,7 @@ def test_a_very_late_first_hit_is_published_closed_once() -> None:
     state = on_hit(None, make_hit(T0, hid=1), rules, T0 + 5 * HOUR, out)
     [snap] = out.sessions
     assert snap["status"] == "closed" and snap["version"] == 1 and snap["end_reason"] == "inactivity"
-    assert next_deadline_ms(state, rules) is None
+    assert next_deadline_ms(state, rules) == T0 + TIMEOUT + rules.lateness_ms + 1
 
 
 # -- rule 3: maximum length -----------------------------------------------------------------
@@ -123,16 +122,21 @@ def test_max_length_plus_one_ms_splits() -> None:
     ]
 
 
-def test_a_backward_hit_may_not_stretch_a_session_past_max_length() -> None:
+def test_a_backward_hit_moves_the_max_length_boundary() -> None:
     rules = Rules(timeout_ms=HOUR, max_length_ms=2 * HOUR)
     part = Partition(rules=rules)
     part.hit(make_hit(T0, hid=1))
     part.hit(make_hit(T0 + HOUR, hid=2))
     part.hit(make_hit(T0 + 2 * HOUR, hid=3))  # exactly max length: stays
-    part.hit(make_hit(T0 - 1, hid=4))         # would make it 2 h + 1 ms long
+    part.hit(make_hit(T0 - 1, hid=4))         # now 2 h + 1 ms before hit 3: hit 3 starts the next session
     part.finish()
-    assert spans(part) == [(T0, T0 + 2 * HOUR, 3, "inactivity")]
-    assert part.placed()[hit_id(4)]["reason"] == BEFORE_OPEN_SESSION
+    assert spans(part) == [(T0 - 1, T0 + HOUR, 3, "max_length"), (T0 + 2 * HOUR, T0 + 2 * HOUR, 1, "inactivity")]
+    first, second = part.sessions()
+    placed = part.placed()
+    assert first["session_id"] == session_id(GUID, hit_id(1))    # keeps its id and hits 1, 2, 4
+    assert second["session_id"] == session_id(GUID, hit_id(3))   # hit 3 moved to a session of its own
+    assert placed[hit_id(3)]["session_id"] == second["session_id"]
+    assert [r["hit_id"] for r in part.records if r["kind"] == "move"] == [hit_id(3)]
 
 
 # -- rule 4: midnight -------------------------------------------------------------------------
@@ -149,14 +153,14 @@ def test_midnight_splits_in_the_configured_zone() -> None:
     assert len(play([before, after]).sessions()) == 1
 
 
-def test_midnight_split_holds_for_a_late_hit_from_the_day_before() -> None:
+def test_a_late_hit_from_the_day_before_opens_a_session_before() -> None:
     rules = Rules(midnight_tz="UTC")
     part = Partition(rules=rules)
     part.hit(make_hit("2026-03-03T00:05:00Z", hid=1))
     part.hit(make_hit("2026-03-02T23:55:00Z", hid=2))  # 10 min earlier, but yesterday
     part.finish()
-    assert [s["hits"] for s in part.sessions()] == [1]
-    assert part.placed()[hit_id(2)]["reason"] == BEFORE_OPEN_SESSION
+    assert [(s["hits"], s["session_index"], s["end_reason"]) for s in part.sessions()] == [
+        (1, 1, "midnight"), (1, 2, "inactivity")]
 
 
 def test_midnight_on_a_dst_day() -> None:
@@ -209,15 +213,19 @@ def test_campaign_change_for_a_backward_hit_follows_time_order() -> None:
     part = _campaign_run([(T0 + 10 * MIN, None), (T0, GOOGLE)], rules)
     assert [(s["utm_source"], s["hits"], to_ms(s["started_at"])) for s in part.sessions()] == [("google", 2, T0)]
     # A campaign session cannot take an earlier hit with other (or no) campaign data: in time
-    # order that hit would be a session of its own, before the open one.
+    # order those hits are a session of their own, before it.
     part = _campaign_run([(T0 + 10 * MIN, GOOGLE), (T0, FB), (T0 + 1, None)], rules)
-    assert [(s["utm_source"], s["hits"]) for s in part.sessions()] == [("google", 1)]
-    assert {r["reason"] for r in part.records if r["kind"] == "late_hit"} == {BEFORE_OPEN_SESSION}
+    assert [(s["utm_source"], s["hits"], s["end_reason"]) for s in part.sessions()] == [
+        ("facebook", 2, "campaign_change"), ("google", 1, "inactivity")]
 
 
-def test_a_campaign_hit_inside_the_span_joins() -> None:
+def test_a_late_campaign_hit_inside_a_session_splits_it_there() -> None:
     part = _campaign_run([(T0, GOOGLE), (T0 + 10 * MIN, None), (T0 + 5 * MIN, FB)], Rules(split_on_campaign=True))
-    assert [(s["utm_source"], s["hits"]) for s in part.sessions()] == [("google", 3)]
+    assert [(s["utm_source"], s["hits"], s["end_reason"]) for s in part.sessions()] == [
+        ("google", 1, "campaign_change"), ("facebook", 2, "inactivity")]
+    # The hit at 09:10 now belongs to the facebook session: its record was re-pointed.
+    facebook = part.sessions()[1]["session_id"]
+    assert part.placed()[hit_id(2)]["session_id"] == facebook
 
 
 # -- rules 5 and 6: order and late hits ---------------------------------------------------------
@@ -265,57 +273,93 @@ def test_late_rejoin_before_the_first_hit_edge() -> None:
         part.advance(T0 + 5 * HOUR)
         part.hit(make_hit(late, hid=2))
         part.finish()
-        [s] = part.sessions()
         if rejoins:
+            [s] = part.sessions()
             assert s["hits"] == 2 and to_ms(s["started_at"]) == late and s["status"] == "closed"
-        else:
-            assert s["hits"] == 1
-            assert part.placed()[hit_id(2)]["reason"] == BEFORE_LAST_SESSION
+        else:  # a session of its own, before: the first one is renumbered
+            assert [(s["hits"], s["session_index"]) for s in part.sessions()] == [(1, 1), (1, 2)]
+            assert part.sessions()[1]["session_id"] == session_id(GUID, hit_id(1))
+            assert part.counts.inserted == 1 and part.counts.renumbered == 1
 
 
-def test_late_hit_before_the_open_session() -> None:
+def test_late_hit_before_the_open_session_opens_one_before_it() -> None:
     part = Partition()
     part.hit(make_hit(T0 + 2 * HOUR, hid=1))
     part.hit(make_hit(T0, hid=2))
     part.finish()
-    late = part.placed()[hit_id(2)]
-    assert late["kind"] == "late_hit" and late["reason"] == BEFORE_OPEN_SESSION
-    assert late["hit"]["hit_id"] == hit_id(2) and late["guid"] == GUID
+    first, second = part.sessions()
+    assert (to_ms(first["started_at"]), first["session_index"], first["session_id"]) == (T0, 1, session_id(GUID, hit_id(2)))
+    assert (second["session_index"], second["session_id"]) == (2, session_id(GUID, hit_id(1)))
+    assert all(r["kind"] != "late_hit" for r in part.records)
 
 
-def test_late_hit_between_last_and_open_session() -> None:
+def test_late_hits_between_and_before_sessions_open_their_own() -> None:
     part = Partition()
     part.hit(make_hit(T0, hid=1))
     part.hit(make_hit(T0 + 3 * HOUR, hid=2))
-    part.hit(make_hit(T0 + 90 * MIN, hid=3))  # 90 min from either: fits neither
+    part.hit(make_hit(T0 + 90 * MIN, hid=3))  # 90 min from either: a session between them
     part.hit(make_hit(T0 - 2 * HOUR, hid=4))  # before both
     part.finish()
-    placed = part.placed()
-    assert placed[hit_id(3)]["reason"] == BEFORE_OPEN_SESSION
-    assert placed[hit_id(4)]["reason"] == BEFORE_LAST_SESSION
-    assert [s["hits"] for s in part.sessions()] == [1, 1]
+    assert [(to_ms(s["started_at"]), s["session_index"]) for s in part.sessions()] == [
+        (T0 - 2 * HOUR, 1), (T0, 2), (T0 + 90 * MIN, 3), (T0 + 3 * HOUR, 4)]
+    assert part.counts.inserted == 2
 
 
-def _bridged(late: int) -> tuple[str, Partition]:
-    # The last session ends 09:20, the open one starts 09:55 (35 min gap); `late` lies within
-    # the timeout of both.
+def _bridged(late: int) -> Partition:
+    # Session 1 ends 09:20, session 2 starts 09:55 (35 min gap); `late` lies within the timeout
+    # of both, so in time order they are one session.
     part = Partition()
     part.hit(make_hit(T0, hid=1))
     part.hit(make_hit(T0 + 20 * MIN, hid=2))
     part.hit(make_hit(T0 + 55 * MIN, hid=3))
     part.hit(make_hit(late, hid=4))
     part.finish()
-    first, second = part.sessions()
-    assert first["last_seen_at"] < second["started_at"]
-    joined = part.placed()[hit_id(4)]["session_id"]
-    return ("last" if joined == first["session_id"] else "open"), part
+    return part
 
 
-def test_a_bridging_hit_joins_the_nearer_session() -> None:
-    # Kafka Streams would merge the two sessions here; we rejoin the nearer one.
-    assert _bridged(T0 + 40 * MIN)[0] == "open"                # 15 min from 09:55, 20 from 09:20
-    assert _bridged(T0 + 30 * MIN)[0] == "last"                # 10 min from 09:20, 25 from 09:55
-    assert _bridged(T0 + 37 * MIN + 30_000)[0] == "last"       # midway: the earlier, as time order would
+@pytest.mark.parametrize("late", [T0 + 30 * MIN, T0 + 37 * MIN + 30_000, T0 + 40 * MIN])
+def test_a_bridging_hit_merges_the_two_sessions(late: int) -> None:
+    part = _bridged(late)
+    [s] = part.sessions()
+    assert (s["hits"], to_ms(s["started_at"]), to_ms(s["last_seen_at"])) == (4, T0, T0 + 55 * MIN)
+    # The earlier session survives with its id; the other is retracted into it and its hit moved.
+    assert s["session_id"] == session_id(GUID, hit_id(1))
+    assert part.retracted() == {session_id(GUID, hit_id(3)): s["session_id"]}
+    assert {rec["session_id"] for rec in part.placed().values()} == {s["session_id"]}
+    assert part.counts.merges == 1 and part.counts.moves == 1
+
+
+def test_a_bridging_hit_after_both_sessions_closed_merges_them() -> None:
+    part = Partition()
+    part.hit(make_hit(T0, hid=1))
+    part.hit(make_hit(T0 + 55 * MIN, hid=2))
+    part.advance(T0 + 5 * HOUR)  # both closed
+    assert [s["status"] for s in part.sessions()] == ["closed", "closed"]
+    part.hit(make_hit(T0 + 28 * MIN, hid=3))
+    part.finish()
+    [s] = part.sessions()
+    assert (s["hits"], s["status"], s["end_reason"]) == (3, "closed", "inactivity")
+
+
+def test_a_split_gives_back_a_retracted_id_with_a_higher_version() -> None:
+    # timeout 1 h, max length 2 h. A 09:00 and B 10:30 are two sessions; C 09:45 bridges them
+    # (B's session is retracted into A's); D 08:10 then moves the max-length boundary so that
+    # B is 2 h 20 after the first hit: B's session exists again, under its old id.
+    rules = Rules(timeout_ms=HOUR, max_length_ms=2 * HOUR)
+    part = Partition(rules=rules)
+    for n, at in enumerate([T0, T0 + 90 * MIN, T0 + 45 * MIN], 1):
+        part.hit(make_hit(at, hid=n))
+    b = session_id(GUID, hit_id(2))
+    assert part.retracted() == {b: session_id(GUID, hit_id(1))}
+    retracted_at = part.snapshots[-1]["version"] if part.snapshots[-1]["session_id"] == b else None
+    part.hit(make_hit(T0 - 50 * MIN, hid=4))
+    part.finish()
+    assert [(s["hits"], s["end_reason"]) for s in part.sessions()] == [(3, "max_length"), (1, "inactivity")]
+    back = part.sessions()[1]
+    assert back["session_id"] == b and part.retracted() == {}
+    retraction = next(s for s in part.snapshots if s.get("kind") == "retraction")
+    assert back["version"] > retraction["version"] and (retracted_at is None or retracted_at == retraction["version"])
+    assert part.placed()[hit_id(2)]["session_id"] == b
 
 
 def test_rejoining_an_idle_closed_session_can_reopen_it() -> None:
@@ -331,23 +375,20 @@ def test_rejoining_an_idle_closed_session_can_reopen_it() -> None:
     assert next_deadline_ms(state, rules) == T0 + 25 * MIN + TIMEOUT + 1
 
 
-def test_the_open_session_never_reaches_back_over_the_last_one() -> None:
-    # Campaign split: session 1 (google) 09:10-09:12, session 2 (facebook) from 09:15. A late
-    # facebook hit at 09:05 fits session 2 by gap and campaign, but session 1 lies between.
+def test_late_campaign_hits_are_placed_between_campaign_sessions() -> None:
+    # google 09:10-09:12, facebook from 09:15; a late facebook hit at 09:05 is a session of its
+    # own before them (google lies between it and the facebook one).
     part = Partition(rules=Rules(split_on_campaign=True))
     part.hit(make_hit(T0 + 10 * MIN, hid=1, utm=GOOGLE))
     part.hit(make_hit(T0 + 12 * MIN, hid=2, utm=GOOGLE))
     part.hit(make_hit(T0 + 15 * MIN, hid=3, utm=FB))
     part.hit(make_hit(T0 + 5 * MIN, hid=4, utm=FB))
     part.finish()
-    first, second = part.sessions()
-    assert (first["hits"], second["hits"]) == (2, 1)
-    assert part.placed()[hit_id(4)]["reason"] == BEFORE_LAST_SESSION
+    assert [(s["utm_source"], s["hits"], s["session_index"]) for s in part.sessions()] == [
+        ("facebook", 1, 1), ("google", 2, 2), ("facebook", 1, 3)]
 
 
-def test_sessions_never_overlap_a_forgotten_session() -> None:
-    # Sessions 1 and 2 split on campaign 5 min apart; session 3 starts later. Session 1 is
-    # forgotten; a late hit inside its span must not stretch session 2 over it.
+def test_a_late_campaign_hit_splits_a_closed_session() -> None:
     rules = Rules(split_on_campaign=True)
     part = Partition(rules=rules)
     part.hit(make_hit(T0, hid=1, utm=GOOGLE))
@@ -355,11 +396,12 @@ def test_sessions_never_overlap_a_forgotten_session() -> None:
     part.hit(make_hit(T0 + 15 * MIN, hid=3, utm=FB))
     part.hit(make_hit(T0 + 3 * HOUR, hid=4))
     part.advance(T0 + 3 * HOUR)
-    part.hit(make_hit(T0 + 5 * MIN, hid=5, utm=FB))  # fits session 2 by campaign and gap, but lies in session 1
+    part.hit(make_hit(T0 + 5 * MIN, hid=5, utm=FB))  # splits google's session: 09:10 (google) starts another
     part.finish()
     sessions = part.sessions()
-    assert [s["hits"] for s in sessions] == [2, 1, 1]
-    assert part.placed()[hit_id(5)]["reason"] == BEFORE_LAST_SESSION
+    assert [(s["utm_source"], s["hits"]) for s in sessions] == [
+        ("google", 1), ("facebook", 1), ("google", 1), ("facebook", 1), (None, 1)]
+    assert [s["session_index"] for s in sessions] == [1, 2, 3, 4, 5]
     for a, b in zip(sessions, sessions[1:]):
         assert a["last_seen_at"] < b["started_at"]
 
@@ -397,8 +439,8 @@ def test_dedupe_memory_is_bounded() -> None:
     out = Emitted()
     on_hit(state, make_hit(T0 + 19 * MIN, hid=20), rules, T0, out)  # recent: ignored
     assert out.records == []
-    on_hit(state, make_hit(T0, hid=1), rules, T0, out)  # forgotten: counted again (the sink's PK keeps one row)
-    assert len(out.records) == 1
+    on_hit(state, make_hit(T0, hid=1), rules, T0, out)  # out of the ring, but still retained: ignored
+    assert out.records == []
 
 
 def test_a_replayed_batch_is_ignored_by_offset_however_long() -> None:
@@ -414,11 +456,12 @@ def test_a_replayed_batch_is_ignored_by_offset_however_long() -> None:
     assert out.sessions == [] and out.records == []
     assert state.slots[""].open.hits == 200
     assert DeviceState.from_bytes(state.to_bytes()).offset == 1199
-    # Without offsets, an in-order replay longer than the fingerprint memory defeats it: each
-    # re-applied hit pushes out the fingerprint of the next one. Hence the offsets.
+    # Without offsets, the fingerprint memory alone would let most of it through (each
+    # re-applied hit pushes out the next one's fingerprint); the retained hits catch them while
+    # the device keeps them (Rules.retained_hits), the offsets however long ago they were.
     for hit in hits:
         state = on_hit(state, hit, rules, T0, out)
-    assert len(out.records) == 200
+    assert out.records == []
 
 
 def test_a_replayed_close_record_is_ignored_by_offset() -> None:
@@ -607,3 +650,24 @@ def test_occurred_ms_given_by_the_caller_places_the_hit_as_its_own_time_does() -
         b = on_hit(b, hit, rules, T0, given, offset=n, occurred_ms=to_ms(hit.occurred_at))
     assert plain.sessions == given.sessions and plain.records == given.records
     assert len(plain.records) == 4 and a == b
+
+
+def test_a_clear_within_the_timeout_of_a_session_closed_by_time_relabels_it() -> None:
+    # Event time (another device) closed the session; the clear happened 10 min after its last
+    # hit, so in time order storage was cleared while it was still going on.
+    part = Partition()
+    part.hit(make_hit(T0, hid=1))
+    part.advance(T0 + 3 * HOUR)
+    assert [s["end_reason"] for s in part.sessions()] == ["inactivity"]
+    part.close(close_record(GUID, T0 + 10 * MIN))
+    assert [s["end_reason"] for s in part.sessions()] == ["storage_cleared"]
+
+
+def test_hits_around_a_clear_are_placed_as_time_order_has_them() -> None:
+    part = Partition()
+    part.hit(make_hit(T0, hid=1))
+    part.close(close_record(GUID, T0 + 5 * MIN))
+    part.hit(make_hit(T0 + 8 * MIN, hid=2))   # after the clear: a new session
+    part.hit(make_hit(T0 + 3 * MIN, hid=3))   # before it, late: joins the cleared session
+    part.finish()
+    assert [(s["hits"], s["end_reason"]) for s in part.sessions()] == [(2, "storage_cleared"), (1, "inactivity")]

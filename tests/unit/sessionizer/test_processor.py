@@ -107,22 +107,18 @@ class WB(list):
         self.append((key, None))
 
 
-class FakeData:
+class FakeStore:
+    """The table's storage (schemas.internals.PartitionStore), a dict per partition."""
+
+    changelog_topic = CHANGELOG
     offset_key = b"__faust\x00offset__"
 
     def __init__(self, log: Log) -> None:
         self.dbs: dict[int, FakeDB] = {}
         self.log = log
 
-    def _db_for_partition(self, partition: int) -> FakeDB:
+    def db(self, partition: int) -> FakeDB:
         return self.dbs.setdefault(partition, FakeDB(self.log, partition))
-
-
-class FakeTable:
-    changelog_topic_name = CHANGELOG
-
-    def __init__(self, log: Log) -> None:
-        self.data = FakeData(log)
 
 
 class FakeConsumer:
@@ -159,11 +155,11 @@ def _hit(n: int, guid: str) -> bytes:
     })
 
 
-async def _run(fail: set[str], monkeypatch: pytest.MonkeyPatch) -> tuple[Log, FakeProducer, FakeTable]:
+async def _run(fail: set[str], monkeypatch: pytest.MonkeyPatch) -> tuple[Log, FakeProducer, FakeStore]:
     monkeypatch.setattr(store_module.rocksdict, "WriteBatch", WB)
     log = Log()
     producer = FakeProducer(log, fail)
-    table = FakeTable(log)
+    table = FakeStore(log)
     app = FakeApp(log)
     inbox = Inbox([TOPICS.hits], 10_000)
     proc = Processor(app, rules=Rules(), topics=TOPICS, inbox=inbox, store=DeviceStore(table), sender=Sender(producer),
@@ -210,8 +206,8 @@ async def test_outputs_then_changelog_then_rocksdb_then_ack(monkeypatch: pytest.
     assert len(events) == 6 and len({v for _, v in events}) == 6
     # The table holds each device's state and the clock, with Faust's persisted-offset key.
     devices = set()
-    for partition, db in table.data.dbs.items():
-        assert CLOCK_KEY in db and FakeData.offset_key in db
+    for partition, db in table.dbs.items():
+        assert CLOCK_KEY in db and FakeStore.offset_key in db
         for key in db:
             if key[0] != 0 and not key.startswith(b"__faust"):
                 assert DeviceState.from_bytes(db[key]).guid == key.decode()
@@ -219,8 +215,8 @@ async def test_outputs_then_changelog_then_rocksdb_then_ack(monkeypatch: pytest.
         # What the changelog partition got is what RocksDB got (Faust's recovery reads it),
         # and the persisted offset is that of its last record.
         changelog = producer.by_partition[(CHANGELOG, partition)]
-        assert dict(changelog) == {k: v for k, v in db.items() if k != FakeData.offset_key}
-        assert int(db[FakeData.offset_key]) == len(changelog) - 1
+        assert dict(changelog) == {k: v for k, v in db.items() if k != FakeStore.offset_key}
+        assert int(db[FakeStore.offset_key]) == len(changelog) - 1
     assert len(devices) == 2
 
 

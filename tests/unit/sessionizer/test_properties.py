@@ -1,43 +1,38 @@
 """Properties of the core over generated hit streams (hypothesis).
 
+- SPEC rule 6, exactly: for any arrival order and any event-time advances that leave no hit
+  older than the allowed lateness when it arrives, the core's final sessions are those of a
+  batch computation over the hits sorted by time (`batch_sessions`, written here from the
+  rules, independent of the core's code) — boundaries, counts, landing, exit, end reasons and
+  numbering. With advances that do make hits too late, the same holds for the hits placed;
 - every distinct hit is placed exactly once: in one session (pageview/event record with that
-  session's id, counted in its snapshot) or in a late_hit record; duplicates leave no trace;
-- a device's sessions (per scope key) never overlap, are numbered 1..n in time order, and
-  no gap inside a session exceeds the timeout nor its span the maximum length;
-- arrival order shuffled within a bound gives the sessions time order gives (same
-  started_at, last_seen_at and counts). Session ids may differ: each belongs to the hit that
-  *opened* its session in arrival order, and that is what is asserted;
-- the same hits in the same order give identical output, whether or not the state passes
-  through its bytes between calls;
+  session's id, re-pointed by moves, counted in its snapshot) or in a late_hit record;
+  duplicates leave no trace, and no record ends up naming a retracted session;
+- the same hits in the same order give identical output (ids included), whether or not the
+  state passes through its bytes between calls;
 - with offsets passed, redelivering any stretch of the log (a crash before the commit)
   changes nothing, however many hits of the device it holds;
-- `Emitted(coalesce=True)` publishes, per batch, exactly the newest snapshot of each session
-  that the default mode publishes.
+- `Emitted(coalesce=True)` publishes, per batch, exactly the newest snapshot (or retraction)
+  of each session that the default mode publishes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
 from schemas.views import HitView
 from schemas.timefmt import to_ms
-from sessionizer.days import day_number
-from sessionizer.identity import session_id
-from sessionizer.machine import (
-    BEFORE_LAST_SESSION,
-    BEFORE_OPEN_SESSION,
-    Emitted,
-    Rules,
-    next_deadline_ms,
-    on_hit,
-    on_time,
-)
+from sessionizer.machine import TOO_LATE, Emitted, Rules, next_deadline_ms, on_hit, on_time
 
-from .driver import GUID, HOUR, MIN, T0, Partition, make_hit
+from .driver import GUID, HOUR, MIN, T0, Partition, close_record, make_hit
 
 TIMEOUT = 30 * MIN
 PROPS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -82,13 +77,17 @@ def streams(draw: Any) -> tuple[Rules, list[HitView], list[int], list[int]]:
     arrival = list(order)
     for which, where in dupes:
         arrival.insert(min(where, len(arrival)), arrival[which % len(arrival)])
-    # 0 = leave event time, 1 = newest occurred_at seen, 2 = newest + timeout + 1, 3 = a day later
-    steps = draw(st.lists(st.integers(0, 3), min_size=len(arrival), max_size=len(arrival)))
+    # see `play`
+    steps = draw(st.lists(st.integers(0, 4), min_size=len(arrival), max_size=len(arrival)))
     return rules, hits, arrival, steps
 
 
 def play(rules: Rules, hits: list[HitView], arrival: list[int], steps: list[int] | None = None, *,
          roundtrip: bool = False) -> Partition:
+    """Deliver `arrival` with event-time `steps` after each hit: 0 = leave it, 1 = newest
+    occurred_at seen, 2 = newest + timeout + 1 (closes what is idle), 3 = a day later (may make
+    hits that arrive later too late), 4 = as far as the allowed lateness lets it go without
+    making any hit still to arrive too late (closes and freezes all it can)."""
     part = Partition(rules=rules, roundtrip=roundtrip, validate=False)
     newest = 0
     for i, n in enumerate(arrival):
@@ -102,6 +101,9 @@ def play(rules: Rules, hits: list[HitView], arrival: list[int], steps: list[int]
             part.advance(newest + rules.timeout_ms + 1)
         elif step == 3:
             part.advance(part.event_time + 24 * HOUR)
+        elif step == 4:
+            rest = [to_ms(hits[m].occurred_at) for m in arrival[i + 1:]]
+            part.advance(min(rest) + rules.lateness_ms if rest else newest + 400 * 24 * HOUR)
     part.finish()
     return part
 
@@ -124,10 +126,11 @@ def test_every_hit_is_placed_once_and_sessions_are_sound(stream) -> None:
     by_id = {h.hit_id: h for h in hits}
     for rec in placed.values():
         if rec["kind"] == "late_hit":
-            assert rec["reason"] in (BEFORE_OPEN_SESSION, BEFORE_LAST_SESSION)
+            assert rec["reason"] == TOO_LATE
         else:
             members[rec["session_id"]].append(by_id[rec["hit_id"]])
     assert set(members) == set(sessions)
+    assert not set(members) & set(part.retracted())
 
     per_key: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for sid, s in sessions.items():
@@ -138,16 +141,17 @@ def test_every_hit_is_placed_once_and_sessions_are_sound(stream) -> None:
         assert all(b - a <= rules.timeout_ms for a, b in zip(times, times[1:]))
         assert times[-1] - times[0] <= rules.max_length_ms
         if rules.midnight_tz:
-            assert len({day_number(t, rules.midnight_tz) for t in times}) == 1
+            assert len({_local_day(t, rules.midnight_tz) for t in times}) == 1
         assert s["status"] == "closed" and s["ended_at"] == s["last_seen_at"]
         assert {scope_key(rules, h) for h in members[sid]} == {scope_key(rules, s)}
         per_key[scope_key(rules, s)].append(s)
 
     for group in per_key.values():
-        group.sort(key=lambda s: s["started_at"])
+        group.sort(key=lambda s: s["session_index"])
         assert [s["session_index"] for s in group] == list(range(1, len(group) + 1))
+        assert [s["started_at"] for s in group] == sorted(s["started_at"] for s in group)
         for a, b in zip(group, group[1:]):
-            assert a["last_seen_at"] < b["started_at"]
+            assert a["last_seen_at"] <= b["started_at"]  # (equal only when a campaign hit splits at its millisecond)
 
 
 @PROPS
@@ -171,59 +175,125 @@ def test_duplicates_change_nothing(stream) -> None:
     assert sorted(noisy.placed()) == sorted(clean.placed())
 
 
-# -- bounded disorder ------------------------------------------------------------------------
+# -- rule 6: the batch reference -------------------------------------------------------------
 
-DISORDER = TIMEOUT // 2
+
+def batch_sessions(hits: list[HitView], rules: Rules) -> list[tuple[Any, ...]]:
+    """The sessions the rules give on `hits` (one device, distinct hit ids) sorted by time, all
+    closed: per scope key, in (occurred_at, hit_id) order, a hit starts a new session after a
+    gap over the timeout, past the maximum length from the session's first hit, on another
+    local day (midnight), or with campaign data other than the session's first hit's; the
+    session that ends gets that reason, and the last one `inactivity`."""
+    groups: dict[str, list[HitView]] = defaultdict(list)
+    for hit in hits:
+        groups[hit.site if rules.scope == "site" else ""].append(hit)
+    result: list[tuple[Any, ...]] = []
+    for key, group in sorted(groups.items()):
+        group.sort(key=lambda h: (to_ms(h.occurred_at), h.hit_id))
+        sessions: list[dict[str, Any]] = []
+        for hit in group:
+            t = to_ms(hit.occurred_at)
+            campaign = (hit.utm_source, hit.utm_medium, hit.utm_campaign, hit.utm_term, hit.utm_content, hit.utm_id,
+                        hit.click_id, hit.click_id_type)
+            cur = sessions[-1] if sessions else None
+            reason = None if cur is not None else "start"
+            if cur is not None:
+                if t - cur["last"] > rules.timeout_ms:
+                    reason = "inactivity"
+                elif t - cur["first"] > rules.max_length_ms:
+                    reason = "max_length"
+                elif rules.midnight_tz and _local_day(t, rules.midnight_tz) != _local_day(cur["first"], rules.midnight_tz):
+                    reason = "midnight"
+                elif rules.split_on_campaign and any(campaign) and campaign != cur["campaign"]:
+                    reason = "campaign_change"
+            if reason is not None:
+                if cur is not None:
+                    cur["end"] = reason
+                cur = {"first": t, "last": t, "pv": 0, "ev": 0, "landing": hit.url, "utm": hit.utm_source,
+                       "campaign": campaign, "exit": None, "end": "inactivity"}
+                sessions.append(cur)
+            cur["last"] = t
+            if hit.type == "event":
+                cur["ev"] += 1
+            else:
+                cur["pv"] += 1
+                cur["exit"] = hit.url
+        result += [(key, n, s["first"], s["last"], s["pv"], s["ev"], s["landing"], s["utm"], s["exit"], s["end"])
+                   for n, s in enumerate(sessions, 1)]
+    return result
+
+
+def _local_day(t: int, tz: str) -> Any:
+    return datetime.fromtimestamp(t / 1000, timezone.utc).astimezone(ZoneInfo(tz)).date()
+
+
+def core_sessions(part: Partition, rules: Rules) -> list[tuple[Any, ...]]:
+    return sorted(
+        (scope_key(rules, s), s["session_index"], to_ms(s["started_at"]), to_ms(s["last_seen_at"]), s["pageviews"],
+         s["events"], s["landing_url"], s["utm_source"], s["exit_url"], s["end_reason"])
+        for s in part.sessions()
+    )
 
 
 @st.composite
-def clustered(draw: Any) -> tuple[list[HitView], list[int]]:
-    """Visits whose inner gaps are <= timeout / 2, apart by more than timeout + disorder, and an
-    arrival order in which no hit comes after a hit more than DISORDER younger than itself."""
-    specs: list[tuple[int, bool]] = []
-    t = 0
-    for _ in range(draw(st.integers(1, 4))):
-        for i in range(draw(st.integers(1, 12))):
-            if i:
-                t += draw(st.integers(0, TIMEOUT // 2))
-            specs.append((t, draw(st.booleans())))
-        t += TIMEOUT + DISORDER + 1 + draw(st.integers(0, 3 * HOUR))
-    hits = [make_hit(T0 + at, hid=n + 1, type="event" if ev else "pageview") for n, (at, ev) in enumerate(specs)]
-    delays = draw(st.lists(st.integers(0, DISORDER - 1), min_size=len(hits), max_size=len(hits)))
-    arrival = sorted(range(len(hits)), key=lambda n: (specs[n][0] + delays[n], n))
-    return hits, arrival
-
-
-def time_order_sessions(hits: list[HitView], rules: Rules) -> list[tuple[int, int, int, int]]:
-    """The reference: sort by time, split on gaps over the timeout or past the max length."""
-    out: list[list[int]] = []
-    for hit in sorted(hits, key=lambda h: to_ms(h.occurred_at)):
-        t = to_ms(hit.occurred_at)
-        ev = hit.type == "event"
-        if out and t - out[-1][1] <= rules.timeout_ms and t - out[-1][0] <= rules.max_length_ms:
-            out[-1][1] = t
-            out[-1][2 + ev] += 1
-        else:
-            out.append([t, t, int(not ev), int(ev)])
-    return [tuple(s) for s in out]
+def in_lateness(draw: Any) -> tuple[Rules, list[HitView], list[int], list[int]]:
+    """A stream whose event-time advances never leave a hit older than the allowed lateness by
+    the time it arrives (steps 0, 1, 2 and 4 of `play`; 3 only while it stays within it)."""
+    rules, hits, arrival, steps = draw(streams())
+    times = [to_ms(h.occurred_at) for h in hits]
+    if max(times) - min(times) >= rules.lateness_ms:  # (the 26-hour spans) so no arrival is too late by itself
+        rules = dataclasses.replace(rules, lateness_ms=max(times) - min(times) + HOUR)
+    event_time = 0
+    newest = 0
+    safe: list[int] = []
+    for i, n in enumerate(arrival):
+        newest = max(newest, times[n])
+        event_time = max(event_time, times[n])
+        step = steps[i]
+        rest = [times[m] for m in arrival[i + 1:]]
+        limit = min(rest) + rules.lateness_ms if rest else None
+        target = {0: event_time, 1: newest, 2: newest + rules.timeout_ms + 1, 3: event_time + 24 * HOUR,
+                  4: limit if limit is not None else event_time}[step]
+        if limit is not None and target > limit:
+            step = 4
+            target = limit
+        safe.append(step)
+        event_time = max(event_time, target)
+    return rules, hits, arrival, safe
 
 
 @PROPS
-@given(clustered())
-def test_bounded_disorder_gives_the_time_order_sessions(case) -> None:
-    hits, arrival = case
-    rules = Rules()
-    part = play(rules, hits, arrival)  # event time = newest occurred_at seen, deadlines after every hit
-    got = [(to_ms(s["started_at"]), to_ms(s["last_seen_at"]), s["pageviews"], s["events"]) for s in part.sessions()]
-    assert got == time_order_sessions(hits, rules)
+@given(in_lateness())
+def test_any_arrival_order_within_the_lateness_gives_the_time_order_sessions(stream) -> None:
+    rules, hits, arrival, steps = stream
+    part = play(rules, hits, arrival, steps)
     assert all(r["kind"] != "late_hit" for r in part.records)
-    # Each id belongs to the first hit of its session in arrival order.
-    placed = part.placed()
-    opener: dict[str, str] = {}
-    for n in arrival:
-        opener.setdefault(placed[hits[n].hit_id]["session_id"], hits[n].hit_id)
-    assert all(s["session_id"] == session_id(GUID, opener[s["session_id"]]) for s in part.sessions())
+    assert core_sessions(part, rules) == batch_sessions(list({h.hit_id: h for h in hits}.values()), rules)
 
+
+@PROPS
+@given(streams())
+def test_with_hits_too_late_the_placed_hits_give_the_time_order_sessions(stream) -> None:
+    rules, hits, arrival, steps = stream
+    part = play(rules, hits, arrival, steps)
+    placed = {hid for hid, rec in part.placed().items() if rec["kind"] != "late_hit"}
+    kept = [h for h in {h.hit_id: h for h in hits}.values() if h.hit_id in placed]
+    assert core_sessions(part, rules) == batch_sessions(kept, rules)
+
+
+@PROPS
+@given(in_lateness(), st.randoms(use_true_random=False))
+def test_arrival_order_changes_no_session_only_ids(stream, rnd) -> None:
+    """Two arrival orders of the same hits: the same sessions; each id is a deterministic
+    function of the log (the same order gives the same ids)."""
+    rules, hits, arrival, _ = stream
+    other = list(arrival)
+    rnd.shuffle(other)
+    first = play(rules, hits, arrival)
+    second = play(rules, hits, other)
+    assert core_sessions(first, rules) == core_sessions(second, rules)
+    assert [s["session_id"] for s in play(rules, hits, arrival).sessions()] == [
+        s["session_id"] for s in first.sessions()]
 
 
 @PROPS
@@ -272,3 +342,60 @@ def test_coalesced_output_is_the_newest_snapshot_of_each_batch(stream, batch) ->
         return batches
 
     assert run(True) == run(False)
+
+
+# -- rule 12 with rule 6: storage cleared, in any arrival order -------------------------------------
+
+
+def batch_with_clears(hits: list[HitView], clears: list[int], rules: Rules) -> list[tuple[Any, ...]]:
+    """`batch_sessions` for one device (scope device, no other split rule) with storage cleared at
+    `clears`: a session still within the timeout at a clear ends there (`storage_cleared`), one
+    already expired keeps `inactivity`; hits after a clear start a new session."""
+    items = sorted([(to_ms(h.occurred_at), 0, h.hit_id, h) for h in hits] + [(t, 1, "", None) for t in clears])
+    sessions: list[dict[str, Any]] = []
+    cur: dict[str, Any] | None = None
+    for t, is_clear, _, hit in items:
+        if is_clear:
+            if cur is not None:
+                cur["end"] = "storage_cleared" if t - cur["last"] <= rules.timeout_ms else "inactivity"
+                cur = None
+            continue
+        if cur is not None and (t - cur["last"] > rules.timeout_ms or t - cur["first"] > rules.max_length_ms):
+            cur["end"] = "inactivity" if t - cur["last"] > rules.timeout_ms else "max_length"
+            cur = None
+        if cur is None:
+            cur = {"first": t, "last": t, "hits": 0, "end": "inactivity"}
+            sessions.append(cur)
+        cur["last"] = t
+        cur["hits"] += 1
+    return [(n, s["first"], s["last"], s["hits"], s["end"]) for n, s in enumerate(sessions, 1)]
+
+
+@PROPS
+@given(st.lists(st.tuples(st.integers(0, 180), st.integers(0, 59_999)), min_size=1, max_size=25),
+       st.lists(st.integers(0, 180 * MIN), min_size=1, max_size=3), st.randoms(use_true_random=False),
+       st.lists(st.integers(0, 2), min_size=30, max_size=30))
+def test_storage_cleared_in_any_arrival_order_gives_the_time_order_sessions(specs, clears, rnd, steps) -> None:
+    rules = Rules()
+    hits = [make_hit(T0 + m * MIN + j, hid=n + 1) for n, (m, j) in enumerate(specs)]
+    clears = sorted(set(T0 + c for c in clears))
+    # A clear reaches a device the sessionizer knows (one for an unknown guid is dropped): each
+    # goes somewhere after the first hit of the arrival order.
+    order: list[Any] = list(hits)
+    rnd.shuffle(order)
+    for c in clears:
+        order.insert(rnd.randint(1, len(order)), c)
+    part = Partition(rules=rules, validate=False)
+    for i, item in enumerate(order):
+        if isinstance(item, int):
+            part.close(close_record(GUID, item))
+        else:
+            part.hit(item)
+        if steps[i % len(steps)] == 1:
+            part.advance(part.event_time)
+        elif steps[i % len(steps)] == 2:
+            part.advance(part.event_time + rules.timeout_ms + 1)
+    part.finish()
+    got = [(s["session_index"], to_ms(s["started_at"]), to_ms(s["last_seen_at"]), s["hits"], s["end_reason"])
+           for s in part.sessions()]
+    assert got == batch_with_clears(hits, clears, rules)

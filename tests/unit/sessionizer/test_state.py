@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 
 from sessionizer.machine import DeviceState, Emitted, Rules, on_hit, on_time
-from sessionizer.state import Session, Slot
+import orjson
 
-from .driver import HOUR, MIN, T0, make_hit
+from sessionizer.state import Block, Mark, Session, Slot
+
+from .driver import GUID, HOUR, MIN, T0, make_hit
 
 LONG_UA = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
@@ -33,18 +35,29 @@ def _device(n_hits: int, *, closed_too: bool = True) -> DeviceState:
     return state
 
 
-def test_a_long_session_stays_small() -> None:
+def test_state_retains_a_bounded_number_of_hits() -> None:
     state = _device(1_000)
     [slot] = state.slots.values()
-    assert slot.open.hits == 1_000 and slot.last is not None
+    latest = slot.sessions[-1]
+    assert latest.hits == 1_000 and latest.end_reason is None
+    assert sum(len(s.elements) for s in slot.sessions) <= Rules().retained_hits
     data = state.to_bytes()
-    assert len(data) < 2048, len(data)
+    # About 130 bytes per retained hit here (a 53-character URL): what a visit repeats is written once.
+    assert len(data) < 140 * Rules().retained_hits, len(data)
     assert DeviceState.from_bytes(data) == state
     assert DeviceState.from_bytes(data).to_bytes() == data
 
 
-def test_size_does_not_grow_with_hits() -> None:
-    assert len(_device(2_000).to_bytes()) - len(_device(100).to_bytes()) < 16
+def test_a_device_that_stays_away_shrinks_back() -> None:
+    rules = Rules()
+    state = _device(40)
+    big = len(state.to_bytes())
+    last = max(s.last for s in state.sessions())
+    on_time(state, rules, last + rules.timeout_ms + rules.lateness_ms, Emitted())
+    assert state.sessions()  # not yet: a hit could still reach the last session
+    on_time(state, rules, last + rules.timeout_ms + rules.lateness_ms + 1, Emitted())
+    assert state.sessions() == [] and state.slots[""].count == 2
+    assert len(state.to_bytes()) < 100 + len(state.ring) < big
 
 
 def test_round_trip_keeps_behaviour() -> None:
@@ -63,10 +76,41 @@ def test_round_trip_keeps_behaviour() -> None:
 def test_round_trip_of_every_shape() -> None:
     empty = DeviceState("6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a01")
     assert DeviceState.from_bytes(empty.to_bytes()) == empty
-    session = Session("id", 3, 7, T0, T0 + MIN, "midnight", 2, 1, None, -1, "https://x.example/ü", "/", "x.example",
-                      "", None, "s", None, None, None, None, None, "c", "gclid", "::1", "ua ☃", "Paid Search")
-    state = DeviceState("g", b"\x00" * 16, {"": Slot(4, T0 - 1, None, session), "b.example": Slot(1, -1, session, None)})
-    assert DeviceState.from_bytes(state.to_bytes()) == state
+    a = Mark(T0, 7, "h1", False, url="https://x.example/ü", path="/ü", referrer="", referrer_host=None,
+             site="x.example", utm_source="s", utm_medium=None, utm_campaign=None, utm_term=None, utm_content=None,
+             utm_id=None, click_id="c", click_id_type="gclid", ip="::1", user_agent="ua ☃")
+    b = a._replace(t=T0 + MIN, us=0, hit_id="h2", is_event=True, url="https://x.example/2", utm_source=None)
+    block = Block(T0 - HOUR, T0 - 50 * MIN, 3, 1, "https://x.example/exit", T0 - 55 * MIN, a._replace(t=T0 - HOUR), "sid0")
+    first = Session("s1", 3, 7, "midnight", "Paid Search", [block, a, b])
+    second = Session("s2", 4, 9, None, "Direct", [b._replace(hit_id="h3", t=T0 + 2 * MIN)])
+    state = DeviceState("g", b"\x00" * 16, {"": Slot(2, T0 - 2 * HOUR, [first, second], [T0 + 90_000]),
+                                             "b.example": Slot(1, -1, [], [])}, offset=12, version=9)
+    data = state.to_bytes()
+    again = DeviceState.from_bytes(data)
+    assert again == state and again.to_bytes() == data
+    assert (first.pageviews, first.events, first.exit_url) == (4, 2, "https://x.example/ü")
+    assert again.slots[""].sessions[0].landing == block.landing
+
+
+def test_a_state_of_format_1_is_read_with_its_sessions_as_blocks() -> None:
+    # What the previous version wrote: aggregates of the open and the last closed session.
+    def old(sid: str, index: int, first: int, last: int, reason: str | None) -> list:
+        return [sid, index, 4, first, last, reason, 2, 0, "https://x.example/exit", last, "https://x.example/", "/",
+                "x.example", "", None, None, None, None, None, None, None, None, None, "198.51.100.0", "ua", "Direct"]
+    body = orjson.dumps([GUID, [["", 5, T0 - 3 * HOUR, old("open", 5, T0 + 55 * MIN, T0 + HOUR, None),
+                                 old("last", 4, T0, T0 + 20 * MIN, "inactivity")]], 41])
+    state = DeviceState.from_bytes(b"\x01" + len(b"").to_bytes(2, "little") + body)
+    [slot] = state.slots.values()
+    assert [(s.id, s.index, s.end_reason) for s in slot.sessions] == [
+        ("last", 4, "inactivity"), ("open", 5, None)] and slot.count == 3 and state.offset == 41
+    assert state.version == 4
+    # A late hit bridging the two merges them; the open session's hits are re-pointed as a range.
+    out = Emitted()
+    on_hit(state, make_hit(T0 + 40 * MIN, hid=7), Rules(), T0 + HOUR, out)
+    assert [s["kind"] for s in out.sessions if "kind" in s] == ["retraction"]
+    [move] = [r for r in out.records if r.kind == "move_range"]
+    assert (move.from_session_id, move.session_id) == ("open", "last")
+    assert [(s.id, s.hits) for s in slot.sessions] == [("last", 5)]
 
 
 def test_unknown_format_is_refused() -> None:

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 from schemas.views import HitView
 from sessionizer.machine import DeviceState, Emitted, Rules, next_deadline_ms, on_hit, on_time
-from sessionizer.sweep import DeadlineHeap, deadlines_from_store
+from sessionizer.sweep import DeadlineHeap, stored_states
 
 UTC = timezone.utc
 MIN = 60_000
@@ -96,7 +96,7 @@ def test_rebuilt_from_store_bytes_closes_what_the_core_says_is_due() -> None:
     items = [(b"__faust\x00offset__", b"42"), (b"\x00touchstream:clock", b"x")]
     items += [(g.encode(), s.to_bytes()) for g, s in states.items()]
     heap = DeadlineHeap()
-    heap.rebuild(deadlines_from_store(items, DeviceState.from_bytes, lambda s: next_deadline_ms(s, rules)))
+    heap.rebuild((g, next_deadline_ms(s, rules)) for g, s in stored_states(items, DeviceState.from_bytes))
     assert len(heap) == 3  # bookkeeping keys skipped
 
     # event time 9:41 passes 9:00 + 30 min and 9:10 + 30 min, not 9:20 + 30 min

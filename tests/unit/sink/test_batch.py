@@ -10,7 +10,7 @@ import pytest
 from schemas.timefmt import UTC
 from schemas.wire import dead_letter, encode, events_codec
 from sink.batch import COLUMNS, TABLES, Batch, Decoder, TopicRoles, decode_batch, fast_events_row, utc_day
-from sink.testing import T0, RecordStream, event, late_hit, new_id, pageview, session
+from sink.testing import T0, RecordStream, event, late_hit, move, new_id, pageview, range_move, retraction, session
 
 ROLES = TopicRoles.from_prefix("p.")
 NOW = datetime(2026, 3, 3, 12, 0, tzinfo=UTC)
@@ -29,7 +29,8 @@ def test_routes_each_kind_to_its_table_in_column_order():
     pv, ev, late, snap = pageview(), event(name="lead", module="contact_form"), late_hit(), session()
     batch = decode([rs.record(ROLES.events, pv), rs.record(ROLES.events, ev), rs.record(ROLES.events, late),
                     rs.record(ROLES.sessions, snap)])
-    assert batch.counts() == {"sessions": 1, "pageviews": 1, "events": 1, "late_hits": 1, "deadletter": 0}
+    assert batch.counts() == {"sessions": 1, "pageviews": 1, "events": 1, "late_hits": 1, "deadletter": 0,
+                              "session_retractions": 0, "moves": 0, "move_ranges": 0}
     assert batch.consumed == 4
     [p] = as_dicts(batch, "pageviews")
     assert p == {c: getattr(pv, c) for c in COLUMNS["pageviews"]}
@@ -164,7 +165,8 @@ def test_rows_before_the_retention_window_are_dead_lettered_as_expired():
     late = late_hit(occurred_at=keep_from - timedelta(days=30))
     batch = decode([rs.record(ROLES.events, old), rs.record(ROLES.events, new), rs.record(ROLES.events, late)],
                    keep_from=keep_from)
-    assert batch.counts() == {"sessions": 0, "pageviews": 0, "events": 1, "late_hits": 1, "deadletter": 1}
+    assert batch.counts() == {"sessions": 0, "pageviews": 0, "events": 1, "late_hits": 1, "deadletter": 1,
+                              "session_retractions": 0, "moves": 0, "move_ranges": 0}
     [dl] = as_dicts(batch, "deadletter")
     assert dl["reason"].startswith("expired") and dl["hit_id"] == old.hit_id
 
@@ -204,7 +206,8 @@ def test_days_are_utc_days():
 
 
 def test_every_table_is_known():
-    assert TABLES == ("sessions", "pageviews", "events", "late_hits", "deadletter")
+    assert TABLES == ("sessions", "pageviews", "events", "late_hits", "deadletter", "session_retractions", "moves",
+                      "move_ranges")
 
 
 def test_feeding_in_chunks_gives_the_same_batch_as_all_at_once():
@@ -284,3 +287,48 @@ def test_a_record_the_codec_accepts_but_the_fast_path_does_not_still_lands():
     batch = decode([RecordStream().record(ROLES.events, raw)])
     assert len(batch.rows["pageviews"]) == 1
     assert batch.rows["pageviews"][0] == codec_row(raw)[1]
+
+
+# -- SPEC rule 6: retractions and moves --------------------------------------------------------
+
+
+@pytest.mark.parametrize("retraction_last", [True, False])
+def test_a_session_keeps_its_newest_word_snapshot_or_retraction(retraction_last):
+    rs = RecordStream()
+    sid, into, guid = new_id(), new_id(), new_id()
+    snap = rs.record(ROLES.sessions, session(session_id=sid, guid=guid, version=4))
+    gone = rs.record(ROLES.sessions, retraction(session_id=sid, guid=guid, merged_into=into, version=5))
+    other = session()
+    records = [snap, gone] if retraction_last else [gone, snap]
+    batch = decode([rs.record(ROLES.sessions, other), *records])
+    # The retraction has the higher version whatever the order it came in.
+    assert [r["session_id"] for r in as_dicts(batch, "sessions")] == [other.session_id]
+    assert as_dicts(batch, "session_retractions") == [
+        {"session_id": sid, "guid": guid, "merged_into": into, "version": 5}]
+    assert batch.origins["session_retractions"][0].offset == gone.offset
+    assert batch.session_guids() == sorted({guid, other.guid})
+
+
+def test_a_snapshot_newer_than_a_retraction_wins():
+    rs = RecordStream()
+    sid, guid = new_id(), new_id()
+    batch = decode([rs.record(ROLES.sessions, retraction(session_id=sid, guid=guid, merged_into=new_id(), version=5)),
+                    rs.record(ROLES.sessions, session(session_id=sid, guid=guid, version=9))])
+    assert batch.rows["session_retractions"] == [] and [r["version"] for r in as_dicts(batch, "sessions")] == [9]
+
+
+def test_moves_keep_each_hits_last_and_ranges_keep_their_order():
+    rs = RecordStream()
+    pv, ev = pageview(), event()
+    a, b = new_id(), new_id()
+    first_at, last_at = T0, T0 + timedelta(minutes=5)
+    batch = decode([rs.record(ROLES.events, pv), rs.record(ROLES.events, move(pv, a)), rs.record(ROLES.events, move(ev, a)),
+                    rs.record(ROLES.events, move(pv, b)),
+                    rs.record(ROLES.events, range_move(pv.guid, a, first_at, last_at, b)),
+                    rs.record(ROLES.events, range_move(pv.guid, b, first_at, last_at, a))])
+    assert as_dicts(batch, "moves") == [
+        {"hit_id": pv.hit_id, "occurred_at": pv.occurred_at, "session_id": b, "is_event": False},
+        {"hit_id": ev.hit_id, "occurred_at": ev.occurred_at, "session_id": a, "is_event": True},
+    ]
+    assert [(r["from_session_id"], r["session_id"]) for r in as_dicts(batch, "move_ranges")] == [(a, b), (b, a)]
+    assert len(batch.rows["pageviews"]) == 1

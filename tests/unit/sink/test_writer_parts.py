@@ -8,6 +8,7 @@ import asyncpg
 import pytest
 from pydantic import ValidationError
 
+from schemas.errors import DatabaseUnavailable, PartitionMissing, RejectedByDatabase
 from schemas.timefmt import UTC
 from sink.partitions import partition_name, retention_cutoff, window
 from sink.settings import SinkSettings
@@ -21,27 +22,31 @@ def pg_error(cls: type, message: str = "boom") -> asyncpg.PostgresError:
 @pytest.mark.parametrize(
     ("exc", "kind"),
     [
-        (pg_error(asyncpg.InvalidTextRepresentationError), "data"),  # 22P02
-        (pg_error(asyncpg.CharacterNotInRepertoireError), "data"),  # 22021, e.g. NUL in text
-        (pg_error(asyncpg.NotNullViolationError), "data"),  # 23502
+        (pg_error(asyncpg.InvalidTextRepresentationError), RejectedByDatabase),  # 22P02
+        (pg_error(asyncpg.CharacterNotInRepertoireError), RejectedByDatabase),  # 22021, e.g. NUL in text
+        (pg_error(asyncpg.NotNullViolationError), RejectedByDatabase),  # 23502
         (pg_error(asyncpg.CheckViolationError, "no partition of relation \"events\" found for row"),
-         "missing_partition"),
-        (pg_error(asyncpg.CheckViolationError, "new row violates check constraint"), "data"),
-        (pg_error(asyncpg.AdminShutdownError), "retry"),  # 57P01: the server is stopping
-        (pg_error(asyncpg.CannotConnectNowError), "retry"),  # 57P03: starting up
-        (pg_error(asyncpg.DeadlockDetectedError), "retry"),  # 40P01
-        (pg_error(asyncpg.UndefinedTableError), "retry"),  # 42P01: a deployment problem, not the row's
-        (pg_error(asyncpg.InsufficientPrivilegeError), "retry"),
-        (asyncpg.ConnectionDoesNotExistError("closed"), "retry"),
-        (ConnectionRefusedError(111, "refused"), "retry"),
-        (TimeoutError(), "retry"),
-        (asyncpg.InterfaceError("connection is closed"), "retry"),
-        (asyncpg.exceptions._base.DataError("invalid input for query argument"), "data"),
-        (ValueError("invalid UUID 'x'"), "data"),
+         PartitionMissing),
+        (pg_error(asyncpg.CheckViolationError, "new row violates check constraint"), RejectedByDatabase),
+        (pg_error(asyncpg.AdminShutdownError), DatabaseUnavailable),  # 57P01: the server is stopping
+        (pg_error(asyncpg.CannotConnectNowError), DatabaseUnavailable),  # 57P03: starting up
+        (pg_error(asyncpg.DeadlockDetectedError), DatabaseUnavailable),  # 40P01
+        (pg_error(asyncpg.UndefinedTableError), DatabaseUnavailable),  # 42P01: a deployment problem, not the row's
+        (pg_error(asyncpg.InsufficientPrivilegeError), DatabaseUnavailable),
+        (asyncpg.ConnectionDoesNotExistError("closed"), DatabaseUnavailable),
+        (ConnectionRefusedError(111, "refused"), DatabaseUnavailable),
+        (TimeoutError(), DatabaseUnavailable),
+        (asyncpg.InterfaceError("connection is closed"), DatabaseUnavailable),
+        # asyncpg's own (private) DataError, read through schemas.internals.is_driver_data_error
+        (asyncpg.exceptions._base.DataError("invalid input for query argument"), RejectedByDatabase),
+        (ValueError("invalid UUID 'x'"), RejectedByDatabase),
     ],
 )
-def test_classify(exc, kind):
-    assert classify(exc) == kind
+def test_classify_turns_driver_errors_into_typed_errors(exc, kind):
+    error = classify(exc)
+    assert type(error) is kind
+    if kind is RejectedByDatabase:  # the reason names what was refused, for the dead letter
+        assert error.errors and str(exc) in error.errors[0].message
 
 
 def test_status_count():
@@ -77,15 +82,3 @@ def test_settings_come_from_touchstream_variables(monkeypatch):
     monkeypatch.setenv("TOUCHSTREAM_SINK_RETENTION_DAYS", "30")
     s = SinkSettings()
     assert (s.sink_group, s.pg_schema, s.sink_retention_days) == ("g2", "analytics", 30)
-
-
-def test_log_lines_carry_their_fields_as_key_values():
-    import logging
-
-    from sink.__main__ import KeyValueFormatter
-
-    record = logging.LogRecord("touchstream.sink", logging.WARNING, __file__, 1, "database write failed", (), None)
-    record.attempt = 3
-    record.error = "connection refused"
-    line = KeyValueFormatter("%(levelname)s %(message)s").format(record)
-    assert line == 'WARNING database write failed attempt=3 error="connection refused"'
