@@ -4,8 +4,12 @@
                                               [--schema dashbench] [--reuse] [--keep]
 
 Loads a synthetic 90-day history into a throw-away schema (bench/dashboard_history.sql, generated
-inside PostgreSQL, with the rollup triggers of migration 0005 firing as they do for the sink): by
-default about 1.05M sessions, 10.3M pageviews + events and 100k+ conversions. Then starts
+inside PostgreSQL): by default about 1.05M sessions, 10.3M pageviews + events and 100k+
+conversions. Rows not written by the sink's writer queue nothing for the rollups, so the load ends
+with `rollup_rebuild()` (timed). Then, to time the sink's drain at this volume, `--drain-devices`
+devices chosen at random are queued with their conversions, as the writer queues them after a
+batch, and drained with sink.rollups.drain (timed; the answers compared below are read after it,
+so they check the drain too). Then starts
 `touchstream dashboard` on a free port and, for every API endpoint and a 7-, 30- and 90-day range
 ending today, times `--rounds` HTTP requests (p50, p95), and times `--view-rounds` runs of the
 same question asked of the tables and views (dashboard/baseline.py) in the same run, printing the
@@ -36,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dashboard import api, baseline  # noqa: E402
 from dashboard.params import today  # noqa: E402
 from sink.migrations import migrate  # noqa: E402
+from sink.rollups import drain  # noqa: E402
 from touchstream.pipeline import free_port  # noqa: E402
 
 HISTORY = Path(__file__).resolve().parent / "dashboard_history.sql"
@@ -77,11 +82,29 @@ async def load(conn: asyncpg.Connection, devices: int, chunks: int) -> None:
     for first in range(1, devices + 1, step):
         last = min(devices, first + step - 1)
         started = time.monotonic()
-        async with conn.transaction():  # the rollups fold at this commit
+        async with conn.transaction():
             await conn.execute(template.format(first=first, last=last))
-        print(f"  devices {first:,}-{last:,} loaded with their rollups in {time.monotonic() - started:.0f}s",
-              flush=True)
+        print(f"  devices {first:,}-{last:,} loaded in {time.monotonic() - started:.0f}s", flush=True)
     await conn.execute("ANALYZE")
+    started = time.monotonic()
+    await conn.execute("SELECT rollup_rebuild()")
+    print(f"  rollup_rebuild(): {time.monotonic() - started:.0f}s", flush=True)
+    await conn.execute("ANALYZE")
+
+
+async def drain_sample(conn: asyncpg.Connection, schema: str, devices: int) -> None:
+    """Queue `devices` random devices and their conversions (what the writer queues for a batch that
+    touched them), then fold them with the sink's drain, timed."""
+    if devices <= 0:
+        return
+    await conn.execute("INSERT INTO rollup_pending_devices SELECT guid FROM devices ORDER BY random() LIMIT $1",
+                       devices)
+    await conn.execute("INSERT INTO rollup_pending_conversions SELECT c.converted_at, c.conversion_hit_id "
+                       "FROM rollup_conversions c JOIN rollup_pending_devices p ON p.guid = c.guid")
+    done = await drain(conn, schema)
+    assert done is not None
+    print(f"drain at this volume: {done.devices:,} devices + {done.conversions:,} conversion keys in "
+          f"{done.seconds:.2f} s ({done.steps} transaction(s); {done.sessions:,} sessions found changed)", flush=True)
 
 
 def pct(samples: list[float], p: float) -> float:
@@ -98,6 +121,7 @@ async def time_api(client: httpx.AsyncClient, url: str, params: dict, rounds: in
         if response.status_code != 200:
             raise SystemExit(f"{url} {params}: {response.status_code} {response.text[:500]}")
         body = response.json()
+        body.pop("as_of")  # how fresh the rollups are; the views' answer is live
     return samples, body
 
 
@@ -158,6 +182,7 @@ async def run(args: argparse.Namespace) -> int:
             started = time.monotonic()
             await load(conn, args.devices, args.chunks)
             print(f"loaded in {time.monotonic() - started:.0f}s", flush=True)
+        await drain_sample(conn, args.schema, args.drain_devices)
         channels = await conn.fetchval("SELECT count(DISTINCT channel) FROM sessions")
         if channels < 10:  # a generator that lost its traffic mix would make every answer look cheap
             raise SystemExit(f"the history has {channels} channels, not 10: the generator is broken")
@@ -193,6 +218,8 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=20, help="HTTP requests per endpoint and range")
     p.add_argument("--view-rounds", type=int, default=3, help="runs of the views' query per endpoint and range")
     p.add_argument("--schema", default="dashbench", help="schema to load into (dropped at the end unless --keep)")
+    p.add_argument("--drain-devices", type=int, default=20_000,
+                   help="devices queued and drained after the load, timed (0: none)")
     p.add_argument("--reuse", action="store_true", help="use the schema as loaded by an earlier --keep run")
     p.add_argument("--keep", action="store_true", help="leave the schema for --reuse")
     return asyncio.run(run(p.parse_args()))

@@ -1,6 +1,6 @@
 -- A synthetic 90-day history for bench/dashboard_bench.py, generated inside PostgreSQL (fast on 2
--- cores) into the sink's own tables, with the rollup triggers of migration 0005 firing as they do
--- for the sink's COPY. Deterministic: setseed and md5-derived ids. Placeholders:
+-- cores) into the sink's own tables; nothing is queued for the rollups of migration 0005 (the bench
+-- runs rollup_rebuild() after the last chunk). Deterministic: setseed and md5-derived ids. Placeholders:
 -- {first}, {last} (device numbers of this chunk; run once per chunk).
 SELECT setseed(0.4242 + {first}::float8 / 1e9);
 CREATE TEMP TABLE IF NOT EXISTS bench_sources (k int PRIMARY KEY, channel text, utm_source text, utm_medium text,

@@ -3,7 +3,8 @@ and row model. The routes, the OpenAPI document and the pages' CSV links are all
 ENDPOINTS, so the document cannot drift from the code (tests/unit/dashboard checks it too).
 
 Every endpoint answers `?format=csv` with the same rows as a CSV file; a 400 names each bad
-parameter; nothing writes.
+parameter; nothing writes. Every answer says how fresh the rollups it read are: `as_of` in the JSON,
+the `X-Touchstream-As-Of` header on JSON and CSV (every row committed before it is counted).
 """
 
 from __future__ import annotations
@@ -198,12 +199,17 @@ def to_json(doc: Any) -> bytes:
     return orjson.dumps(doc, default=_default, option=orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS)
 
 
-def document(t: Table, q: Query) -> dict[str, Any]:
-    """The JSON answer: the rows, their columns, what they were asked with, and the table's extras."""
+AS_OF_HEADER = "X-Touchstream-As-Of"
+
+
+def document(t: Table, q: Query, as_of: datetime | None = None) -> dict[str, Any]:
+    """The JSON answer: the rows, their columns, what they were asked with, the table's extras, and
+    (from the rollups) how fresh they are."""
     params = q.model_dump(mode="json", by_alias=True, exclude={"format"})
     if isinstance(q, Filters):
         params.update({"from": q.first_day.isoformat(), "to": q.last_day.isoformat()})
-    return {"columns": t.columns, "rows": t.rows, "params": params, **t.meta}
+    freshness = {} if as_of is None else {"as_of": as_of}
+    return {"columns": t.columns, "rows": t.rows, "params": params, **t.meta, **freshness}
 
 
 def csv_cell(value: Any) -> str:

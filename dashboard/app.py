@@ -23,11 +23,12 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from dashboard import api, db, openapi
+from dashboard import api, db, openapi, queries
 from dashboard.auth import COOKIE, Gate
 from dashboard.pages import PAGES, Page, presets, shown_range
 from dashboard.params import CHANNELS, MODEL_LABELS, BadParameters, Filters, Query
 from dashboard.settings import DashboardSettings
+from schemas.timefmt import iso
 
 HERE = Path(__file__).resolve().parent
 OPEN_PATHS = ("/login", "/static/", "/healthz")
@@ -98,6 +99,7 @@ class Dashboard:
         ctx: dict[str, Any] = {}
         status = 200
         async with self.pool.acquire() as conn:
+            as_of = await queries.as_of(conn)  # first: what is read after it is at least this fresh
             meta = (await api.BY_FUNCTION["meta"].answer(conn, Query())).rows[0]
             try:
                 q = page.query.parse(request.query_params)
@@ -110,22 +112,24 @@ class Dashboard:
         html = self.env.get_template(f"{page.name}.html").render(
             page=page.name, title=page.title, q=q, meta=meta, form=form_values(request, q), carry=carry,
             bad={name for name, _ in ctx.get("errors", [])}, logged_in=self.gate.required and self.logged_in(request),
-            **ctx)
-        return HTMLResponse(html, status)
+            as_of=as_of, **ctx)
+        return HTMLResponse(html, status, headers={api.AS_OF_HEADER: iso(as_of)})
 
     async def endpoint(self, request: Request, endpoint: api.Endpoint) -> Response:
         try:
             q = endpoint.query.parse(request.query_params)
             async with self.pool.acquire() as conn:
+                as_of = await queries.as_of(conn)  # first: the rows read after it are at least this fresh
                 t = await endpoint.answer(conn, q)
         except BadParameters as exc:
             status, body = api.bad_request(exc)
             return Response(body, status, media_type="application/json")
+        headers = {api.AS_OF_HEADER: iso(as_of)}
         if q.format == "csv":
             name = endpoint.function.replace("_", "-")
-            return Response(api.to_csv(t), media_type="text/csv; charset=utf-8",
-                            headers={"Content-Disposition": f'attachment; filename="touchstream-{name}.csv"'})
-        return Response(api.to_json(api.document(t, q)), media_type="application/json")
+            headers["Content-Disposition"] = f'attachment; filename="touchstream-{name}.csv"'
+            return Response(api.to_csv(t), media_type="text/csv; charset=utf-8", headers=headers)
+        return Response(api.to_json(api.document(t, q, as_of)), media_type="application/json", headers=headers)
 
     async def login_form(self, request: Request, message: str = "", status: int = 200) -> Response:
         target = request.query_params.get("next") or request.url.path

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from dashboard.api import ENDPOINTS, PREFIX, Endpoint
+from dashboard.api import AS_OF_HEADER, ENDPOINTS, PREFIX, Endpoint
 from dashboard.params import Query
 
 REF = "#/components/schemas/{model}"
+AS_OF = ("how fresh the rollups are: every row committed before this instant is counted (the sink folds "
+         "new rows in every TOUCHSTREAM_SINK_ROLLUP_INTERVAL_S; lists of sessions read the table itself)")
 ERROR = {
     "type": "object",
     "required": ["error"],
@@ -42,17 +44,19 @@ def operation(e: Endpoint, defs: dict[str, Any]) -> dict[str, Any]:
     row = e.row.model_json_schema(ref_template=REF)
     defs.update(row.pop("$defs", {}))
     defs[e.row.__name__] = row
-    answer = {"type": "object", "required": ["columns", "rows", "params"], "properties": {
+    answer = {"type": "object", "required": ["columns", "rows", "params", "as_of"], "properties": {
         "columns": {"type": "array", "items": {"type": "string"}},
         "rows": {"type": "array", "items": {"$ref": REF.format(model=e.row.__name__)}},
         "params": {"type": "object", "description": "the parameters the answer is for (dates resolved)"},
+        "as_of": {"type": "string", "format": "date-time", "description": AS_OF},
     }, "additionalProperties": True}
+    fresh = {AS_OF_HEADER: {"description": AS_OF, "schema": {"type": "string", "format": "date-time"}}}
     return {
         "operationId": e.function,
         "summary": e.summary,
         "parameters": parameters(e.query),
         "responses": {
-            "200": {"description": "the table (format=csv: the same rows as CSV)",
+            "200": {"description": "the table (format=csv: the same rows as CSV)", "headers": fresh,
                     "content": {"application/json": {"schema": answer}, "text/csv": {"schema": {"type": "string"}}}},
             "400": {"description": "a parameter is invalid: each is named with the reason",
                     "content": {"application/json": {"schema": {"$ref": REF.format(model="Error")}}}},

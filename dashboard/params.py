@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from schemas.errors import TouchstreamError
 from schemas.timefmt import UTC
 
 MODELS = ("first_touch", "last_touch", "last_non_direct", "linear", "position_based", "time_decay")
@@ -33,8 +34,9 @@ Channel = Literal["Paid Search", "Paid Social", "Display", "Organic Search", "Or
 Text = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
-class BadParameters(Exception):
-    """One or more query parameters are wrong: [(parameter, message)]."""
+class BadParameters(TouchstreamError):
+    """One or more query parameters are wrong: [(parameter, message)]. Answered with a 400 (or the
+    page with the messages), never retried."""
 
     def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
         super().__init__("; ".join(f"{p}: {m}" for p, m in problems))

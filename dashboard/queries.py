@@ -82,6 +82,16 @@ def table(rows: list[Any], columns: list[str] | None = None, **meta: Any) -> Tab
     return Table(columns or (list(dicts[0]) if dicts else []), dicts, meta)
 
 
+# --- how fresh the rollups are ------------------------------------------------------------------
+
+
+async def as_of(conn: Any) -> datetime:
+    """Every row committed before this instant is counted in the rollups (the sink folds what it
+    queued every TOUCHSTREAM_SINK_ROLLUP_INTERVAL_S). Read before the rollups, so the answer read
+    after it is at least this fresh."""
+    return await conn.fetchval("SELECT as_of FROM rollup_state")
+
+
 # --- resolving filters against the data ---------------------------------------------------------
 
 

@@ -7,12 +7,13 @@ import ipaddress
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from schemas.settings import ENV_PREFIX, PostgresSettings
+from schemas.settings import ENV_PREFIX, LogSettings, PostgresSettings
 from sink.settings import _identifier
 
 
-class DashboardSettings(PostgresSettings):
-    """Where the dashboard listens, how it reaches PostgreSQL (as the analyst role), and its login."""
+class DashboardSettings(PostgresSettings, LogSettings):
+    """Where the dashboard listens, how it reaches PostgreSQL (as the analyst role), its login, and
+    how it logs (schemas.logs)."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 

@@ -1,6 +1,7 @@
 """Data for the dashboard's tests, written through the sink's real writer: three hand-built
 devices on two sites (leads, an appointment, a bot, an open session) and a seeded crowd of
-devices over two weeks (every channel, campaigns, modules, returning visits)."""
+devices over two weeks (every channel, campaigns, modules, returning visits). The writer only
+queues what the rollups must fold; `drained` folds it, as the sink's drainer does every interval."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from dashboard.settings import DashboardSettings
 from sink.batch import TopicRoles, decode_batch
+from sink.rollups import Drained, drain
 from sink.testing import T0, RecordStream, event, pageview, session
 from sink.writer import Writer
 
@@ -36,6 +38,18 @@ async def write(migrated: Any, items: list) -> None:
         await writer.write_isolating(decode_batch(records, ROLES, now=T0 + 30 * D))
     finally:
         await writer.close()
+
+
+async def drained(migrated: Any, **options: Any) -> Drained:
+    """Everything queued folded into the rollups, by the sink's own drain, as its writer role."""
+    conn = await migrated.connect()
+    try:
+        await conn.execute("SET ROLE touchstream_writer")
+        done = await drain(conn, migrated.schema, **options)
+    finally:
+        await conn.close()
+    assert done is not None
+    return done
 
 
 def journeys() -> tuple[dict[str, Any], list]:
@@ -94,9 +108,11 @@ def crowd(devices: int = 60, seed: int = 7) -> list:
 
 
 async def fill(migrated: Any) -> Any:
-    """The schema with the hand-built journeys and the default crowd, as the dashboard's tests use it."""
+    """The schema with the hand-built journeys and the default crowd, folded into the rollups, as the
+    dashboard's tests use it."""
     _, items = journeys()
     await write(migrated, items + crowd())
+    await drained(migrated)
     return migrated
 
 

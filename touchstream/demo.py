@@ -130,6 +130,19 @@ async def _wait_landed(conn: asyncpg.Connection, hit_ids: set[str], timeout: flo
     return landed
 
 
+async def _wait_folded(conn: asyncpg.Connection, timeout: float) -> datetime | None:
+    """Until the sink has folded every row committed so far into the dashboard's rollups (its drain
+    runs every TOUCHSTREAM_SINK_ROLLUP_INTERVAL_S): their `as_of`, or None after `timeout`."""
+    since = await conn.fetchval("SELECT clock_timestamp()")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        as_of = await conn.fetchval("SELECT as_of FROM rollup_state")
+        if as_of >= since:
+            return as_of
+        await asyncio.sleep(0.5)
+    return None
+
+
 async def _summary(conn: asyncpg.Connection, guids: list[str]) -> str:
     from touchstream.report import attribution_table, channel_summary
 
@@ -192,6 +205,9 @@ async def _run(args: argparse.Namespace) -> int:
             pipeline.check_alive()
             guids = sorted({h["guid"] for h in hits})
             print(await _summary(conn, guids))
+            folded = await _wait_folded(conn, min(args.timeout, 60.0))
+            print(f"\ndashboard figures as of {folded.astimezone(timezone.utc):%H:%M:%S} UTC (the sink folds new rows in every few seconds)"
+                  if folded else "\nthe sink has not folded the rows into the dashboard's figures yet", flush=True)
         finally:
             await conn.close()
         elapsed = time.monotonic() - started

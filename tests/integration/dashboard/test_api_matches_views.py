@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -15,6 +15,7 @@ from pydantic import TypeAdapter
 from dashboard import api, baseline
 from dashboard.params import MODELS
 from tests.dashboard_data import OTHER_SITE, journeys
+from schemas.timefmt import iso
 from sink.testing import T0
 
 DAY = timedelta(days=1)
@@ -58,7 +59,12 @@ async def answers(client: Any, db: Any, endpoint: api.Endpoint, params: dict[str
     assert response.status_code == 200, (endpoint.url, params, response.text)
     q = endpoint.query.parse({k: str(v) for k, v in params.items()})
     expected = api.document(await endpoint.answer(db, q, baseline), q)
-    return response.json(), json.loads(api.to_json(expected))
+    got = response.json()
+    # The rollups say how fresh they are (the views are live): the fill's last drain.
+    as_of = await db.fetchval("SELECT as_of FROM rollup_state")
+    assert datetime.fromisoformat(got.pop("as_of")) == as_of
+    assert response.headers[api.AS_OF_HEADER] == iso(as_of)
+    return got, json.loads(api.to_json(expected))
 
 
 @pytest.mark.parametrize("function", sorted(CASES))
@@ -94,6 +100,7 @@ async def test_csv_has_the_rows_of_the_json(client):
         data = (await client.get(endpoint.url, params=params)).json()
         response = await client.get(endpoint.url, params={**params, "format": "csv"})
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
+        assert response.headers[api.AS_OF_HEADER] == iso(datetime.fromisoformat(data["as_of"]))
         lines = response.text.splitlines()
         assert lines[0].split(",") == data["columns"]
         assert len(lines) == 1 + len(data["rows"]) or endpoint.function == "meta"
