@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/sink_bench.py [--events 200000] [--sessions 50000] [--batch 5000]
                                          [--consumer-events 100000] [--rounds 3] [--drain-interval 5]
-                                         [--profile]
+                                         [--conversion-pct 40] [--profile]
 
 Needs the local stack (`touchstream stack up`) or TOUCHSTREAM_PG_DSN / TOUCHSTREAM_KAFKA_BOOTSTRAP.
 Everything happens in a throw-away schema and topic prefix, removed afterwards.
@@ -83,15 +83,19 @@ def services() -> tuple[str, str]:
     return dsn, bootstrap
 
 
-def event_records(n: int, topic: str) -> list[FakeRecord]:
-    """Event-shaped records over ~3 days (so three day partitions), 2,000 devices."""
+def event_records(n: int, topic: str, conversion_pct: int = 40) -> list[FakeRecord]:
+    """Event-shaped records over ~3 days (so three day partitions), 2,000 devices; `conversion_pct`
+    of them are conversions (`lead`, `appointment`), evenly spread."""
     guids = [new_id() for _ in range(2000)]
     sids = [new_id() for _ in range(2000)]
-    names = ["chat_open", "floorplan_view", "lead", "gallery_swipe", "appointment"]
+    names = ["chat_open", "floorplan_view", "gallery_swipe"]
+    conversions = ["lead", "appointment"]
     out = []
     for i in range(n):
         d = i % 2000
-        ev = event(name=names[i % 5], guid=guids[d], session_id=sids[d],
+        converts = (i * conversion_pct) // 100 != ((i + 1) * conversion_pct) // 100
+        name = conversions[((i + 1) * conversion_pct // 100) % 2] if converts else names[i % 3]
+        ev = event(name=name, guid=guids[d], session_id=sids[d],
                    occurred_at=T0 - timedelta(seconds=(n - i) * 200_000 // n),
                    properties={"unit": "2b", "beds": 2, "n": i})
         out.append(FakeRecord(topic, i % 8, i, guids[d].encode(), encode(ev)))
@@ -209,7 +213,7 @@ async def breakdown_sessions(writer: Writer, batches: list[Batch]) -> dict[str, 
 
 
 async def full_consumer(dsn: str, bootstrap: str, schema: str, n: int, batch: int,
-                        drain_interval_s: float) -> tuple[float, float]:
+                        drain_interval_s: float, conversion_pct: int) -> tuple[float, float]:
     """Pre-fill `events`, then time a SinkConsumer until every row is in the database (its rollup
     drainer on when `drain_interval_s` > 0)."""
     from aiokafka import AIOKafkaProducer
@@ -220,7 +224,7 @@ async def full_consumer(dsn: str, bootstrap: str, schema: str, n: int, batch: in
     topics = Topics(prefix)
     await create_topics(bootstrap, prefix, 8)
     try:
-        records = event_records(n, topics.events)
+        records = event_records(n, topics.events, conversion_pct)
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
                                     linger_ms=20, max_batch_size=512 * 1024, compression_type="lz4")
         await producer.start()
@@ -274,6 +278,9 @@ async def main(argv: list[str]) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the events comparison (best is shown)")
     parser.add_argument("--drain-interval", type=float, default=SinkSettings().sink_rollup_interval_s,
                         help="the full consumer's rollup drain interval (default: the sink's setting)")
+    parser.add_argument("--conversion-pct", type=int, default=40, choices=range(0, 101), metavar="0-100",
+                        help="share of the events that are conversions (40: the worst case for the rollup "
+                             "queue; the dashboard bench's history has about 1.4 %% of its hits)")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args(argv)
     tune_gc(RuntimeSettings())  # the collector's policy of a sink process (sink/__main__.py)
@@ -306,7 +313,7 @@ async def main(argv: list[str]) -> int:
         assert (await writer.connection()) and writer.queues_rollups
         assert (await base_writer.connection()) and not base_writer.queues_rollups
         # --- events ------------------------------------------------------------------------
-        records = event_records(args.events, roles.events)
+        records = event_records(args.events, roles.events, args.conversion_pct)
         started = time.perf_counter()
         batches = [decode_batch(c, roles, now=T0) for c in chunks(records, args.batch)]
         decode_s = time.perf_counter() - started
@@ -418,7 +425,7 @@ async def main(argv: list[str]) -> int:
                 for which in (("with", "without") if r % 2 == 0 else ("without", "with")):
                     runs[which].append(await full_consumer(
                         dsn, bootstrap, schema if which == "with" else base, args.consumer_events, args.batch,
-                        args.drain_interval if which == "with" else 0.0))
+                        args.drain_interval if which == "with" else 0.0, args.conversion_pct))
             raw_n = raw * args.consumer_events / args.events
             (el_w, st_w), (el_o, st_o) = (min(runs[k], key=lambda t: t[1]) for k in ("with", "without"))
             results += [
