@@ -71,6 +71,20 @@ def hit_schema() -> tuple[dict[str, Any], dict[str, Any]]:
 
 def document(settings: IngestSettings) -> dict[str, Any]:
     hit, defs = hit_schema()
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Touchstream ingest edge",
+            "version": "1",
+            "description": "Takes website hits and puts them on Kafka (SPEC section 2). A 202 means Kafka "
+            "acknowledged every accepted hit (acks=all).",
+        },
+        "paths": {"/v1/hits": _hits_path(settings), **_other_paths()},
+        "components": {"schemas": {"Hit": hit, **defs, **_result_schemas()}},
+    }
+
+
+def _hits_path(settings: IngestSettings) -> dict[str, Any]:
     max_items = settings.ingest_max_items
     max_bytes = settings.ingest_max_body_bytes
     hit_ref = {"$ref": REF.format(model="Hit")}
@@ -85,122 +99,87 @@ def document(settings: IngestSettings) -> dict[str, Any]:
         return out
 
     return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "Touchstream ingest edge",
-            "version": "1",
-            "description": "Takes website hits and puts them on Kafka (SPEC section 2). A 202 means Kafka "
-            "acknowledged every accepted hit (acks=all).",
-        },
-        "paths": {
-            "/v1/hits": {
-                "post": {
-                    "operationId": "postHits",
-                    "summary": "Send one hit, an array of hits, or NDJSON",
-                    "description": f"Body at most {max_bytes} bytes (413 beyond), "
-                    f"at most {max_items} hits (400 beyond). "
-                    "text/plain is read as JSON (navigator.sendBeacon); so is a body with no Content-Type. "
-                    "Invalid items are reported by index and dead-lettered; valid items are accepted.",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {"schema": body},
-                            "text/plain": {"schema": body},
-                            "application/x-ndjson": {
-                                "schema": {"type": "string", "description": "one Hit object per line"},
-                                "itemSchema": hit_ref,
-                            },
-                        },
-                    },
-                    "responses": {
-                        "202": answer("accepted: every accepted hit is in Kafka; `rejected` lists the invalid items"),
-                        "400": answer("nothing valid: bad JSON, wrong shape, too many items, or every item invalid"),
-                        "403": answer("the request's Origin is not allowed"),
-                        "413": answer(f"body larger than {max_bytes} bytes"),
-                        "415": answer(f"content type other than {', '.join(ACCEPTED_TYPES)} (or an encoded body)"),
-                        "503": answer(
-                            "Kafka did not take the hits; nothing was accepted: retry later",
-                            {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
-                        ),
+        "post": {
+            "operationId": "postHits",
+            "summary": "Send one hit, an array of hits, or NDJSON",
+            "description": f"Body at most {max_bytes} bytes (413 beyond), "
+            f"at most {max_items} hits (400 beyond). "
+            "text/plain is read as JSON (navigator.sendBeacon); so is a body with no Content-Type. "
+            "Invalid items are reported by index and dead-lettered; valid items are accepted.",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": body},
+                    "text/plain": {"schema": body},
+                    "application/x-ndjson": {
+                        "schema": {"type": "string", "description": "one Hit object per line"},
+                        "itemSchema": hit_ref,
                     },
                 },
-                "options": {
-                    "operationId": "preflightHits",
-                    "summary": "CORS preflight",
-                    "responses": {"204": {"description": "allowed"}, "403": {"description": "origin not allowed"}},
-                },
             },
-            "/v1/tracker.js": {
-                "get": {
-                    "operationId": "getTracker",
-                    "summary": "The browser tracker",
-                    "responses": {
-                        "200": {
-                            "description": "JavaScript",
-                            "content": {"text/javascript": {"schema": {"type": "string"}}},
-                        },
-                        "304": {"description": "not modified (If-None-Match)"},
-                        "404": {"description": "no tracker installed"},
-                    },
-                }
-            },
-            "/healthz": {
-                "get": {
-                    "operationId": "healthz",
-                    "summary": "Liveness",
-                    "responses": {"200": {"description": "the process serves requests"}},
-                }
-            },
-            "/readyz": {
-                "get": {
-                    "operationId": "readyz",
-                    "summary": "Readiness: Kafka answers a metadata request (cached briefly)",
-                    "responses": {"200": {"description": "ready"}, "503": {"description": "Kafka unreachable"}},
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "operationId": "metrics",
-                    "summary": "Prometheus metrics",
-                    "responses": {"200": {"description": "Prometheus text format"}},
-                }
-            },
-            "/openapi.json": {
-                "get": {
-                    "operationId": "openapi",
-                    "summary": "This document",
-                    "responses": {"200": {"description": "OpenAPI 3.1"}},
-                }
+            "responses": {
+                "202": answer("accepted: every accepted hit is in Kafka; `rejected` lists the invalid items"),
+                "400": answer("nothing valid: bad JSON, wrong shape, too many items, or every item invalid"),
+                "403": answer("the request's Origin is not allowed"),
+                "413": answer(f"body larger than {max_bytes} bytes"),
+                "415": answer(f"content type other than {', '.join(ACCEPTED_TYPES)} (or an encoded body)"),
+                "503": answer(
+                    "Kafka did not take the hits; nothing was accepted: retry later",
+                    {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
+                ),
             },
         },
-        "components": {
-            "schemas": {
-                "Hit": hit,
-                **defs,
-                "FieldError": {
-                    "type": "object",
-                    "required": ["field", "message"],
-                    "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+        "options": {
+            "operationId": "preflightHits",
+            "summary": "CORS preflight",
+            "responses": {"204": {"description": "allowed"}, "403": {"description": "origin not allowed"}},
+        },
+    }
+
+
+def _get(operation: str, summary: str, responses: dict[str, Any]) -> dict[str, Any]:
+    return {"get": {"operationId": operation, "summary": summary, "responses": responses}}
+
+
+def _other_paths() -> dict[str, Any]:
+    return {
+        "/v1/tracker.js": _get("getTracker", "The browser tracker", {
+            "200": {"description": "JavaScript", "content": {"text/javascript": {"schema": {"type": "string"}}}},
+            "304": {"description": "not modified (If-None-Match)"},
+            "404": {"description": "no tracker installed"},
+        }),
+        "/healthz": _get("healthz", "Liveness", {"200": {"description": "the process serves requests"}}),
+        "/readyz": _get("readyz", "Readiness: Kafka answers a metadata request (cached briefly)",
+                        {"200": {"description": "ready"}, "503": {"description": "Kafka unreachable"}}),
+        "/metrics": _get("metrics", "Prometheus metrics", {"200": {"description": "Prometheus text format"}}),
+        "/openapi.json": _get("openapi", "This document", {"200": {"description": "OpenAPI 3.1"}}),
+    }
+
+
+def _result_schemas() -> dict[str, Any]:
+    return {
+        "FieldError": {
+            "type": "object",
+            "required": ["field", "message"],
+            "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+        },
+        "Rejection": {
+            "type": "object",
+            "required": ["index", "errors"],
+            "properties": {
+                "index": {
+                    "anyOf": [{"type": "integer", "minimum": 0}, {"type": "null"}],
+                    "description": "the item's position (NDJSON: among non-blank lines); null: the whole body",
                 },
-                "Rejection": {
-                    "type": "object",
-                    "required": ["index", "errors"],
-                    "properties": {
-                        "index": {
-                            "anyOf": [{"type": "integer", "minimum": 0}, {"type": "null"}],
-                            "description": "the item's position (NDJSON: among non-blank lines); null: the whole body",
-                        },
-                        "errors": {"type": "array", "items": {"$ref": REF.format(model="FieldError")}},
-                    },
-                },
-                "HitsResult": {
-                    "type": "object",
-                    "required": ["accepted", "rejected"],
-                    "properties": {
-                        "accepted": {"type": "integer", "minimum": 0},
-                        "rejected": {"type": "array", "items": {"$ref": REF.format(model="Rejection")}},
-                    },
-                },
-            }
+                "errors": {"type": "array", "items": {"$ref": REF.format(model="FieldError")}},
+            },
+        },
+        "HitsResult": {
+            "type": "object",
+            "required": ["accepted", "rejected"],
+            "properties": {
+                "accepted": {"type": "integer", "minimum": 0},
+                "rejected": {"type": "array", "items": {"$ref": REF.format(model="Rejection")}},
+            },
         },
     }

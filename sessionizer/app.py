@@ -290,6 +290,7 @@ def _processor(app: SessionizerApp, settings: SessionizerSettings, topics: Topic
         batch_max=settings.sessionizer_batch_max,
         tick_s=settings.sessionizer_tick_ms / 1000,
         sweep_max=settings.sessionizer_sweep_max,
+        idle_scan_max=settings.sessionizer_idle_scan_max,
         stats=stats,
     )
     stats.open_sessions = processor.open_sessions

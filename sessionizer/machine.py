@@ -4,6 +4,7 @@
     on_close(state, close, rules, event_time_ms, out) -> state | None   (rule 12, storage cleared)
     on_time(state, rules, event_time_ms, out)         -> state          (rule 7 closing; freezing)
     next_deadline_ms(state, rules)                    -> int | None
+    peek_deadline_ms(raw, rules), idle(raw, rules, event_time_ms)   (the same, from stored bytes)
 
 Time is an argument: `event_time_ms` is the partition's event time (rule 7), computed and
 passed in by the adapter; nothing here reads a clock, Kafka or Faust. Each call appends what
@@ -38,6 +39,12 @@ Landing attributes (landing url/path, site, referrer, utm, click id, channel, ip
 and what is parsed from it) are those of the session's earliest hit; exit_url is its latest
 pageview. session_index counts from 1 per guid under scope "device" and per guid and site under
 scope "site".
+
+Bounded state (SPEC section 3): a device keeps at most `Rules.max_slots` scope keys and about
+`Rules.max_state_bytes`. A hit that would pass either is refused with `StateLimit` (the adapter
+dead-letters it) — after the core has first tried dropping the hits it retains for re-placing
+(`shrink`: later late hits before them are then too late). A device that retains nothing and
+has been idle for `Rules.idle_after_ms` may leave the state (`idle`): the adapter deletes it.
 """
 
 from __future__ import annotations
@@ -53,17 +60,28 @@ from sessionizer.channel import channel_for
 from sessionizer.identity import hit_fingerprint, session_id
 from sessionizer.rules import Rules
 from sessionizer.snapshot import hit_record, late_record, move_record, range_move_record, retraction, session_snapshot
-from sessionizer.state import CAMPAIGN, Block, DeviceState, Element, Mark, Session, Slot
+from sessionizer.state import CAMPAIGN, Block, DeviceState, Element, Mark, Session, Slot, Times
 from sessionizer.timeline import INACTIVITY, STORAGE_CLEARED, Run, closed_by, segment, split_reason
 from sessionizer.useragent import is_crawler
 
 __all__ = [
-    "BOT", "TOO_LATE", "DeviceState", "Emitted", "Rules", "next_deadline_ms", "on_close", "on_hit", "on_time",
+    "BOT", "TOO_LATE", "DeviceState", "Emitted", "Rules", "StateLimit", "idle", "idle_state", "next_deadline_ms", "on_close",
+    "on_hit", "on_time", "peek_deadline_ms", "shrink",
 ]
 
 # Late-hit reasons (LateHitRecord.reason).
 TOO_LATE = "too_late"  # older than the allowed lateness, or than what its slot retains
 BOT = "bot"            # a crawler's hit dropped under Rules.drop_bots
+
+
+class StateLimit(Exception):
+    """A hit refused because placing it would pass `Rules.max_slots` or `Rules.max_state_bytes`;
+    the state is unchanged but for what `shrink` dropped. str(): the reason, for the dead letter."""
+
+
+# What one hit can add to a state, at most, when its size is not given: every text field at the
+# edge's limits, each character escaped by JSON as \u00XX (schemas.hit).
+_HIT_BYTES_BOUND = 120_000
 
 
 @dataclass(slots=True)
@@ -76,8 +94,10 @@ class Counts:
     renumbered: int = 0    # published sessions whose session_index changed
     too_late: int = 0      # hits recorded as too late
     moves: int = 0         # earlier hits re-pointed to another session
+    shrunk: int = 0        # states that dropped their retained hits to stay within max_state_bytes
 
     def add(self, other: Counts) -> None:
+        self.shrunk += other.shrunk
         self.reordered += other.reordered
         self.merges += other.merges
         self.inserted += other.inserted
@@ -132,9 +152,10 @@ class Emitted:
 
 def on_hit(
     state: DeviceState | None, hit: HitView, rules: Rules, event_time_ms: int, out: Emitted, *,
-    offset: int | None = None, occurred_ms: int | None = None,
+    offset: int | None = None, occurred_ms: int | None = None, weight: int = _HIT_BYTES_BOUND,
 ) -> DeviceState | None:
     """Place one hit of the device (see the module docstring); returns the state to keep.
+    Raises `StateLimit` when the device may not take it (bounded state).
 
     None means nothing to keep: only for a crawler's hit dropped under `drop_bots` on a
     device without state. The returned state may be the same object, mutated: store it again
@@ -146,6 +167,8 @@ def on_hit(
     one guid always come from the same partition (the partition count of `hits` is fixed).
 
     `occurred_ms`, optional: `hit.occurred_at` in epoch ms, when the caller has it already.
+    `weight`, optional: an upper bound of the bytes the hit adds to the state (its record's
+    JSON length does: the state keeps a subset of its fields, escaped alike).
     """
     t = to_ms(hit.occurred_at) if occurred_ms is None else occurred_ms
     now = event_time_ms if event_time_ms > t else t
@@ -164,9 +187,10 @@ def on_hit(
     fingerprint = hit_fingerprint(hit.hit_id)
     if state.has_seen(fingerprint):
         return state
-    state.remember(fingerprint, rules.dedupe_size)
     key = hit.site if rules.scope == "site" else ""
     slot = state.slots.get(key)
+    _admit(state, slot is None, weight, rules, out)
+    state.remember(fingerprint, rules.dedupe_size)
     if slot is None:
         slot = state.slots[key] = Slot()
     if t <= slot.floor or t < now - rules.lateness_ms:
@@ -232,6 +256,77 @@ def on_time(state: DeviceState, rules: Rules, event_time_ms: int, out: Emitted) 
     """
     _expire(state, rules, event_time_ms, out)
     return state
+
+
+def _admit(state: DeviceState, new_slot: bool, weight: int, rules: Rules, out: Emitted) -> None:
+    """Bounded state: room for a hit of up to `weight` bytes (in a new slot), or StateLimit."""
+    if new_slot and len(state.slots) >= rules.max_slots:
+        raise StateLimit(f"the device already has {len(state.slots)} sites in the sessionizer's state, the most "
+                         f"one device may have (TOUCHSTREAM_SESSION_MAX_SLOTS); a hit for another site is refused")
+    if state.size + weight > rules.max_state_bytes:
+        _make_room(state, weight, rules, out)
+    state.size += weight
+
+
+def _make_room(state: DeviceState, weight: int, rules: Rules, out: Emitted) -> None:
+    """`state.size` is an upper bound: measure it, then shrink if that is not enough; refuse the hit
+    if even that is not."""
+    state.size = len(state.to_bytes())
+    if state.size + weight <= rules.max_state_bytes:
+        return
+    shrink(state)
+    out.counts.shrunk += 1
+    state.size = len(state.to_bytes())
+    if state.size + weight > rules.max_state_bytes:
+        raise StateLimit(f"the device's state is {state.size} bytes with nothing left to drop; with this hit "
+                         f"(up to {weight} bytes) it would pass TOUCHSTREAM_SESSION_MAX_STATE_BYTES "
+                         f"({rules.max_state_bytes}), so the hit is refused")
+
+
+def shrink(state: DeviceState) -> None:
+    """Drop what the state retains for re-placing late hits: every slot keeps its latest
+    session, as a block and its last hit. Nothing visible changes; hits at or before the new
+    floors are too late from now on (as beyond `Rules.retained_hits`)."""
+    for slot in state.slots.values():
+        if slot.sessions:
+            _trim(slot, 1)
+
+
+def idle(raw: bytes, rules: Rules, event_time_ms: int) -> bool:
+    """Whether a stored state (its bytes) may leave: it retains no session and its newest hit is
+    more than `Rules.idle_after_ms` before event time. Reads the header only."""
+    if not rules.idle_after_ms:
+        return False
+    times = DeviceState.peek(raw)
+    return idle_state(DeviceState.from_bytes(raw), rules, event_time_ms) if times is None else _idle(
+        times, rules, event_time_ms)
+
+
+def idle_state(state: DeviceState, rules: Rules, event_time_ms: int) -> bool:
+    """`idle` of a decoded state."""
+    return bool(rules.idle_after_ms) and _idle(state.times(), rules, event_time_ms)
+
+
+def _idle(times: Times, rules: Rules, event_time_ms: int) -> bool:
+    return (times.open_last < 0 and times.closed_last < 0
+            and 0 <= times.last_seen < event_time_ms - rules.idle_after_ms)
+
+
+def peek_deadline_ms(raw: bytes, rules: Rules) -> tuple[int | None, bool]:
+    """`next_deadline_ms` of a stored state and whether it has an open session, from the header
+    (format 3) without decoding the rest: a partition's recovery reads every stored device."""
+    times = DeviceState.peek(raw)
+    if times is None:
+        state = DeviceState.from_bytes(raw)
+        return next_deadline_ms(state, rules), state.open_sessions() > 0
+    deadline = None
+    if times.open_last >= 0:
+        deadline = times.open_last + rules.timeout_ms + 1
+    if times.closed_last >= 0:
+        at = times.closed_last + rules.timeout_ms + rules.lateness_ms + 1
+        if deadline is None or at < deadline:
+            deadline = at
+    return deadline, times.open_last >= 0
 
 
 def next_deadline_ms(state: DeviceState, rules: Rules) -> int | None:

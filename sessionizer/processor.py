@@ -10,7 +10,9 @@ compute (holds the CPU)
 2. decode each record (bad ones become dead letters), advance the partition clock, and run
    `on_hit` / `on_close` on the device's state;
 3. sweep (`sessionizer.sweep`): per partition, run `on_time` for the devices whose deadline the
-   partition's event time has passed — closing quiet sessions (rule 7);
+   partition's event time has passed — closing quiet sessions (rule 7); and look at the next
+   `idle_scan_max` stored devices (a cursor goes round each partition's RocksDB) for devices idle
+   past the TTL, which leave the state (`machine.idle`: a changelog tombstone);
 4. encode the outputs — the latest snapshot of each changed session for `sessions`, every
    pageview/event/late-hit record for `events`, dead letters for `deadletter` — and hand them
    to the producer; encode each touched device's final state (once per round) and the clocks;
@@ -56,11 +58,14 @@ from schemas.timefmt import to_ms
 from schemas.topics import Topics
 from schemas.wire import WIRE_OPTIONS, dead_letter, encode
 from sessionizer.clock import PartitionClock
-from sessionizer.machine import Counts, DeviceState, Emitted, Rules, next_deadline_ms, on_close, on_hit, on_time
+from sessionizer.machine import (
+    Counts, DeviceState, Emitted, Rules, StateLimit, idle, idle_state, next_deadline_ms, on_close, on_hit, on_time,
+    peek_deadline_ms,
+)
 from sessionizer.output import BatchWriter, Sender
 from sessionizer.stats import Stats
 from sessionizer.store import DeviceStore
-from sessionizer.sweep import DeadlineHeap, stored_states
+from sessionizer.sweep import DeadlineHeap, IdleCursor, stored_states
 from sessionizer.transport import Chunk, Inbox
 
 log = logging.getLogger("touchstream.sessionizer")
@@ -69,7 +74,7 @@ RETRYABLE = (KafkaError, asyncio.TimeoutError, OSError)
 class PartitionState:
     """What the processor keeps per assigned, recovered `hits` partition."""
 
-    __slots__ = ("tp", "clock", "heap", "open", "clock_saved")
+    __slots__ = ("tp", "clock", "heap", "open", "clock_saved", "idle")
 
     def __init__(self, tp: TP, clock: PartitionClock, heap: DeadlineHeap, open_: set[str] | None = None) -> None:
         self.tp = tp
@@ -77,6 +82,7 @@ class PartitionState:
         self.heap = heap
         self.open: set[str] = set() if open_ is None else open_  # devices with an open session
         self.clock_saved = self.clock_state()
+        self.idle = IdleCursor()
 
     def clock_state(self) -> tuple[int | None, int | None, int | None]:
         c = self.clock
@@ -149,6 +155,7 @@ class Processor:
         tick_s: float,
         sweep_max: int,
         stats: Stats,
+        idle_scan_max: int = 500,
         wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self.app = app
@@ -162,6 +169,7 @@ class Processor:
         self.batch_max = batch_max
         self.tick_s = tick_s
         self.sweep_max = sweep_max
+        self.idle_scan_max = idle_scan_max
         self.stats = stats
         self.wall_ms = wall_ms
         self.lock = asyncio.Lock()
@@ -213,9 +221,12 @@ class Processor:
             open_: set[str] = set()
             rules = self.rules
             deadlines = []
-            for guid, state in stored_states(self.store.items(tp.partition), DeviceState.from_bytes):
-                deadlines.append((guid, next_deadline_ms(state, rules)))
-                if state.open_sessions():
+            # From each state's header (format 3): no device is decoded, so this costs a read
+            # of the partition's RocksDB (bench/recovery_bench.py).
+            for guid, (deadline, has_open) in stored_states(self.store.items(tp.partition),
+                                                            lambda raw: peek_deadline_ms(raw, rules)):
+                deadlines.append((guid, deadline))
+                if has_open:
                     open_.add(guid)
             heap.rebuild(deadlines)
             self.store.forget(tp.partition)
@@ -332,6 +343,7 @@ class Processor:
                 work.taken.append(chunk)
                 self._place_chunk(chunk, ps, work)
         closed = await self._sweep(work.touched, work.out)
+        self._remove_idle(work.touched)
         self._update_deadlines(work.touched)
         work.out.flush()  # the round's session snapshots, now: the next round changes the states
         outputs = BatchWriter(self.sender)
@@ -395,10 +407,17 @@ class Processor:
                 # `offset`: the core ignores a record at or below the newest offset it applied
                 # to the device, so a batch processed again after a crash emits nothing twice.
                 if kind is HitView:
-                    state = on_hit(state, obj, rules, event_time, out, offset=rec.offset, occurred_ms=occurred)
+                    state = on_hit(state, obj, rules, event_time, out, offset=rec.offset, occurred_ms=occurred,
+                                   weight=len(rec.value) + 64)
                     work.n_hits += 1
                 else:
                     state = on_close(state, obj, rules, event_time, out, offset=rec.offset)
+            except StateLimit as exc:  # the device may not grow: the hit is refused, with why
+                self.stats.refused += 1
+                work.dead.append(self._dead_letter(rec, partition, str(exc), [], hit_id=obj.hit_id))
+                if state is not None:
+                    states[guid] = state  # (it may have shrunk)
+                continue
             except Exception as exc:  # a bug in the core must not stop the worker: dead-letter the hit
                 log.exception("session core failed; hit dead-lettered",
                               extra={"topic": chunk.tp.topic, "partition": partition, "offset": rec.offset})
@@ -430,6 +449,37 @@ class Processor:
                     open_.add(guid)
                 else:
                     open_.discard(guid)
+
+    def _remove_idle(self, touched: dict[int, dict[str, DeviceState | None]]) -> None:
+        """The next `idle_scan_max` stored devices (round robin over each partition's RocksDB):
+        those idle past the TTL leave the state (machine.idle; a tombstone is written)."""
+        rules = self.rules
+        if not rules.idle_after_ms:
+            return
+        if not self.partitions:
+            return
+        # Shared evenly, so a large partition does not keep the scan from the others.
+        budget = max(1, self.idle_scan_max // len(self.partitions))
+        store = self.store
+        for partition, ps in self.partitions.items():
+            now = ps.clock.time_ms
+            if now is None:
+                continue
+            states = touched.setdefault(partition, {})
+
+            def is_idle(key: bytes, raw: bytes) -> bool:
+                guid = key.decode()
+                if guid in states:  # touched in this round: not idle
+                    return False
+                known, state = store.cached(partition, guid)  # (the cache may be ahead of RocksDB)
+                if known:
+                    return state is not None and idle_state(state, rules, now)
+                return idle(raw, rules, now)
+
+            _, gone = ps.idle.scan(store.items_from(partition, ps.idle.cursor), budget, is_idle)
+            for guid in gone:
+                states[guid] = None
+            self.stats.idle_removed += len(gone)
 
     def _clocks_to_save(self, closed: dict[int, int]) -> dict[int, PartitionClock]:
         """A clock is saved when it saw a newer hit, or when the sweep closed something with it

@@ -47,6 +47,23 @@ class Rules:
     # Rule 6, bounded: at most this many retained hits per device and scope key (sessionizer.state).
     # Beyond it the oldest are folded into one block and hits before them are too late.
     retained_hits: int = 256
+    # Bounds against client-chosen input (SPEC section 3, "Bounded state"): at most this many
+    # scope keys per device (under scope "site" every site a client names adds one) ...
+    max_slots: int = 32
+    # ... and a device's state at most about this many bytes: beyond it the core first drops
+    # the hits it retains for re-placing (as `retained_hits` does), then refuses the hit
+    # (sessionizer.machine.StateLimit: dead-lettered). Kept under the broker's default message
+    # size (1 MiB) with room for one more hit, since the state is a changelog record.
+    max_state_bytes: int = 640 * 1024
+    # A device whose newest hit is this much older than its partition's event time, and that
+    # retains nothing, leaves the state (its rows stay in PostgreSQL). 0: never. See `idle_after_ms`.
+    idle_ttl_ms: int = 400 * 24 * HOUR_MS
+
+    @property
+    def idle_after_ms(self) -> int:
+        """`idle_ttl_ms`, but never less than timeout + lateness: a device leaves only when no hit
+        that is not too late could reach its sessions (0: never)."""
+        return max(self.idle_ttl_ms, self.timeout_ms + self.lateness_ms) if self.idle_ttl_ms else 0
 
     def __post_init__(self) -> None:
         if self.timeout_ms <= 0:
@@ -59,6 +76,12 @@ class Rules:
             raise ValueError("lateness_ms must not be negative")
         if self.retained_hits < 8:
             raise ValueError("retained_hits must be at least 8")
+        if not 1 <= self.max_slots <= 4096:
+            raise ValueError("max_slots must be between 1 and 4096")
+        if not 64 * 1024 <= self.max_state_bytes <= 900 * 1024:
+            raise ValueError("max_state_bytes must be between 64 KiB and 900 KiB (a state is one Kafka record)")
+        if self.idle_ttl_ms < 0:
+            raise ValueError("idle_ttl_ms must not be negative")
         if not 1 <= self.dedupe_size <= 4096:
             raise ValueError("dedupe_size must be between 1 and 4096")
         if self.midnight_tz is not None:

@@ -37,6 +37,16 @@ class SessionizerSettings(KafkaSettings, RuntimeSettings):
     session_retained_hits: int = Field(
         256, ge=8, description="rule 6: most hits a device keeps for re-placing late hits (beyond it, older ones are too late)"
     )
+    session_max_slots: int = Field(
+        32, ge=1, le=4096, description="most scope keys (sites, under scope site) per device; a hit naming one more is dead-lettered"
+    )
+    session_max_state_bytes: int = Field(
+        640 * 1024, ge=64 * 1024, le=900 * 1024,
+        description="bytes of one device's state: beyond it retained hits are dropped (later late hits too late), then hits dead-lettered",
+    )
+    session_idle_ttl_days: float = Field(
+        400.0, ge=0, description="a device idle this long (event time) leaves the sessionizer's state; its rows stay (0: never)"
+    )
 
     # --- the worker -------------------------------------------------------------------------
     sessionizer_app_id: str = Field(
@@ -52,6 +62,9 @@ class SessionizerSettings(KafkaSettings, RuntimeSettings):
     sessionizer_inbox_max: int = Field(40_000, ge=1, description="fetched hits buffered before fetching pauses")
     sessionizer_tick_ms: int = Field(1_000, ge=10, description="how often an idle worker advances event time and closes sessions")
     sessionizer_sweep_max: int = Field(20_000, ge=1, description="most devices closed by time in one batch")
+    sessionizer_idle_scan_max: int = Field(
+        500, ge=1, description="stored devices looked at per batch for the idle TTL (a cursor goes round each partition)"
+    )
     sessionizer_state_cache: int = Field(
         200_000, ge=0, description="decoded device states kept in memory (at least two rounds' worth, whatever is set)"
     )
@@ -79,4 +92,7 @@ class SessionizerSettings(KafkaSettings, RuntimeSettings):
             dedupe_size=self.session_dedupe_size,
             lateness_ms=self.session_allowed_lateness_ms,
             retained_hits=self.session_retained_hits,
+            max_slots=self.session_max_slots,
+            max_state_bytes=self.session_max_state_bytes,
+            idle_ttl_ms=round(self.session_idle_ttl_days * 86_400_000),
         )

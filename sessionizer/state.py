@@ -36,7 +36,8 @@ ignored exactly), and `version` is the device's snapshot counter: every snapshot
 of any of its sessions takes the next value, so a session's versions only grow even when its
 id is retracted by a merge and later given again by a split.
 
-Bytes (format 2): b"\\x02", the ring's length (uint16 LE), the ring, then JSON:
+Bytes (format 3): b"\\x03", the ring's length (uint16 LE), three int64 LE times (`Times`: what
+a partition's recovery and the idle sweep read without decoding the rest), the ring, then JSON:
 `[guid, offset, version, [[key, count, floor, closes, [session, ...]], ...]]` with a session as
 `[id, index, version, end_reason, channel, [element, ...]]`; its aggregate is recomputed from
 the elements when read. A mark is a JSON array in `Mark` order (is_event as 0/1); after a
@@ -44,6 +45,10 @@ session's first mark, `t` is the gap to the previous mark, and the visit's field
 click id, IP, user agent) are left out when they equal the previous mark's: a pageview then
 costs about 70 bytes besides its URL, path and referrer. A block is `{"b": [...]}`. Each session keeps its
 encoded elements and appends to them, so encoding a state costs its new hits, not all of them.
+Format 2 (no times) and format 1 are still read.
+
+`size` is what the state's bytes measured when last read or written, plus what the core added
+since (an estimate): `Rules.max_state_bytes` is checked against it (sessionizer.machine).
 """
 
 from __future__ import annotations
@@ -53,9 +58,22 @@ from typing import Any, NamedTuple
 
 import orjson
 
-FORMAT = 2
+FORMAT = 3
 _HEADER = struct.Struct("<BH")
+# Format 3 adds, after the format and the ring's length, what a partition's recovery and the
+# idle sweep need without decoding the JSON (sessionizer.machine.peek_deadline_ms, idle_since):
+# the earliest `last` of an open session, the earliest `last` of a slot's oldest retained
+# closed session, and the device's newest hit time (-1: none).
+_TIMES = struct.Struct("<qqq")
 _dumps = orjson.dumps
+
+
+class Times(NamedTuple):
+    """The times in a format-3 state's header (-1: none)."""
+
+    open_last: int     # min over slots of the open session's last hit
+    closed_last: int   # min over slots of the oldest retained closed session's last hit
+    last_seen: int     # the device's newest hit (retained, or frozen: the slots' floors)
 
 
 class Mark(NamedTuple):
@@ -338,7 +356,7 @@ class Slot:
 
 
 class DeviceState:
-    __slots__ = ("guid", "ring", "slots", "offset", "version")
+    __slots__ = ("guid", "ring", "slots", "offset", "version", "size")
 
     def __init__(self, guid: str, ring: bytes = b"", slots: dict[str, Slot] | None = None, offset: int = -1,
                  version: int = 0) -> None:
@@ -349,6 +367,7 @@ class DeviceState:
         # (machine.on_hit(..., offset=)): a redelivered record at or below it is a replay.
         self.offset = offset
         self.version = version
+        self.size = 0
 
     # -- duplicates (rule 8) --------------------------------------------------------------
 
@@ -381,6 +400,24 @@ class DeviceState:
 
     # -- bytes ----------------------------------------------------------------------------
 
+    def times(self) -> Times:
+        open_last = closed_last = last_seen = -1
+        for slot in self.slots.values():
+            sessions = slot.sessions
+            if not sessions:
+                if slot.floor > last_seen:
+                    last_seen = slot.floor
+                continue
+            latest = sessions[-1]
+            if latest.last > last_seen:
+                last_seen = latest.last
+            if latest.end_reason is None and (open_last == -1 or latest.last < open_last):
+                open_last = latest.last
+            oldest = sessions[0]
+            if oldest.end_reason is not None and (closed_last == -1 or oldest.last < closed_last):
+                closed_last = oldest.last
+        return Times(open_last, closed_last, last_seen)
+
     def to_bytes(self) -> bytes:
         parts = [
             _dumps((key, slot.count, slot.floor, slot.closes))[:-1] + b",[" + b",".join(
@@ -388,17 +425,18 @@ class DeviceState:
             for key, slot in self.slots.items()
         ]
         head = _dumps((self.guid, self.offset, self.version))
-        return _HEADER.pack(FORMAT, len(self.ring)) + self.ring + head[:-1] + b",[" + b",".join(parts) + b"]]"
+        return (_HEADER.pack(FORMAT, len(self.ring)) + _TIMES.pack(*self.times()) + self.ring + head[:-1] + b",["
+                + b",".join(parts) + b"]]")
 
     @classmethod
     def from_bytes(cls, data: bytes) -> DeviceState:
         fmt, ring_len = _HEADER.unpack_from(data)
-        start = _HEADER.size
+        start = _HEADER.size + (_TIMES.size if fmt >= 3 else 0)
         ring = bytes(data[start:start + ring_len])
         body = orjson.loads(data[start + ring_len:])
         if fmt == 1:
             return _from_format_1(ring, body)
-        if fmt != FORMAT:
+        if fmt not in (2, FORMAT):  # (format 2 is format 3 without the times)
             raise ValueError(f"unknown DeviceState format {fmt}")
         guid, offset, version, raw_slots = body
         slots = {}
@@ -408,7 +446,16 @@ class DeviceState:
                 for sid, index, s_version, end_reason, channel, elements in raw_sessions
             ]
             slots[key] = Slot(count, floor, sessions, closes)
-        return cls(guid, ring, slots, offset, version)
+        state = cls(guid, ring, slots, offset, version)
+        state.size = len(data)
+        return state
+
+    @staticmethod
+    def peek(data: bytes) -> Times | None:
+        """The header's times of stored bytes without decoding them (None: a format before 3)."""
+        if data[0] < 3:
+            return None
+        return Times._make(_TIMES.unpack_from(data, _HEADER.size))
 
     def __eq__(self, other: object) -> bool:
         return (

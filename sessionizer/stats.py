@@ -31,6 +31,8 @@ class Stats:
         self.records_out = 0      # pageview/event/late-hit records produced
         self.state_writes = 0     # device states written (changelog + RocksDB)
         self.closed_by_time = 0   # on_time calls made by the sweep
+        self.refused = 0          # hits dead-lettered by the bounded state (machine.StateLimit)
+        self.idle_removed = 0     # idle devices removed from the state (machine.idle)
         self.arrival = Counts()   # what late hits did (SPEC rule 6): merges, inserts, renumbers, too late, moves
         self.batches = 0
         self.last_batch = 0
@@ -70,6 +72,9 @@ class Stats:
             "sessions_renumbered": self.arrival.renumbered,
             "too_late": self.arrival.too_late,
             "hits_moved": self.arrival.moves,
+            "states_shrunk": self.arrival.shrunk,
+            "state_limit_refused": self.refused,
+            "idle_devices_removed": self.idle_removed,
             "batches": self.batches,
             "last_batch": self.last_batch,
             "retries": self.retries,
@@ -110,6 +115,9 @@ class _Collector:
             ("sessions_renumbered", s.arrival.renumbered, "published sessions whose session_index changed"),
             ("too_late", s.arrival.too_late, "hits older than the allowed lateness (late_hits, too_late)"),
             ("hits_moved", s.arrival.moves, "earlier hits re-pointed to another session"),
+            ("states_shrunk", s.arrival.shrunk, "device states that dropped retained hits to stay within max_state_bytes"),
+            ("state_limit_refused", s.refused, "hits dead-lettered: the device's state would pass max_slots or max_state_bytes"),
+            ("idle_devices_removed", s.idle_removed, "devices idle past the TTL removed from the state (rows stay)"),
             ("batches", s.batches, "batches processed"),
             ("retries", s.retries, "batches retried after a Kafka error"),
         ):

@@ -90,6 +90,18 @@ class DeviceStore:
         db = self._db(partition)
         yield from db.items()
 
+    def items_from(self, partition: int, key: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+        """The partition's (key, value) pairs in key order, from `key` on (None: from the start)."""
+        db = self._db(partition)
+        yield from (db.items() if key is None else db.items(from_key=key))
+
+    def cached(self, partition: int, guid: str) -> tuple[bool, DeviceState | None]:
+        """Whether the device's state is cached (the processor touched it recently: it may be ahead
+        of RocksDB), and that state (None: deleted)."""
+        key = (partition, guid)
+        cache = self._cache
+        return (True, cache[key]) if key in cache else (False, None)
+
     def persisted_offset(self, partition: int) -> int | None:
         """The last changelog offset the partition's RocksDB holds (as Faust reads it at recovery)."""
         raw = self._db(partition).get(self.partitions.offset_key)
@@ -106,9 +118,14 @@ class DeviceStore:
         for partition, devices in states.items():
             if not devices:
                 continue
-            encoded[partition] = [
-                (guid.encode(), None if state is None else state.to_bytes()) for guid, state in devices.items()
-            ]
+            rows = encoded[partition] = []
+            for guid, state in devices.items():
+                if state is None:
+                    rows.append((guid.encode(), None))
+                    continue
+                raw = state.to_bytes()
+                state.size = len(raw)  # (what Rules.max_state_bytes is checked against)
+                rows.append((guid.encode(), raw))
             self._remember(partition, devices)
         for partition, clock in clocks.items():
             encoded.setdefault(partition, []).append((CLOCK_KEY, clock.to_bytes()))

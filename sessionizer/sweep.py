@@ -30,9 +30,18 @@ entries outnumber live ones. Devices with nothing open have no entry, so memory 
 open sessions (about 150 bytes each), not all devices ever seen.
 
 The heap is not persisted: on assignment (after Faust has recovered the table) it is rebuilt
-by reading the partition's RocksDB once (`rebuild`), which costs one `DeviceState.from_bytes`
-per stored device. The partition clock *is* persisted, so an idle partition keeps closing on
-time after a restart or rebalance.
+by reading the partition's RocksDB once (`rebuild`), from each state's header
+(`machine.peek_deadline_ms`: no device is decoded). The partition clock *is* persisted, so an
+idle partition keeps closing on time after a restart or rebalance.
+
+Idle devices
+------------
+A device that retains nothing and has been quiet for the idle TTL leaves the state
+(`machine.idle`), so what a partition stores follows the devices of the TTL, not every guid
+ever seen (random guids are free to send). Keeping an expiry deadline per device in the heap
+would make its memory follow all stored devices; instead an `IdleCursor` per partition walks
+the RocksDB keys in order, a bounded number per round, reading headers only, and starts over at
+the end: every stored device is looked at once per pass.
 """
 
 from __future__ import annotations
@@ -106,6 +115,35 @@ class DeadlineHeap:
     def _compact(self) -> None:
         self._heap = [(d, g) for g, d in self._due.items()]
         heapq.heapify(self._heap)
+
+
+class IdleCursor:
+    """Where the idle scan of one partition's stored devices stands (the next key; None: the start)."""
+
+    __slots__ = ("cursor", "passes")
+
+    def __init__(self) -> None:
+        self.cursor: bytes | None = None
+        self.passes = 0  # full passes over the partition completed
+
+    def scan(self, items: Iterable[tuple[bytes, bytes]], budget: int,
+             is_idle: Callable[[bytes, bytes], bool]) -> tuple[int, list[str]]:
+        """Look at up to `budget` stored devices from the cursor on (bookkeeping keys skipped);
+        returns how many were looked at and the guids for which `is_idle(key, value)` held."""
+        scanned = 0
+        gone: list[str] = []
+        for key, value in items:
+            if scanned >= budget:
+                self.cursor = key  # the next round goes on from here
+                return scanned, gone
+            if not key or not value or key[0] == 0 or key.startswith(b"__faust"):
+                continue
+            scanned += 1
+            if is_idle(key, value):
+                gone.append(key.decode())
+        self.cursor = None  # reached the end: start over
+        self.passes += 1
+        return scanned, gone
 
 
 def stored_states(items: Iterable[tuple[bytes, bytes]], decode: Callable[[bytes], T]) -> Iterator[tuple[str, T]]:

@@ -5,6 +5,8 @@ state, acking nothing before it succeeds."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import asyncio
 from collections import namedtuple
 from datetime import datetime, timezone
@@ -87,6 +89,10 @@ class FakeDB(dict):
         self.log = log
         self.partition = partition
 
+    def items(self, from_key: bytes | None = None):  # type: ignore[override]
+        """In key order, as RocksDB gives them (rocksdict's `from_key`)."""
+        return [(k, self[k]) for k in sorted(self) if from_key is None or k >= from_key]
+
     def write(self, batch: list[tuple[bytes, bytes | None]]) -> None:
         self.log.append(("db", self.partition))
         for key, value in batch:
@@ -155,15 +161,21 @@ def _hit(n: int, guid: str) -> bytes:
     })
 
 
-async def _run(fail: set[str], monkeypatch: pytest.MonkeyPatch) -> tuple[Log, FakeProducer, FakeStore]:
+async def _run(fail: set[str], monkeypatch: pytest.MonkeyPatch, rules: Rules | None = None,
+               prefill: Callable[[FakeStore], None] | None = None,
+               stats: Stats | None = None, until: Callable[[], bool] = lambda: True,
+               ) -> tuple[Log, FakeProducer, FakeStore]:
     monkeypatch.setattr(store_module.rocksdict, "WriteBatch", WB)
     log = Log()
     producer = FakeProducer(log, fail)
     table = FakeStore(log)
+    if prefill is not None:
+        prefill(table)
     app = FakeApp(log)
     inbox = Inbox([TOPICS.hits], 10_000)
-    proc = Processor(app, rules=Rules(), topics=TOPICS, inbox=inbox, store=DeviceStore(table), sender=Sender(producer),
-                     partitions=2, batch_max=1000, tick_s=0.02, sweep_max=1000, stats=Stats())
+    proc = Processor(app, rules=rules or Rules(), topics=TOPICS, inbox=inbox, store=DeviceStore(table),
+                     sender=Sender(producer), partitions=2, batch_max=1000, tick_s=0.02, sweep_max=1000,
+                     stats=stats or Stats(), idle_scan_max=3)
     proc.on_recovered({TP(CHANGELOG, 0), TP(CHANGELOG, 1)})
     guids = ["6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a01", "0a9e7d2c-5b1f-4e8a-8c3d-2f6b9a4e1c02"]
     part = Partitioner(2)
@@ -176,7 +188,7 @@ async def _run(fail: set[str], monkeypatch: pytest.MonkeyPatch) -> tuple[Log, Fa
     task = asyncio.ensure_future(proc.run())
     for _ in range(300):
         await asyncio.sleep(0.02)
-        if proc.stats.records_in >= 6:
+        if proc.stats.records_in >= 6 and until():
             break
     await proc.before_stop()
     await asyncio.wait_for(task, 5)
@@ -256,3 +268,57 @@ async def test_a_devices_outputs_go_to_its_hits_partition(monkeypatch: pytest.Mo
             assert partition == home(guid.encode()), (topic, guid)
             placed += 1
     assert placed >= 6 + 2  # 6 event records, and at least one snapshot per device
+
+
+def _stored_state(guid: str, at: datetime, rules: Rules, *, site: str = "example.com", frozen: bool = True) -> bytes:
+    from sessionizer.machine import Emitted, on_hit, on_time
+    from tests.unit.sessionizer.driver import make_hit
+
+    t = int(at.timestamp() * 1000)
+    state = on_hit(None, make_hit(t, hid=1, guid=guid, site=site), rules, t, Emitted())
+    if frozen:
+        on_time(state, rules, t + rules.timeout_ms + rules.lateness_ms + 1, Emitted())
+    return state.to_bytes()
+
+
+async def test_idle_devices_leave_the_state_a_few_per_round(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Devices idle past the TTL are deleted (changelog tombstone, then RocksDB), a bounded number
+    looked at per round; a device seen within the TTL stays."""
+    rules = Rules(idle_ttl_ms=30 * 86_400_000)
+    old = [f"00000000-0000-4000-8000-0000000000{i:02d}" for i in range(7)]
+    recent = "11111111-0000-4000-8000-000000000001"
+
+    def prefill(table: FakeStore) -> None:
+        part = Partitioner(2)
+        for guid in old:
+            table.db(part(guid.encode()))[guid.encode()] = _stored_state(guid, datetime(2025, 6, 1, tzinfo=timezone.utc), rules)
+        table.db(part(recent.encode()))[recent.encode()] = _stored_state(recent, datetime(2026, 2, 20, tzinfo=timezone.utc), rules)
+
+    stats = Stats()
+    log, producer, table = await _run(set(), monkeypatch, rules, prefill, stats,
+                                      until=lambda: stats.idle_removed >= len(old))
+    stored = {k for db in table.dbs.values() for k in db if k[0] != 0 and not k.startswith(b"__faust")}
+    assert recent.encode() in stored and not stored & {g.encode() for g in old}
+    assert stats.idle_removed == len(old)
+    tombstones = {k for (topic, _), sent in producer.by_partition.items() if topic == CHANGELOG
+                  for k, v in sent if v is None}
+    assert tombstones == {g.encode() for g in old}
+    _check_order(log)
+
+
+async def test_a_hit_the_state_may_not_take_is_dead_lettered_with_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    rules = Rules(scope="site", max_slots=1)
+    guid = "6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a01"  # one of _run's two devices: its 3 hits name example.com
+
+    def prefill(table: FakeStore) -> None:
+        state = _stored_state(guid, datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc), rules, site="other.example",
+                              frozen=False)
+        table.db(Partitioner(2)(guid.encode()))[guid.encode()] = state
+
+    stats = Stats()
+    _, producer, _ = await _run(set(), monkeypatch, rules, prefill, stats)
+    letters = [orjson.loads(v) for _, v in producer.records[TOPICS.deadletter]]
+    assert len(letters) == 3 and stats.refused == 3
+    assert all("TOUCHSTREAM_SESSION_MAX_SLOTS" in letter["reason"] for letter in letters)
+    events = [orjson.loads(v) for _, v in producer.records[TOPICS.events]]
+    assert {e["guid"] for e in events} == {"0a9e7d2c-5b1f-4e8a-8c3d-2f6b9a4e1c02"}  # the other device's 3 hits
