@@ -97,8 +97,9 @@ async def drain_sample(conn: asyncpg.Connection, schema: str, devices: int) -> N
     touched them), then fold them with the sink's drain, timed."""
     if devices <= 0:
         return
-    await conn.execute("INSERT INTO rollup_pending_devices SELECT guid FROM devices ORDER BY random() LIMIT $1",
-                       devices)
+    # (from sessions: the history's SQL fills no `devices` rows, only the sink's writer does)
+    await conn.execute("INSERT INTO rollup_pending_devices SELECT guid FROM (SELECT DISTINCT guid FROM sessions) d "
+                       "ORDER BY random() LIMIT $1", devices)
     await conn.execute("INSERT INTO rollup_pending_conversions SELECT c.converted_at, c.conversion_hit_id "
                        "FROM rollup_conversions c JOIN rollup_pending_devices p ON p.guid = c.guid")
     done = await drain(conn, schema)
@@ -182,7 +183,7 @@ async def run(args: argparse.Namespace) -> int:
             started = time.monotonic()
             await load(conn, args.devices, args.chunks)
             print(f"loaded in {time.monotonic() - started:.0f}s", flush=True)
-        await drain_sample(conn, args.schema, args.drain_devices)
+        await drain_sample(conn, args.schema, args.drain_devices)  # (on a --reuse too: the answers check it)
         channels = await conn.fetchval("SELECT count(DISTINCT channel) FROM sessions")
         if channels < 10:  # a generator that lost its traffic mix would make every answer look cheap
             raise SystemExit(f"the history has {channels} channels, not 10: the generator is broken")
