@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from ingest.app import IngestApp, create_app
 from ingest.metrics import Metrics
 from ingest.settings import IngestSettings
+from schemas.internals import require
 from schemas.logs import configure_logging, default_worker, secrets_of
 from schemas.runtime import tune_gc
 
@@ -82,16 +83,17 @@ def main(argv: list[str] | None = None) -> int:
         made_dir = os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="touchstream-ingest-metrics-")
 
     try:
-        _serve(host, port, workers, log_level)
+        _serve(host, port, workers, log_level, settings)
     finally:
         if made_dir is not None:
             shutil.rmtree(made_dir, ignore_errors=True)
     return 0
 
 
-def _serve(host: str, port: int, workers: int, log_level: str) -> None:
+def _serve(host: str, port: int, workers: int, log_level: str, settings: IngestSettings) -> None:
     import uvicorn
 
+    require("uvicorn")  # ingest.connection extends uvicorn's httptools protocol
     uvicorn.run(
         "ingest.__main__:app_from_env",
         factory=True,
@@ -99,7 +101,10 @@ def _serve(host: str, port: int, workers: int, log_level: str) -> None:
         port=port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        # httptools, with the edge's read deadline and header cap (ingest.connection); named by
+        # import path so that each worker process loads it.
+        http="ingest.connection:GuardedHttpProtocol",
+        limit_concurrency=settings.ingest_max_connections,  # beyond it: 503 at once
         lifespan="on",
         access_log=False,
         proxy_headers=False,  # the edge reads X-Forwarded-For itself, from trusted proxies only

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
 import orjson
@@ -28,6 +28,8 @@ import orjson
 from ingest import fastpath
 from ingest.body import BodyReader
 from ingest.client_ip import ClientIp, forwarded_for
+from ingest.connection import STATE_KEY, ConnectionLimits
+from ingest.deadletter_budget import DeadLetterBudget
 from ingest.errors import FieldError, OriginNotAllowed, PublishUnavailable
 from ingest.intake import Edge, Intake, Outcome, Record, Refusal
 from ingest.metrics import CONTENT_TYPE as METRICS_TYPE
@@ -108,8 +110,11 @@ class IngestApp:
         self.topics = topics or Topics(settings.topic_prefix)
         self.intake = Intake(
             allowed_sites=frozenset(settings.ingest_allowed_sites),
+            max_hit_age=timedelta(days=settings.ingest_max_hit_age_days),
             deadletter_payload_bytes=settings.ingest_deadletter_payload_bytes,
+            deadletter_budget=DeadLetterBudget(settings.ingest_deadletter_bytes_per_minute),
         )
+        self.connection_limits = ConnectionLimits(settings.ingest_read_timeout_s, settings.ingest_max_header_bytes)
         self.body = BodyReader(
             self.intake, max_body=settings.ingest_max_body_bytes, max_items=settings.ingest_max_items
         )
@@ -170,7 +175,11 @@ class IngestApp:
             await asyncio.sleep(1.0)
             self.metrics.sync()
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # uvicorn hands the lifespan state to each connection: the edge's protocol reads its
+        # limits there (ingest.connection).
+        if "state" in scope:
+            scope["state"][STATE_KEY] = self.connection_limits
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
@@ -193,7 +202,7 @@ class IngestApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             if scope["type"] == "lifespan":
-                await self._lifespan(receive, send)
+                await self._lifespan(scope, receive, send)
             return
         path: str = scope["path"]
         route = self.routes.get(path)
@@ -222,12 +231,15 @@ class IngestApp:
         get = headers.get
         client = scope.get("client")
         peer = client[0] if client else None
+        client = peer
         if b"x-forwarded-for" in headers and self.client_ip.trusts_proxies:
-            ip = self.client_ip(peer, forwarded_for([v for k, v in raw_headers if k == b"x-forwarded-for"]))
+            address = self.client_ip.resolve(peer, forwarded_for([v for k, v in raw_headers if k == b"x-forwarded-for"]))
+            ip = self.client_ip.stored(address)
+            client = None if address is None else str(address)
         else:
             ip = self.peer_ip(peer)
         user_agent = get(b"user-agent")
-        edge = Edge(self.clock(), ip, user_agent.decode("utf-8", "replace") if user_agent else "")
+        edge = Edge(self.clock(), ip, user_agent.decode("utf-8", "replace") if user_agent else "", client)
         origin = get(b"origin")
         cors = NO_HEADERS if origin is None else self.cors.headers(origin)
         if cors is None:
@@ -249,6 +261,8 @@ class IngestApp:
         if out.refused:
             for reason, count in out.refused.items():
                 metrics.hit_refusal[reason].inc(count)
+            if out.payloads_dropped:
+                metrics.dead_letter_payloads_dropped.inc(out.payloads_dropped)
         if out.accepted:
             dead_letters = len(out.dead_letters)
             started = time.perf_counter()
@@ -275,6 +289,8 @@ class IngestApp:
         error = refusal.error
         self.metrics.request_refusal[error.refusal].inc()
         self.metrics.count_status(error.status)
+        if refusal.payloads_dropped:
+            self.metrics.dead_letter_payloads_dropped.inc(refusal.payloads_dropped)
         if refusal.dead_letters:
             await self.publish_dead_letters(refusal.dead_letters)
         await respond_bytes(send, error.status, orjson.dumps(refusal.body()), [JSON, *cors])

@@ -21,7 +21,15 @@ from typing import Any
 
 import orjson
 
-from ingest.errors import BodyRefused, FieldError, MalformedBody, PayloadTooLarge, TooManyItems, UnsupportedMediaType
+from ingest.errors import (
+    BodyRefused,
+    ClientGone,
+    FieldError,
+    MalformedBody,
+    PayloadTooLarge,
+    TooManyItems,
+    UnsupportedMediaType,
+)
 from ingest.intake import Edge, Intake, Outcome, Refusal
 from ingest.items import BadJson, Format, Items, json_type
 
@@ -118,7 +126,7 @@ async def read_chunks(message: Mapping[str, Any], receive: Receive, limit: int) 
         if size > limit:
             raise too_large(limit)
         if message["type"] != "http.request":
-            raise MalformedBody("request body incomplete", [FieldError("body", "the client disconnected")])
+            raise ClientGone("request body incomplete", [FieldError("body", "the client disconnected")])
         if not message.get("more_body", False):
             return b"".join(chunks)
         message = await receive()
@@ -214,6 +222,7 @@ class BodyReader:
         fmt = self._formats.get(key)
         if fmt is None:
             fmt = media_format(content_type, content_encoding)  # raises for what is refused
-            if len(self._formats) < self._MAX_FORMATS:
+            # Short headers only: a client chooses them, and 256 of any length would be unbounded.
+            if len(self._formats) < self._MAX_FORMATS and len(content_type or b"") + len(content_encoding or b"") <= 256:
                 self._formats[key] = fmt
         return fmt

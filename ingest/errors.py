@@ -7,7 +7,8 @@
     │       ├── TooManyItems       400: more items than `ingest_max_items`
     │       ├── PayloadTooLarge    413: more bytes than `ingest_max_body_bytes`
     │       ├── UnsupportedMediaType 415: a content type or encoding the edge does not read
-    │       └── OriginNotAllowed   403: a browser origin outside `ingest_cors_origins`
+    │       ├── OriginNotAllowed   403: a browser origin outside `ingest_cors_origins`
+    │       └── ClientGone         the client went away mid-body (or its read deadline closed it)
     └── Unavailable
         └── PublishUnavailable     503: Kafka did not acknowledge in time (or is known to be down)
 
@@ -23,6 +24,7 @@ from schemas.errors import DecodeError, FieldError, InvalidInput, Unavailable
 
 __all__ = [
     "BodyRefused",
+    "ClientGone",
     "FieldError",
     "MalformedBody",
     "OriginNotAllowed",
@@ -67,6 +69,15 @@ class UnsupportedMediaType(BodyRefused):
 class OriginNotAllowed(BodyRefused):
     status = 403
     refusal = "origin_not_allowed"
+
+
+class ClientGone(BodyRefused):
+    """The body never arrived whole: the client disconnected, or was disconnected by its read
+    deadline (`ingest.connection`). Nobody reads the answer, and the partial bytes are not
+    something a client sent, so no dead letter (slow clients would otherwise fill `deadletter`)."""
+
+    status = 400
+    refusal = "client_gone"
 
 
 class PublishUnavailable(Unavailable):

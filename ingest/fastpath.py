@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -30,10 +31,13 @@ import orjson
 from pydantic_core import PydanticCustomError
 
 from schemas import SCHEMA_VERSION
+from ingest.memo import BoundedMemo
 from schemas.hit import (
     MAX_PROPERTIES_BYTES,
     MAX_TEXT,
     MAX_URL_LENGTH,
+    NUL,
+    NUL_JSON,
     UTM_KEYS,
     HitIn,
     derive_occurred_at,
@@ -45,6 +49,7 @@ from schemas.views import CloseView, HitOut, encode_view
 
 log = logging.getLogger(__name__)
 _fromisoformat = datetime.fromisoformat
+_sizeof = sys.getsizeof
 
 FIELDS = frozenset(
     {
@@ -88,20 +93,19 @@ _URL = re.compile(
 )
 
 
-# Bounded memos of the pure string checks above (cleared when full): devices send many hits,
-# sites have a few thousand pages, and referrers repeat; a dict lookup costs a small part of the
-# regex match it replaces.
-_MEMO_SIZE = 65_536
-_GUIDS: dict[str, str] = {}  # as sent -> canonical (only valid ones)
-_URLS: dict[str, tuple[str, str, str | None]] = {}  # url -> (lower-case host, path or "/", "?query")
-_REFERRER_HOSTS: dict[str, str] = {}  # referrer -> lower-case host
-_CAMPAIGNS: dict[str, tuple[dict[str, str], tuple[str, str] | None]] = {}  # "?query" -> (utm, click id)
-
-
-def _remember(memo: dict[str, Any], key: str, value: Any) -> None:
-    if len(memo) >= _MEMO_SIZE:
-        memo.clear()
-    memo[key] = value
+# Memos of the pure string checks above: devices send many hits, sites have a few thousand
+# pages, and referrers repeat; a dict lookup costs a small part of the regex match it replaces.
+# Their keys are the client's own strings (a URL may hold 4,096 characters), so each memo is
+# bounded by the bytes it holds, not only by its entries (`ingest.memo`): 100,000 distinct long
+# URLs cost the memos their hit rate, never the worker's memory (tests/e2e/test_abuse.py).
+MEMO_BYTES = 8 * 1024 * 1024  # per memo
+MEMO_ENTRIES = 65_536
+_GUIDS: BoundedMemo[str] = BoundedMemo(MEMO_BYTES, MEMO_ENTRIES)  # as sent -> canonical (only valid ones)
+_URLS: BoundedMemo[tuple[str, str, str | None]] = BoundedMemo(MEMO_BYTES, MEMO_ENTRIES)  # url -> (host, path, query)
+_REFERRER_HOSTS: BoundedMemo[str] = BoundedMemo(MEMO_BYTES, MEMO_ENTRIES)  # referrer -> lower-case host
+_CAMPAIGNS: BoundedMemo[tuple[dict[str, str], tuple[str, str] | None]] = BoundedMemo(
+    MEMO_BYTES, MEMO_ENTRIES
+)  # "?query" -> (utm, click id)
 
 
 class _Defer(Exception):
@@ -188,7 +192,7 @@ def _guid(value: object) -> str:
     guid = _GUIDS.get(value) if type(value) is str else None
     if guid is None:
         guid = _uuid(value)
-        _remember(_GUIDS, value, guid)  # type: ignore[arg-type]
+        _GUIDS.remember(value, guid, 2 * _sizeof(value))  # type: ignore[arg-type]
     return guid
 
 
@@ -201,7 +205,7 @@ def _url(value: object) -> tuple[str, str, str | None]:
     if parts is None:
         host, path, query = _url_match(value).groups()
         parts = (host.lower(), path or "/", query)
-        _remember(_URLS, value, parts)
+        _URLS.remember(value, parts, 2 * _sizeof(value))  # (host, path and query: at most the URL again)
     return parts
 
 
@@ -224,15 +228,15 @@ def _referrer(value: object) -> tuple[str, str | None]:
     host = _REFERRER_HOSTS.get(value)  # referrers repeat
     if host is None:
         host = _url_match(value).group(1).lower()
-        _remember(_REFERRER_HOSTS, value, host)
+        _REFERRER_HOSTS.remember(value, host, _sizeof(value) + _sizeof(host))
     return value, host
 
 
 def _text(value: object, low: int, high: int) -> str | None:
-    """A string field of `low`..`high` characters (None stays None)."""
+    """A string field of `low`..`high` characters without NUL, which HitIn refuses (None stays None)."""
     if value is None:
         return None
-    if type(value) is str and low <= len(value) <= high:
+    if type(value) is str and low <= len(value) <= high and NUL not in value:
         return value
     raise _Defer
 
@@ -263,7 +267,7 @@ def _campaign(query: str | None, explicit: object) -> tuple[str | None, ...]:
         found = _CAMPAIGNS.get(query)  # landing URLs of one campaign repeat
         if found is None:
             found = query_campaign_params(query[1:])
-            _remember(_CAMPAIGNS, query, found)
+            _CAMPAIGNS.remember(query, found, 2 * _sizeof(query))  # (the values: parts of the query)
         utm, click = found  # (shared: read here, never changed; merging below makes a new dict)
     elif explicit is None:
         return _NO_CAMPAIGN  # most hits
@@ -310,10 +314,11 @@ def _event(value: object, kind: str) -> tuple[str | None, str | None, dict[str, 
         raise _Defer
     if properties:
         try:
-            if len(orjson.dumps(properties)) > MAX_PROPERTIES_BYTES:
-                raise _Defer
+            dumped = orjson.dumps(properties)
         except orjson.JSONEncodeError:
             raise _Defer from None
+        if len(dumped) > MAX_PROPERTIES_BYTES or NUL_JSON in dumped:  # (NUL: HitIn refuses it)
+            raise _Defer
     return (name, module, properties) if kind == "event" else _NO_EVENT
 
 

@@ -11,15 +11,17 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
+from ingest.deadletter_budget import DeadLetterBudget
 from ingest.errors import BodyRefused, FieldError
 from ingest.fastpath import fast_enrich
 from ingest.items import BadJson, Items, json_type
 from schemas.hit import HitIn, enrich
+from schemas.timefmt import iso
 from schemas.views import encode_view, view_of
 from schemas.wire import DEADLETTER_PAYLOAD_MAX, dead_letter, encode, field_errors
 
@@ -27,8 +29,16 @@ Record = tuple[bytes | None, bytes]  # (key, value)
 
 # Per-item refusal reasons (metrics label, and the dead letter's reason).
 INVALID_HIT = "invalid_hit"
+TOO_OLD = "too_old"
 SITE_NOT_ALLOWED = "site_not_allowed"
-_REASON_TEXT = {INVALID_HIT: "invalid hit", SITE_NOT_ALLOWED: "site not on the allow-list"}
+_REASON_TEXT = {
+    INVALID_HIT: "invalid hit",
+    TOO_OLD: "hit older than the edge accepts",
+    SITE_NOT_ALLOWED: "site not on the allow-list",
+}
+# Without a bound, a hit can be placed anywhere from 1827 to now (created_at in 2000, sent_at in
+# 2199): each far day would be a day partition of its own in PostgreSQL (SPEC section 2).
+DEFAULT_MAX_HIT_AGE = timedelta(days=31)
 
 
 def new_hit_id() -> str:
@@ -47,8 +57,9 @@ class Edge:
     frozen dataclass costs more to build; `bench/micro_bench.py` compares them.)"""
 
     received_at: datetime
-    ip: str | None
+    ip: str | None  # the stored form (SPEC section 2, IP privacy)
     user_agent: str
+    client: str | None = None  # the address itself (never stored): whose dead-letter budget
 
 
 @dataclass(slots=True)
@@ -61,6 +72,7 @@ class Outcome:
     hits: list[Record] = field(default_factory=list)  # to `hits`: enriched hits and close records
     dead_letters: list[Record] = field(default_factory=list)  # to `deadletter`
     refused: dict[str, int] = field(default_factory=dict)  # per-item reason -> count
+    payloads_dropped: int = 0  # dead letters without their bytes (the client's budget was spent)
 
     @property
     def status(self) -> int:
@@ -89,6 +101,7 @@ class Refusal:
 
     error: BodyRefused
     dead_letters: list[Record] = field(default_factory=list)
+    payloads_dropped: int = 0
 
     @property
     def status(self) -> int:
@@ -106,12 +119,16 @@ class Intake:
         self,
         *,
         allowed_sites: frozenset[str] = frozenset(),
+        max_hit_age: timedelta = DEFAULT_MAX_HIT_AGE,
         deadletter_payload_bytes: int = DEADLETTER_PAYLOAD_MAX,
+        deadletter_budget: DeadLetterBudget | None = None,
         new_id: Callable[[], str] = new_hit_id,
         fast_path: bool = True,
     ) -> None:
         self.allowed_sites = allowed_sites
+        self.max_hit_age = max_hit_age
         self.deadletter_payload_bytes = deadletter_payload_bytes
+        self.deadletter_budget = deadletter_budget
         self.new_id = new_id
         self._fast_enrich = fast_enrich if fast_path else _no_fast_path
 
@@ -120,6 +137,7 @@ class Intake:
         received_at, ip, user_agent, new_id = edge.received_at, edge.ip, edge.user_agent, self.new_id
         fast = self._fast_enrich
         allowed = self.allowed_sites
+        oldest = received_at - self.max_hit_age
         add = out.hits.append
         accepted = 0
         for index, value in enumerate(items.values):
@@ -130,6 +148,9 @@ class Intake:
                     self._refuse(out, items, index, INVALID_HIT, result, edge)
                     continue
             record, close = result  # type: ignore[misc]
+            if record.occurred_at < oldest:
+                self._refuse(out, items, index, TOO_OLD, [self._too_old(record.occurred_at, received_at)], edge)
+                continue
             if allowed and record.site not in allowed:
                 message = f"{record.site!r} is not on this edge's allow-list"
                 self._refuse(out, items, index, SITE_NOT_ALLOWED, [FieldError("site", message)], edge)
@@ -140,6 +161,14 @@ class Intake:
             accepted += 1
         out.accepted = accepted
         return out
+
+    def _too_old(self, occurred_at: datetime, received_at: datetime) -> FieldError:
+        days = self.max_hit_age / timedelta(days=1)
+        return FieldError(
+            "created_at",
+            f"puts the hit at {iso(occurred_at)}, more than {days:g} days before the edge received it "
+            f"({iso(received_at)}); older hits are refused",
+        )
 
     def _validated(self, value: object, edge: Edge) -> tuple[Any, Any] | list[FieldError]:
         """The item through HitIn and enrich (the definition of a hit), as Structs like the fast
@@ -164,22 +193,24 @@ class Intake:
         value = items.values[index]
         key = _guid_of(value)
         hit_id = value.get("hit_id") if isinstance(value, dict) else None
-        out.dead_letters.append(
-            self._dead_letter(
-                items.raw(index),
-                _REASON_TEXT[reason],
-                errors,
-                edge,
-                key=key,
-                hit_id=hit_id if isinstance(hit_id, str) else None,
-            )
+        letter, kept = self._dead_letter(
+            items.raw(index),
+            _REASON_TEXT[reason],
+            errors,
+            edge,
+            key=key,
+            hit_id=hit_id if isinstance(hit_id, str) else None,
         )
+        out.dead_letters.append(letter)
+        if not kept:
+            out.payloads_dropped += 1
 
     def refuse(self, exc: BodyRefused, body: bytes, edge: Edge) -> Refusal:
         """A body refused as a whole, with its dead letter when it is of a kind worth keeping."""
         if not exc.dead_letter:
             return Refusal(exc)
-        return Refusal(exc, [self._dead_letter(body, exc.reason, exc.errors, edge)])
+        letter, kept = self._dead_letter(body, exc.reason, exc.errors, edge)
+        return Refusal(exc, [letter], payloads_dropped=0 if kept else 1)
 
     def _dead_letter(
         self,
@@ -190,7 +221,18 @@ class Intake:
         *,
         key: str | None = None,
         hit_id: str | None = None,
-    ) -> Record:
+    ) -> tuple[Record, bool]:
+        """The dead letter, and whether it kept the payload (the client's budget allowed it)."""
+        budget = self.deadletter_budget
+        kept = budget is None or budget.take(
+            edge.client, min(len(payload), self.deadletter_payload_bytes), edge.received_at
+        )
+        if not kept:
+            reason = (
+                f"{reason} (payload of {len(payload)} bytes not kept: this client's dead letters kept "
+                f"{budget.bytes_per_minute} bytes this minute)"  # type: ignore[union-attr]
+            )
+            payload = b""
         letter = dead_letter(
             source="ingest",
             reason=reason,
@@ -201,7 +243,7 @@ class Intake:
             at=edge.received_at,
             payload_limit=self.deadletter_payload_bytes,
         )
-        return (key.encode() if key else None, encode(letter))
+        return (key.encode() if key else None, encode(letter)), kept
 
 
 def _no_fast_path(*_: object) -> None:

@@ -23,13 +23,14 @@ from schemas.internals import histogram_add, histogram_bounds
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-HIT_REFUSALS = ("invalid_hit", "site_not_allowed", "unavailable")
+HIT_REFUSALS = ("invalid_hit", "too_old", "site_not_allowed", "unavailable")
 REQUEST_REFUSALS = (
     "malformed_body",
     "too_many_items",
     "too_large",
     "unsupported_media_type",
     "origin_not_allowed",
+    "client_gone",
     "unavailable",
 )
 SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -92,6 +93,10 @@ class Metrics:
         self._all: list[Count | Distribution] = []
         self.hits_accepted = self._count("ingest_hits_accepted", "hits acknowledged by Kafka and answered 202")
         self.dead_letters = self._count("ingest_dead_letters", "records written to the deadletter topic")
+        self.dead_letter_payloads_dropped = self._count(
+            "ingest_dead_letter_payloads_dropped",
+            "dead letters written without their original bytes (the client's dead-letter budget was spent)",
+        )
         self.dead_letter_failures = self._count(
             "ingest_dead_letter_failures", "dead letters Kafka did not take (the request was still answered)"
         )

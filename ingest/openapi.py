@@ -121,8 +121,11 @@ def _hits_path(settings: IngestSettings) -> dict[str, Any]:
                 "202": answer("accepted: every accepted hit is in Kafka; `rejected` lists the invalid items"),
                 "400": answer("nothing valid: bad JSON, wrong shape, too many items, or every item invalid"),
                 "403": answer("the request's Origin is not allowed"),
+                # (these two come from the connection, before the app: plain text, connection closed)
+                "408": {"description": "the request did not arrive whole within the edge's read deadline"},
                 "413": answer(f"body larger than {max_bytes} bytes"),
                 "415": answer(f"content type other than {', '.join(ACCEPTED_TYPES)} (or an encoded body)"),
+                "431": {"description": "request line and headers larger than the edge's header cap"},
                 "503": answer(
                     "Kafka did not take the hits; nothing was accepted: retry later",
                     {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},

@@ -35,12 +35,28 @@ class IngestSettings(KafkaSettings, RuntimeSettings):
     ingest_host: str = Field("127.0.0.1", description="address the edge listens on")
     ingest_port: int = Field(8080, ge=0, le=65535, description="port the edge listens on")
     ingest_workers: int = Field(1, ge=1, description="uvicorn worker processes")
+    # --- what a client may hold (ingest.connection) ------------------------------------
+    ingest_read_timeout_s: float = Field(
+        10.0, gt=0, description="a request (line, headers, body) must arrive within this from its first byte; "
+        "else 408 and the connection closed (slow clients)"
+    )
+    ingest_max_header_bytes: int = Field(
+        64 * 1024, ge=4096, description="request line and headers, at most; beyond it 431 and the connection closed"
+    )
+    ingest_max_connections: int = Field(
+        1000, ge=1, description="open connections (and requests in progress) per worker, at most; beyond it "
+        "new requests get 503 at once (keep it under the open-files limit)"
+    )
 
     # --- what a request may hold ------------------------------------------------------
     ingest_max_body_bytes: int = Field(MiB, ge=1024, description="request body limit; beyond it 413")
     ingest_max_items: int = Field(500, ge=1, description="hits per request (array or NDJSON); beyond it 400")
     ingest_allowed_sites: CommaList = Field(
         default_factory=list, description="site allow-list (lower-case hosts); empty accepts every site"
+    )
+    ingest_max_hit_age_days: float = Field(
+        31.0, gt=0, description="hits whose occurred_at lies more than this before received_at are refused "
+        "(field created_at); raise it for a backfill"
     )
     ingest_cors_origins: CommaList = Field(
         default_factory=lambda: ["*"], description="browser origins allowed to post; `*` is any (no credentials)"
@@ -76,6 +92,10 @@ class IngestSettings(KafkaSettings, RuntimeSettings):
     ingest_ready_cache_s: float = Field(1.0, ge=0, description="how long /readyz reuses its Kafka metadata check")
     ingest_deadletter_payload_bytes: int = Field(
         64 * 1024, ge=1024, description="original bytes kept in a dead letter, at most (the rest is cut)"
+    )
+    ingest_deadletter_bytes_per_minute: int = Field(
+        MiB, ge=0, description="original bytes kept in dead letters per client address (IPv6: /64) and minute; "
+        "beyond it refusals still answer and dead-letter their reason, without the bytes"
     )
 
     # --- static -----------------------------------------------------------------------

@@ -15,7 +15,16 @@ from typing import Annotated, Any, Literal
 from urllib.parse import unquote_plus, urlsplit
 
 import orjson
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from schemas import SCHEMA_VERSION
@@ -30,6 +39,12 @@ CLICK_ID_PARAMS = ("gclid", "gbraid", "wbraid", "dclid", "msclkid", "fbclid", "t
 _INTERESTING_PARAMS = frozenset({f"utm_{k}" for k in UTM_KEYS} | set(CLICK_ID_PARAMS))
 _QUERY_MARKERS = ("utm_", "UTM_", *CLICK_ID_PARAMS)
 _QUERY_MARKER = re.compile("|".join(re.escape(marker) for marker in _QUERY_MARKERS))  # any of them, as a substring
+# PostgreSQL's text and jsonb cannot hold U+0000 (its only refusal in a UTF-8 database; orjson
+# already refuses lone surrogates). A value holding one would be accepted here and refused by
+# the sink after the 202, so the edge refuses it with a field error instead (SPEC section 2).
+NUL = "\x00"
+NUL_MESSAGE = "must not contain the NUL character (\\u0000): PostgreSQL cannot store it"
+NUL_JSON = b"\\u0000"  # how orjson writes NUL inside a JSON string (a key's or a value's)
 
 
 def normalise_uuid(value: object) -> str:
@@ -44,11 +59,31 @@ def normalise_uuid(value: object) -> str:
         ) from None
 
 
+def no_nul(value: str) -> str:
+    """A text field PostgreSQL can store: no NUL character."""
+    if NUL in value:
+        raise PydanticCustomError("nul", NUL_MESSAGE)
+    return value
+
+
+def holds_nul(value: object) -> bool:
+    """Whether a decoded JSON value holds NUL in any string, keys included."""
+    if isinstance(value, str):
+        return NUL in value
+    if isinstance(value, dict):
+        return any(NUL in key or holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(holds_nul(item) for item in value)
+    return False
+
+
 def _check_http_url(value: object) -> str:
     if not isinstance(value, str):
         raise PydanticCustomError("url", "must be a string holding an absolute http(s) URL")
     if len(value) > MAX_URL_LENGTH:
         raise PydanticCustomError("url", "is longer than {limit} characters", {"limit": MAX_URL_LENGTH})
+    if NUL in value:  # (urlsplit keeps it in the path and the query)
+        raise PydanticCustomError("nul", NUL_MESSAGE)
     try:
         parts = urlsplit(value)
         host = parts.hostname
@@ -66,6 +101,8 @@ def _check_referrer(value: object) -> str:
         raise PydanticCustomError("url", "must be a URL string or empty")
     if len(value) > MAX_URL_LENGTH:
         raise PydanticCustomError("url", "is longer than {limit} characters", {"limit": MAX_URL_LENGTH})
+    if NUL in value:
+        raise PydanticCustomError("nul", NUL_MESSAGE)
     try:
         parts = urlsplit(value)
         host = parts.hostname
@@ -81,7 +118,8 @@ Uuid = Annotated[str, BeforeValidator(normalise_uuid)]
 HttpUrl = Annotated[str, BeforeValidator(_check_http_url)]
 Referrer = Annotated[str, BeforeValidator(_check_referrer)]
 Timestamp = Annotated[datetime | None, BeforeValidator(parse_timestamp)]
-ShortText = Annotated[str, Field(max_length=MAX_TEXT)]
+ShortText = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(no_nul)]
+Name = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(no_nul)]
 
 
 class UtmIn(BaseModel):
@@ -98,17 +136,21 @@ class UtmIn(BaseModel):
 class EventIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    name: Annotated[str, Field(min_length=1, max_length=64)]
-    module: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    name: Name
+    module: Name | None = None
     properties: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("properties")
     @classmethod
     def _properties_size(cls, value: dict[str, Any]) -> dict[str, Any]:
         try:
-            size = len(orjson.dumps(value))
+            dumped = orjson.dumps(value)
         except (TypeError, orjson.JSONEncodeError):
             raise PydanticCustomError("properties", "must be JSON-serialisable") from None
+        # (the bytes hold the escape also for a literal backslash-u0000: then the walk decides)
+        if NUL_JSON in dumped and holds_nul(value):
+            raise PydanticCustomError("nul", "a key or a value " + NUL_MESSAGE)
+        size = len(dumped)
         if size > MAX_PROPERTIES_BYTES:
             raise PydanticCustomError(
                 "properties", "is {size} bytes as JSON; the limit is {limit}", {"size": size, "limit": MAX_PROPERTIES_BYTES}
@@ -127,7 +169,7 @@ class HitIn(BaseModel):
     url: HttpUrl
     referrer: Referrer = ""
     title: ShortText | None = None
-    site: Annotated[str, Field(min_length=1, max_length=253)] | None = None
+    site: Annotated[str, Field(min_length=1, max_length=253), AfterValidator(no_nul)] | None = None
     utm: UtmIn | None = None
     created_at: Timestamp = None
     sent_at: Timestamp = None
@@ -236,7 +278,9 @@ def query_campaign_params(query: str) -> tuple[dict[str, str], tuple[str, str] |
         key, _, value = pair.partition("=")
         lowered = key.lower()
         if lowered in _INTERESTING_PARAMS and lowered not in found and value:
-            found[lowered] = unquote_plus(value)[:MAX_TEXT]
+            decoded = unquote_plus(value)[:MAX_TEXT]
+            # "%00" decodes to NUL, which PostgreSQL cannot store: replaced (the URL keeps the original).
+            found[lowered] = decoded.replace(NUL, "\ufffd") if NUL in decoded else decoded
     utm: dict[str, str] = {}
     click: tuple[str, str] | None = None
     for key, value in found.items():

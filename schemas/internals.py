@@ -18,6 +18,10 @@ result later. `pyproject.toml` pins these versions (`PINNED`; a unit test keeps 
                         AIOKafkaConsumer._client                   metadata of a topic made after start (tests, benches)
     asyncpg             asyncpg.exceptions._base.DataError         the driver refused a value: the row's fault (sink.writer)
     prometheus-client   Histogram._upper_bounds, _buckets, _sum    the edge's histograms counted without locks (ingest.metrics)
+    uvicorn             HttpToolsProtocol's parser callbacks       the edge's read deadline and header cap: a subclass
+                          (on_message_begin, on_headers_complete,  arms a timer per request and counts header bytes
+                          on_message_complete), .cycle, .loop,     (ingest.connection); not underscored, but not a
+                          .app_state, .transport; STATUS_LINE      documented API either
 """
 
 from __future__ import annotations
@@ -39,7 +43,13 @@ if TYPE_CHECKING:
     from faust.types import TP
 
 # The versions pyproject.toml pins: the internals below were read on these.
-PINNED = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0", "asyncpg": "0.32.0", "prometheus-client": "0.26.0"}
+PINNED = {
+    "faust-streaming": "0.15.3",
+    "aiokafka": "0.14.0",
+    "asyncpg": "0.32.0",
+    "prometheus-client": "0.26.0",
+    "uvicorn": "0.54.0",
+}
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,14 @@ INTERNALS: tuple[Internal, ...] = (
     Internal("prometheus-client", "prometheus_client.metrics:Histogram", "_upper_bounds", "ingest.metrics"),
     Internal("prometheus-client", "prometheus_client.metrics:Histogram", "_buckets", "ingest.metrics"),
     Internal("prometheus-client", "prometheus_client.metrics:Histogram", "_sum", "ingest.metrics"),
+    *(
+        Internal("uvicorn", "uvicorn.protocols.http.httptools_impl:HttpToolsProtocol", name, "ingest.connection")
+        for name in ("on_message_begin", "on_headers_complete", "on_message_complete", "data_received",
+                     "cycle", "loop", "app_state", "transport")
+    ),
+    Internal("uvicorn", "uvicorn.protocols.http.httptools_impl", "STATUS_LINE", "ingest.connection"),
+    Internal("uvicorn", "uvicorn.protocols.http.httptools_impl:RequestResponseCycle", "response_started",
+             "ingest.connection"),
 )
 
 

@@ -36,6 +36,7 @@ from schemas.session import SessionRetraction, SessionSnapshot
 from schemas.timefmt import EPOCH, UTC
 from schemas.topics import Topics
 from schemas.wire import deadletter_codec, events_codec, session_codec
+from sink.day_window import DayWindow
 
 # --- tables and their columns, in the order rows are built -------------------------------
 
@@ -325,17 +326,18 @@ class Decoder:
     """Decodes records into one `Batch`, a chunk at a time (`feed`), so a caller can yield to its
     event loop between chunks. Sessions are coalesced across every chunk fed."""
 
-    def __init__(self, roles: TopicRoles, *, now: datetime, keep_from: datetime | None = None) -> None:
+    def __init__(self, roles: TopicRoles, *, now: datetime, window: DayWindow | None = None) -> None:
         self.roles = roles
         self.now = now
-        self.keep_from = keep_from
+        self.window = window
         self.batch = Batch()
         # session_id -> (table, index) of its newest snapshot or retraction in the batch
         self._latest: dict[str, tuple[str, int]] = {}
         self._moved: dict[str, int] = {}  # hit_id -> index into batch.rows["moves"]
 
     def feed(self, records: Iterable[KafkaRecord]) -> Batch:
-        batch, roles, now, keep_from = self.batch, self.roles, self.now, self.keep_from
+        batch, roles, now, window = self.batch, self.roles, self.now, self.window
+        start, end = (window.start, window.end) if window is not None else (_BEGINNING, _END)
         for record in records:
             batch.consumed += 1
             value = record.value
@@ -349,7 +351,7 @@ class Decoder:
                     fast = fast_events_row(value)
                     if fast is not None:
                         table, row = fast
-                        if keep_from is None:  # the common case, kept short
+                        if start <= row[_FAST_OCCURRED_AT] < end:  # the common case, kept short
                             batch.rows[table].append(row)
                             batch.origins[table].append(origin)
                             continue
@@ -369,12 +371,11 @@ class Decoder:
                             self._add_move(item, origin)
                             continue
                     occurred_at = row[OCCURRED_AT[table]]
-                    if keep_from is not None and occurred_at < keep_from:
-                        batch.add("deadletter", refusal_row(
-                            origin, "expired: occurred before the retention window",
-                            [FieldError("occurred_at", f"is {occurred_at.isoformat()}; partitions before "
-                                                       f"{keep_from.date().isoformat()} are dropped")],
-                            now=now, hit_id=row[0]), origin)
+                    if occurred_at.tzinfo is None:  # (the codec reads a naive time; the database takes it as UTC)
+                        occurred_at = occurred_at.replace(tzinfo=UTC)
+                    if not start <= occurred_at < end:  # its day has no partition, and gets none
+                        reason, error = window.refusal(occurred_at)  # type: ignore[union-attr]
+                        batch.add("deadletter", refusal_row(origin, reason, [error], now=now, hit_id=row[0]), origin)
                         continue
                     batch.add(table, row, origin)
                 elif topic == roles.sessions:
@@ -436,6 +437,11 @@ class Decoder:
 
 
 _VERSION = {"sessions": SESSION_VERSION, "session_retractions": RETRACTION_COLUMNS.index("version")}
+# No window: every row is inside.
+_BEGINNING = datetime.min.replace(tzinfo=UTC)
+_END = datetime.max.replace(tzinfo=UTC)
+_FAST_OCCURRED_AT = OCCURRED_AT["pageviews"]
+assert _FAST_OCCURRED_AT == OCCURRED_AT["events"]  # fast_events_row's rows of both tables
 
 
 def decode_batch(
@@ -443,14 +449,15 @@ def decode_batch(
     roles: TopicRoles,
     *,
     now: datetime,
-    keep_from: datetime | None = None,
+    window: DayWindow | None = None,
 ) -> Batch:
     """Kafka records -> a `Batch`. Never raises for bad input: bad records become dead letters.
 
-    `keep_from`: with partition retention on, pageviews/events that occurred before it would
-    only recreate a dropped day; they are dead-lettered as expired instead.
+    `window`: pageviews/events outside it (older than the sink's row age or its retention,
+    or beyond the days created ahead) would create a day partition of their own; they are
+    dead-lettered with the reason instead.
     """
-    return Decoder(roles, now=now, keep_from=keep_from).feed(records)
+    return Decoder(roles, now=now, window=window).feed(records)
 
 
 # Re-exported for tests and the benchmark, which build records from these models.

@@ -39,9 +39,11 @@ from schemas.internals import require
 from schemas.timefmt import UTC
 from sink import metrics
 from sink.batch import Batch, Decoder, TopicRoles
+from sink.day_window import DayWindow
 from sink.migrations import Roles, migrate
 from sink.partitions import retention_cutoff, window
 from sink.rollups import RollupDrainer
+from sink.retention import RowRetention
 from sink.settings import SinkSettings
 from sink.writer import Writer, write_until_written
 
@@ -115,6 +117,8 @@ class SinkConsumer:
         self._inflight: asyncio.Task[None] | None = None
         self._revoking = False
         self._next_maintenance = 0.0
+        self.retention = RowRetention.from_settings(settings)
+        self._next_retention = 0.0
         self._committed: dict[TopicPartition, int] = {}
         self.stats: dict[str, int] = {"batches": 0, "records": 0, "deadletter": 0, "commit_failures": 0}
         self.started = asyncio.Event()  # set once the database is ready and the consumer started
@@ -222,6 +226,9 @@ class SinkConsumer:
                 log.warning("partition maintenance failed; will retry", extra={"error": str(exc)})
                 await self.writer.close()
                 self._next_maintenance = time.monotonic() + min(60.0, s.sink_maintenance_interval_s)
+        if self.retention.days and time.monotonic() >= self._next_retention:
+            await self._settle()  # (the writer's connection again)
+            await self.expire_rows()
         self._update_lag()
 
     async def _settle(self) -> None:
@@ -239,9 +246,8 @@ class SinkConsumer:
     async def _decode(self, got: dict[TopicPartition, list]) -> Batch:
         s = self.settings
         now = self.clock()
-        cutoff = retention_cutoff(s.sink_retention_days, now)
-        keep_from = datetime(cutoff.year, cutoff.month, cutoff.day, tzinfo=UTC) if cutoff else None
-        decoder = Decoder(self.roles, now=now, keep_from=keep_from)
+        window = DayWindow.around(now, s.sink_max_row_age_days, s.sink_partitions_ahead_days, s.sink_retention_days)
+        decoder = Decoder(self.roles, now=now, window=window)
         for records in got.values():
             for start in range(0, len(records), DECODE_CHUNK):
                 decoder.feed(records[start:start + DECODE_CHUNK])
@@ -298,6 +304,27 @@ class SinkConsumer:
             done = self._committed.get(tp)
             if high is not None and done is not None:
                 metrics.LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - done))
+
+    # --- retention ------------------------------------------------------------------------
+
+    async def expire_rows(self) -> dict[str, int]:
+        """One step of `deadletter`/`late_hits` retention (sink.retention); again at the next
+        batch while a backlog is waiting, else after the maintenance interval."""
+        s = self.settings
+        try:
+            deleted, waiting = await self.retention.expire(await self.writer.connection(), self.clock())
+        except Exception as exc:  # the next batch's write retries PostgreSQL anyway
+            log.warning("row retention failed; will retry", extra={"error": str(exc)})
+            await self.writer.close()
+            self._next_retention = time.monotonic() + min(60.0, s.sink_maintenance_interval_s)
+            return {}
+        for table, count in deleted.items():
+            if count:
+                metrics.ROWS_EXPIRED.labels(table).inc(count)
+        if any(deleted.values()):
+            log.info("expired rows deleted", extra={**deleted, "more_waiting": waiting})
+        self._next_retention = time.monotonic() + (0.0 if waiting else s.sink_maintenance_interval_s)
+        return deleted
 
     # --- partitions -----------------------------------------------------------------------
 

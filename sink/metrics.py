@@ -17,6 +17,7 @@
     touchstream_sink_rollup_conversions_total        conversion keys folded into them
     touchstream_sink_rollup_drain_seconds            one drain round, all its transactions (histogram)
     touchstream_sink_rollup_age_seconds              now - rollup_state.as_of after this worker's last drain
+    touchstream_sink_rows_expired_total{table}       deadletter / late_hits rows deleted by retention
 
 `start_exporter(port)` serves them on http://0.0.0.0:port/metrics (the sink's __main__ calls it).
 """
@@ -52,6 +53,7 @@ ROLLUP_DRAIN_SECONDS = Histogram("touchstream_sink_rollup_drain_seconds", "One d
                                  buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
 ROLLUP_AGE = Gauge("touchstream_sink_rollup_age_seconds",
                    "How far the rollups are behind the rows (now - as_of) after this worker's last drain")
+ROWS_EXPIRED = Counter("touchstream_sink_rows_expired_total", "Rows deleted by retention", ["table"])
 SESSIONS_RETRACTED = Counter("touchstream_sink_sessions_retracted_total",
                              "Session rows deleted because a late hit merged them into another (SPEC rule 6)")
 

@@ -1,4 +1,5 @@
-"""Day partitions of `pageviews` and `events`: created ahead and on demand, dropped by retention.
+"""Day partitions of `pageviews` and `events`: created ahead and on demand, within a bounded
+window of days around today, dropped by retention.
 
 Choice: no DEFAULT partition. A row whose day has no partition would fail, so the sink makes
 sure the day exists before it writes: at start and every maintenance interval it creates
@@ -7,6 +8,13 @@ holds that it has not seen yet (e.g. a replay of old hits, or a device with a wr
 DEFAULT partition would take such rows silently, but then creating that day's partition later
 fails until its rows are moved out by hand (PostgreSQL checks the default partition for rows
 of the new range), which is worse than creating days on demand.
+
+On demand only within a window (`sink.day_window.DayWindow`): from `TOUCHSTREAM_SINK_MAX_ROW_AGE_DAYS` before
+today (and not before the retention cutoff) to the days created ahead. A hit from any other
+day is dead-lettered with the reason instead: a flood of hits dated across decades would
+otherwise create a partition per day per table (about 73,000 days are reachable), each a table
+PostgreSQL plans and vacuums for ever. The edge refuses such hits first (SPEC section 2); the
+window holds whatever else reaches the topics.
 
 The DDL itself runs in the migrations' SECURITY DEFINER functions `ensure_day_partitions` and
 `drop_day_partitions_before` (the writer role does not own the tables), each in its own short
@@ -23,6 +31,9 @@ import asyncpg
 
 from schemas.timefmt import UTC
 from sink.batch import DAY_PARTITIONED
+from sink.day_window import retention_cutoff
+
+__all__ = ["DayPartitions", "partition_name", "retention_cutoff", "window"]
 from sink.migrations import quote_ident
 
 log = logging.getLogger("touchstream.sink.partitions")
@@ -101,11 +112,3 @@ class DayPartitions:
 
     def invalidate(self) -> None:
         self.known = {t: set() for t in self.tables}
-
-
-def retention_cutoff(retention_days: int | None, now: datetime | None = None) -> date | None:
-    """The first day kept with `retention_days` (today counts as one), or None without retention."""
-    if retention_days is None:
-        return None
-    today = (now or datetime.now(UTC)).astimezone(UTC).date()
-    return today - timedelta(days=retention_days - 1)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from schemas.settings import ENV_PREFIX, KafkaSettings, PostgresSettings, RuntimeSettings
@@ -56,6 +56,20 @@ class SinkSettings(KafkaSettings, PostgresSettings, RuntimeSettings):
     sink_retention_days: int | None = Field(
         None, ge=1, description="drop pageviews/events day partitions older than this many days (unset: keep all)"
     )
+    sink_max_row_age_days: int = Field(
+        45, ge=1, description="pageviews/events that occurred more than this many days before today (UTC), or "
+        "after the days created ahead, are dead-lettered: no day partition is made outside that window "
+        "(keep it above the edge's max hit age plus the hits retention)"
+    )
+    sink_deadletter_retention_days: int | None = Field(
+        30, ge=1, description="delete deadletter rows refused more than this many days ago (off: keep all)"
+    )
+    sink_late_hits_retention_days: int | None = Field(
+        30, ge=1, description="delete late_hits rows received more than this many days ago (off: keep all)"
+    )
+    sink_retention_batch_rows: int = Field(
+        2000, ge=1, description="rows one retention delete takes (one short transaction; more follow between batches)"
+    )
     sink_maintenance_interval_s: float = Field(3600.0, gt=0, description="how often partitions/retention are checked")
     # --- the dashboard's rollups (sink/rollups.py) ---------------------------------------
     sink_rollup_interval_s: float = Field(
@@ -68,6 +82,21 @@ class SinkSettings(KafkaSettings, PostgresSettings, RuntimeSettings):
     sink_metrics_port: int = Field(
         9465, ge=0, lt=65536, description="Prometheus /metrics port of a sink worker (0: off)"
     )
+
+    @field_validator("sink_deadletter_retention_days", "sink_late_hits_retention_days", mode="before")
+    @classmethod
+    def _off(cls, value: object) -> object:
+        # On by default, so an environment variable must be able to say "keep everything".
+        if isinstance(value, str) and value.strip().lower() in ("", "off", "none"):
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _window_holds_the_days_kept_ready(self) -> SinkSettings:
+        if self.sink_partitions_behind_days > self.sink_max_row_age_days:
+            raise ValueError("sink_partitions_behind_days must not exceed sink_max_row_age_days (the days it "
+                             "keeps ready would be outside the window of days it writes)")
+        return self
 
     @field_validator("pg_schema", "pg_writer_role", "pg_analyst_role")
     @classmethod

@@ -187,6 +187,9 @@ async def _run(args: argparse.Namespace) -> int:
         topic_prefix=kafka.topic_prefix,
         pg_schema=pg.pg_schema,
         partitions=kafka.partitions,
+        # Traffic older than the edge's max hit age (31 days) would be refused: a longer demo is a backfill.
+        extra_env={} if args.days <= 30 else {"TOUCHSTREAM_INGEST_MAX_HIT_AGE_DAYS": str(args.days + 1),
+                                             "TOUCHSTREAM_SINK_MAX_ROW_AGE_DAYS": str(int(args.days) + 14)},
     )
     print(f"starting edge, sessionizer and sink (logs in {workdir}) ...", flush=True)
     started = time.monotonic()

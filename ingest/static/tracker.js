@@ -1,205 +1,200 @@
-/*! Touchstream tracker 1.0.0 | Apache-2.0 | docs/tracker.md
- * Sends pageviews and events to a Touchstream edge (POST /v1/hits, SPEC section 2).
- * ES2017, no dependencies, no build step. Never throws into the host page; the only
- * global it defines is window.touchstream.
- */
+/*! Touchstream tracker 1.1.0 | Apache-2.0 | docs/tracker.md (the reasons: comments here
+ * count against the 8 KB gzipped budget). ES2017, no build step, one global, never throws. */
 (function (window, document) {
   'use strict';
   try {
     var NAME = 'touchstream';
     var previous = window[NAME];
-    if (previous && previous.__touchstream) return; // included twice: the first copy keeps running
+    if (previous && previous.__touchstream) return; // included twice: the first copy runs
 
-    var VERSION = '1.0.0';
-    var GUID_KEY = 'touchstream.guid';   // localStorage: the device GUID (never expires)
-    var QUEUE_KEY = 'touchstream.queue'; // localStorage: hits waiting for a retry
-    var COOKIE = 'ts_guid';              // first-party cookie: only to detect cleared storage (SPEC rule 12)
-    var COOKIE_MAX_AGE = 400 * 86400;    // the longest lifetime browsers allow; refreshed on every load
-    var MAX_QUEUE = 100;                 // retry queue bound (oldest hits are dropped first)
+    var VERSION = '1.1.0';
+    var GUID_KEY = 'touchstream.guid';
+    var QUEUE_KEY = 'touchstream.queue';
+    var CONSENT_KEY = 'touchstream.consent';
+    var OPTOUT_KEY = 'touchstream.optout';
+    var COOKIE = 'ts_guid';              // only to detect cleared storage (SPEC rule 12)
+    var COOKIE_MAX_AGE = 400 * 86400;    // the most browsers allow; renewed on every load
+    var LINK_PARAM = '_tsl';             // cross-domain link: guid.time.check
+    var LINK_TTL_S = 120;
+    var SPA_DELAY_MS = 300;              // routers set the title just after pushState
+    var MAX_QUEUE = 100;
     var MAX_ATTEMPTS = 10;
-    var MAX_AGE_MS = 86400 * 1000;       // a hit older than a day is not worth retrying
-    var BASE_DELAY_MS = 1000;
+    var MAX_AGE_MS = 86400 * 1000;
     var MAX_DELAY_MS = 5 * 60 * 1000;
-    var MAX_BATCH = 20;                  // hits per request (the edge takes up to 500)
-    var MAX_BODY = 60000;                // bytes; beacons and keepalive fetches share a 64 KiB budget
-    var MAX_PROPERTIES = 8192;           // bytes of event properties as JSON (the edge's limit)
+    var MAX_BATCH = 20;
+    var MAX_BODY = 60000;                // keepalive fetches and beacons share 64 KiB
+    var MAX_PROPERTIES = 8192;           // the edge's limit
     var UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
     var ABSOLUTE_RE = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]/i;
-    var METHODS = ['track', 'pageview', 'flush'];
+    var HTTP_RE = /^https?:$/;
+    var METHODS = ['track', 'pageview', 'flush', 'consent', 'optOut'];
+    var DOWNLOADS = 'pdf,xls,xlsx,doc,docx,txt,rtf,csv,exe,key,pps,ppt,pptx,7z,pkg,rar,gz,zip,avi,mov,mp4,mpe,mpeg,wmv,mid,midi,mp3,wav,wma'; // GA4's
+    var loc = window.location;
+    var nav = window.navigator;
 
-    var warn = function (message, detail) {
+    var warn = (message, detail) => {
+      try { console.warn('[touchstream] ' + message, detail === undefined ? '' : detail); } catch (e) { /* no console */ }
+    };
+
+    // What the page can call: an internal error is a warning, not an exception.
+    var safe = (fn, fallback) => function () {
       try {
-        if (window.console && console.warn) console.warn('[touchstream] ' + message, detail === undefined ? '' : detail);
-      } catch (e) { /* nothing left to do */ }
+        return fn.apply(this, arguments);
+      } catch (e) {
+        warn('internal error', e);
+        return fallback;
+      }
     };
 
-    // Every function the page can reach goes through this: an internal error is a warning, never an exception.
-    var safe = function (fn, fallback) {
-      return function () {
-        try {
-          return fn.apply(this, arguments);
-        } catch (e) {
-          warn('internal error', e);
-          return fallback;
-        }
-      };
-    };
-
-    var clip = function (value, limit) {
+    var clip = (value, limit) => {
       var s = value == null ? '' : String(value);
       return s.length > limit ? s.slice(0, limit) : s;
     };
 
-    var utf8Length = function (s) {
-      try {
-        if (typeof TextEncoder === 'function') return new TextEncoder().encode(s).length;
-      } catch (e) { /* fall through */ }
-      return encodeURIComponent(s).replace(/%[0-9A-F]{2}/gi, 'x').length;
-    };
-
-    var uuid = function () {
-      try {
-        if (window.crypto && typeof window.crypto.randomUUID === 'function') return window.crypto.randomUUID();
-      } catch (e) { /* not a secure context: fall back */ }
-      var b = [];
-      var i;
-      try {
-        var r = new Uint8Array(16);
-        window.crypto.getRandomValues(r);
-        for (i = 0; i < 16; i++) b.push(r[i]);
-      } catch (e) {
-        b = [];
-        for (i = 0; i < 16; i++) b.push(Math.floor(Math.random() * 256));
-      }
+    var uuid = () => { // not randomUUID: https only
+      var b = Array.from(window.crypto.getRandomValues(new Uint8Array(16)));
       b[6] = (b[6] & 0x0f) | 0x40; // version 4
       b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
-      var hex = b.map(function (x) { return (x + 0x100).toString(16).slice(1); }).join('');
+      var hex = b.map(x => (x + 0x100).toString(16).slice(1)).join('');
       return hex.slice(0, 8) + '-' + hex.slice(8, 12) + '-' + hex.slice(12, 16) + '-' + hex.slice(16, 20) + '-' + hex.slice(20);
     };
 
-    var now = function () { return new Date().toISOString(); }; // ISO 8601, UTC, with Z
+    var now = () => new Date().toISOString();
 
-    // ---- configuration: from the <script> tag ----------------------------------------------
-    var findScript = function () {
-      var current = document.currentScript;
-      if (current && current.src) return current;
-      var scripts = document.getElementsByTagName('script');
-      for (var i = scripts.length - 1; i >= 0; i--) {
-        var s = scripts[i];
-        if (s.hasAttribute('data-touchstream') || /\/tracker\.js([?#]|$)/.test(s.src || '')) return s;
-      }
-      return null;
-    };
-    var script = findScript();
-    var attr = function (name) {
-      var v = script && script.getAttribute(name);
+    // ---- configuration: the <script> tag's data- attributes
+    var script = document.currentScript || [].slice.call(document.scripts).reverse().find(t => /\/tracker\.js([?#]|$)/.test(t.src));
+    var attr = name => {
+      var v = script && script.getAttribute('data-' + name);
       return v == null || v === '' ? null : v;
     };
+    var list = (name, fallback) => (attr(name) || fallback || '').toLowerCase().split(/[\s,]+/).filter(Boolean);
     var endpoint;
     try {
-      endpoint = new URL(attr('data-endpoint') || '/v1/hits', attr('data-endpoint') ? window.location.href : (script && script.src) || window.location.href).href;
+      endpoint = new URL(attr('endpoint') || '/v1/hits', attr('endpoint') ? loc.href : (script && script.src) || loc.href).href;
     } catch (e) {
       endpoint = '/v1/hits';
     }
-    var site = attr('data-site');
-    var cookieDomain = attr('data-cookie-domain');
-    var autoPageview = attr('data-auto-pageview') !== 'false';
-    // fetch (keepalive) by default: it survives the page closing like a beacon, and it reads the
-    // edge's answer, so a 503 (Kafka away) is retried rather than lost. A hit stays in storage until
-    // confirmed, so one cut off by an unload goes again from the next page (same hit_id: deduped).
-    var transport = attr('data-transport') === 'beacon' ? 'beacon' : 'fetch';
-    var sendable = /^https?:$/.test(window.location.protocol);
-    if (!sendable) warn('not sending hits from a ' + window.location.protocol + ' page (the edge takes http(s) URLs only)');
+    var site = attr('site');
+    var cookieDomain = attr('cookie-domain');
+    var autoPageview = attr('auto-pageview') !== 'false';
+    var spa = autoPageview ? attr('spa') || 'history' : 'off'; // history | hash | off
+    var crossDomains = list('cross-domain');
+    var downloadExts = attr('downloads') === 'false' ? [] : list('download-extensions', DOWNLOADS);
+    var outbound = attr('outbound-links') !== 'false';
+    var consentRequired = attr('consent') === 'required';
+    // GPC (unless told not to) or DNT (if asked to): an opt-out.
+    var signal = (attr('respect-gpc') !== 'false' && nav.globalPrivacyControl === true) ||
+      (attr('respect-dnt') === 'true' && (nav.doNotTrack === '1' || window.doNotTrack === '1'));
+    var transport = attr('transport') === 'beacon' ? 'beacon' : 'fetch';
+    var sendable = HTTP_RE.test(loc.protocol);
+    if (!sendable) warn('no hits from a ' + loc.protocol + ' page: the edge takes http(s) URLs');
 
-    // ---- storage ----------------------------------------------------------------------------
-    var storage = (function () {
-      try {
-        var ls = window.localStorage;
-        var probe = '__touchstream_probe__';
-        ls.setItem(probe, '1');
-        ls.removeItem(probe);
-        return ls;
-      } catch (e) {
-        return null; // blocked or unavailable: the GUID falls back to the cookie
-      }
-    }());
-    var lsGet = function (key) {
-      try { return storage ? storage.getItem(key) : null; } catch (e) { return null; }
+    // ---- storage: written only while tracking is allowed (`state`)
+    var state = 'granted'; // | pending (no consent yet) | denied (opt-out, GPC/DNT)
+    var storage = null;    // localStorage, once a write probe worked
+    var lsGet = key => {
+      try { return window.localStorage.getItem(key); } catch (e) { return null; }
     };
-    var lsSet = function (key, value) {
+    var lsSet = (key, value, always) => { // always: consent bookkeeping, in any state
       try {
-        if (!storage) return false;
-        if (value == null) storage.removeItem(key); else storage.setItem(key, value);
-        return true;
-      } catch (e) {
-        return false; // quota exceeded or blocked
-      }
+        if (value == null) window.localStorage.removeItem(key);
+        else if (always || (storage && state === 'granted')) window.localStorage.setItem(key, value);
+      } catch (e) { /* quota exceeded or blocked */ }
     };
-    var cookieGet = function (name) {
+    var cookieGet = () => {
       try {
-        var parts = document.cookie ? document.cookie.split(/;\s*/) : [];
-        for (var i = 0; i < parts.length; i++) {
-          var eq = parts[i].indexOf('=');
-          if (eq > 0 && parts[i].slice(0, eq) === name) return decodeURIComponent(parts[i].slice(eq + 1));
-        }
-      } catch (e) { /* cookies disabled */ }
-      return null;
+        var m = new RegExp('(?:^|;\\s*)' + COOKIE + '=([^;]*)').exec(document.cookie);
+        return m && decodeURIComponent(m[1]);
+      } catch (e) { return null; }
     };
-    var cookieSet = function (name, value) {
+    var cookieSet = value => { // null: delete
+      if (value != null && state !== 'granted') return;
       try {
-        var c = name + '=' + encodeURIComponent(value) + '; Max-Age=' + COOKIE_MAX_AGE + '; Path=/; SameSite=Lax';
+        var c = COOKIE + '=' + (value == null ? '; Max-Age=0' : encodeURIComponent(value) + '; Max-Age=' + COOKIE_MAX_AGE) + '; Path=/; SameSite=Lax';
         if (cookieDomain) c += '; Domain=' + cookieDomain;
-        if (window.location.protocol === 'https:') c += '; Secure';
+        if (loc.protocol === 'https:') c += '; Secure';
         document.cookie = c;
       } catch (e) { /* cookies disabled */ }
     };
-    var validGuid = function (v) { return typeof v === 'string' && UUID_RE.test(v) ? v.toLowerCase() : null; };
+    var validGuid = v => typeof v === 'string' && UUID_RE.test(v) ? v.toLowerCase() : null;
 
-    // ---- identity (the seed: the GUID lives in local storage, never expires, follows the device)
+    // ---- identity: the GUID lives in local storage, never expires
     var guid = null;
-    var previousGuid = null; // set when local storage was found cleared; sent once, on the next hit
+    var previousGuid = null; // the replaced GUID, sent once on the next hit
 
-    // Read on every hit, so a page that stays open notices another tab rotating the GUID and a
-    // storage clear that happens while it is open.
-    var currentGuid = function () {
+    // Read on every hit: an open page follows a storage clear or another tab's new GUID.
+    var currentGuid = () => {
       var stored = validGuid(lsGet(GUID_KEY));
       if (stored) {
         if (stored !== guid) {
           guid = stored;
-          cookieSet(COOKIE, guid);
+          cookieSet(guid);
         }
         return guid;
       }
-      var cookie = validGuid(cookieGet(COOKIE));
-      if (!storage) {
-        // No usable local storage at all: the cookie is the only memory there is, and nothing was cleared.
+      var cookie = validGuid(cookieGet());
+      if (!storage) { // no local storage: the cookie is all there is, nothing was cleared
         if (!guid) guid = cookie || uuid();
-        cookieSet(COOKIE, guid);
+        cookieSet(guid);
         return guid;
       }
-      // Local storage works but holds no GUID: a new device, or storage was cleared (SPEC rule 12).
-      var old = cookie || guid;
+      var old = cookie || guid; // storage works but lost the GUID: cleared (SPEC rule 12)
       guid = uuid();
       lsSet(GUID_KEY, guid);
       if (old && old !== guid) previousGuid = old;
-      cookieSet(COOKIE, guid);
+      cookieSet(guid);
       return guid;
     };
-    guid = currentGuid();
-    cookieSet(COOKIE, guid); // refreshed on every load: a sliding lifetime that outlives any gap under 400 days
 
-    // ---- hits -------------------------------------------------------------------------------
-    var pageReferrer = ABSOLUTE_RE.test(document.referrer || '') ? clip(document.referrer, 4096) : '';
-    var lastPageUrl = null;
-
-    var absoluteUrl = function (value) {
-      try { return new URL(String(value), window.location.href).href; } catch (e) { return window.location.href; }
+    // ---- cross-domain: links to listed domains carry the GUID; the check (FNV-1a) ties it
+    // to this browser and moment, so a shared link hands nothing over.
+    var linkCheck = (g, t) => {
+      var str = g + t + nav.userAgent + nav.language;
+      var h = 0x811c9dc5;
+      for (var i = 0; i < str.length; i++) h = Math.imul(h ^ str.charCodeAt(i), 16777619) >>> 0;
+      return h.toString(36);
+    };
+    var withoutParam = search => {
+      var kept = search.slice(1).split('&').filter(p => p && p.split('=')[0] !== LINK_PARAM);
+      return kept.length ? '?' + kept.join('&') : '';
+    };
+    var listed = host => crossDomains.some(d => host === d || host.slice(-d.length - 1) === '.' + d);
+    var decorate = (a, u) => {
+      if (state !== 'granted') return;
+      var g = currentGuid();
+      var t = Math.floor(Date.now() / 1000).toString(36);
+      var search = withoutParam(u.search);
+      u.search = (search ? search + '&' : '?') + LINK_PARAM + '=' + g + '.' + t + '.' + linkCheck(g, t);
+      a.href = u.href;
+    };
+    // An arriving parameter leaves the address bar at once (and so every hit).
+    var linkGuid = (() => {
+      var m = new RegExp('[?&]' + LINK_PARAM + '=([^&#]*)').exec(loc.search);
+      if (!m) return null;
+      try { history.replaceState(history.state, '', loc.pathname + withoutParam(loc.search) + loc.hash); } catch (e) { /* sandboxed */ }
+      var p = decodeURIComponent(m[1]).split('.');
+      var age = Date.now() / 1000 - parseInt(p[1], 36);
+      if (p.length === 3 && validGuid(p[0]) && age > -60 && age <= LINK_TTL_S && p[2] === linkCheck(p[0], p[1])) return p[0].toLowerCase();
+      warn('ignored an expired or foreign ' + LINK_PARAM + ' parameter');
+      return null;
+    })();
+    var adopt = () => { // the GUID this device had here goes as previous_guid
+      if (!linkGuid) return;
+      var old = validGuid(lsGet(GUID_KEY)) || validGuid(cookieGet());
+      guid = linkGuid;
+      lsSet(GUID_KEY, guid);
+      cookieSet(guid);
+      if (old && old !== guid) previousGuid = old;
+      linkGuid = null;
     };
 
-    var buildHit = function (type, url, referrer, title) {
+    // ---- hits
+    var pageReferrer = ABSOLUTE_RE.test(document.referrer) ? clip(document.referrer, 4096) : '';
+    var lastPageUrl = null;
+
+    var buildHit = (type, url, referrer, title) => {
       var hit = {
-        guid: currentGuid(),
-        type: type,
+        type,
         hit_id: uuid(),
         url: clip(url, 4096),
         referrer: ABSOLUTE_RE.test(referrer || '') ? clip(referrer, 4096) : '',
@@ -207,14 +202,10 @@
       };
       if (title) hit.title = clip(title, 2048);
       if (site) hit.site = clip(site, 253);
-      if (previousGuid) {
-        hit.previous_guid = previousGuid;
-        previousGuid = null;
-      }
       return hit;
     };
 
-    var cleanProperties = function (properties) {
+    var cleanProperties = properties => {
       if (properties == null) return {};
       var value = (typeof properties === 'object' && !Array.isArray(properties)) ? properties : { value: properties };
       var json;
@@ -225,82 +216,129 @@
         return {};
       }
       if (typeof json !== 'string') return {};
-      if (utf8Length(json) > MAX_PROPERTIES) {
+      if (new Blob([json]).size > MAX_PROPERTIES) {
         warn('event properties exceed ' + MAX_PROPERTIES + ' bytes as JSON; sending none');
         return {};
       }
-      return JSON.parse(json); // a copy: later changes by the page do not alter the queued hit
+      return JSON.parse(json); // a copy: the page may change its object later
     };
 
-    // touchstream.pageview([{url, title, referrer}]) — a page view; called by itself on load.
-    var pageview = function (options) {
+    var pageview = options => {
       var o = options && typeof options === 'object' ? options : {};
-      var url = o.url ? absoluteUrl(o.url) : window.location.href;
+      var url = o.url ? new URL(String(o.url), loc.href).href : loc.href;
       var referrer;
       if (o.referrer != null) referrer = String(o.referrer);
-      else if (lastPageUrl && lastPageUrl !== url) referrer = lastPageUrl; // SPA navigation: the previous view
+      else if (lastPageUrl && lastPageUrl !== url) referrer = lastPageUrl; // SPA: the previous view
       else referrer = pageReferrer;
       var hit = buildHit('pageview', url, referrer, o.title != null ? o.title : document.title);
       pageReferrer = hit.referrer;
       lastPageUrl = url;
-      enqueue(hit);
-      return hit.hit_id;
+      return enqueue(hit);
     };
 
-    // touchstream.track(name, properties, {module}) — an event (lead, appointment, or custom).
-    var track = function (name, properties, options) {
+    var track = (name, properties, options) => {
       if (typeof name !== 'string' || name.length < 1 || name.length > 64) {
         warn('track(name, ...): name must be a string of 1 to 64 characters', name);
         return null;
       }
-      var event = { name: name, properties: cleanProperties(properties) };
+      if (pendingUrl) sendPending(); // the new page's view goes first
+      var event = { name, properties: cleanProperties(properties) };
       var module = options && typeof options === 'object' ? options.module : null;
       if (module != null && module !== '') event.module = clip(module, 64);
-      var hit = buildHit('event', lastPageUrl || window.location.href, pageReferrer, document.title);
+      var hit = buildHit('event', lastPageUrl || loc.href, pageReferrer, document.title);
       hit.event = event;
-      enqueue(hit);
-      return hit.hit_id;
+      return enqueue(hit);
     };
 
-    // ---- delivery: every hit goes through a bounded, persisted retry queue -----------------
-    // Entry: {hit, attempts, due (ms), busy}. A retried hit keeps its hit_id (the pipeline drops
-    // duplicates) and gets a fresh sent_at on every try.
+    // ---- single-page apps: a pageview when the router changes the URL
+    // One pending view: a redirect counts once, and the site's own pageview() stands for it.
+    var pendingUrl = null;
+    var spaTimer = null;
+    var pageKey = u => spa === 'hash' ? u : String(u).split('#')[0];
+    var sendPending = () => {
+      clearTimeout(spaTimer);
+      if (pendingUrl && pageKey(pendingUrl) !== pageKey(lastPageUrl)) pageview({ url: pendingUrl });
+      pendingUrl = null;
+    };
+    var navigated = safe(before => {
+      var b = before && new URL(before);
+      if (b && b.pathname === loc.pathname && (spa !== 'hash' || b.hash === loc.hash)) return;
+      if (pageKey(loc.href) === pageKey(pendingUrl || lastPageUrl)) return;
+      pendingUrl = loc.href;
+      clearTimeout(spaTimer);
+      spaTimer = setTimeout(safe(sendPending), SPA_DELAY_MS);
+    });
+    var hook = (method, pathOnly) => {
+      var original = history[method];
+      history[method] = function () {
+        var before = loc.href;
+        var result = original.apply(this, arguments); // its errors are the page's
+        navigated(pathOnly ? before : null);
+        return result;
+      };
+    };
+
+    // ---- outbound links, downloads, cross-domain decoration
+    var onLink = safe(e => {
+      var a = e.target;
+      while (a && !(a.tagName === 'A' && typeof a.href === 'string' && a.href)) a = a.parentNode;
+      if (!a) return;
+      var u = new URL(a.href);
+      if (!HTTP_RE.test(u.protocol)) return;
+      var other = u.hostname !== loc.hostname;
+      if (other && listed(u.hostname)) return decorate(a, u); // not outbound (as GA4)
+      if (e.type === 'contextmenu' || (e.type === 'auxclick' && e.button !== 1)) return;
+      var ext = (/\.([a-z0-9]+)$/i.exec(u.pathname) || [])[1];
+      ext = ext && ext.toLowerCase();
+      if (downloadExts.indexOf(ext) >= 0 || (downloadExts.length && a.hasAttribute('download'))) {
+        track('file_download', { url: u.href, extension: ext || '' });
+      } else if (other && outbound) {
+        track('outbound_link', { url: u.href });
+      } else {
+        return;
+      }
+      flush(true); // now, with keepalive: the request outlives the page
+    });
+    ['click', 'auxclick', 'contextmenu'].forEach(type => { document.addEventListener(type, onLink, true); });
+
+    // ---- delivery: a bounded retry queue, mirrored in local storage
+    // Entry: {hit, attempts, due, busy}; a retry keeps hit_id, renews sent_at.
     var queue = [];
-    var finished = {}; // hit_ids this page delivered or gave up on: not to be written back to storage
+    var waiting = [];  // hits before consent: memory only
+    var finished = {}; // hit_ids done here: not to be written back
     var finishedCount = 0;
     var timer = null;
+    var leaving = false; // after pagehide, fetches fail (keepalive ones still go)
 
-    var readStored = function () {
+    var readStored = () => {
       try {
         var stored = JSON.parse(lsGet(QUEUE_KEY) || '[]');
-        return Array.isArray(stored) ? stored.filter(function (e) { return e && e.hit && e.hit.hit_id; }) : [];
+        return Array.isArray(stored) ? stored.filter(e => e && e.hit && e.hit.hit_id) : [];
       } catch (e) {
         return [];
       }
     };
 
-    var persist = function () {
-      if (!storage) return;
+    var persist = () => { // keeps what other tabs stored meanwhile
+      if (!storage || state !== 'granted') return;
       var mine = {};
-      queue.forEach(function (e) { mine[e.hit.hit_id] = true; });
-      // Keep what other tabs stored meanwhile; write ours; drop what this page finished.
-      var all = readStored().filter(function (e) { return !mine[e.hit.hit_id] && !finished[e.hit.hit_id]; })
-        .concat(queue.map(function (e) { return { hit: e.hit, attempts: e.attempts }; }));
-      if (all.length > MAX_QUEUE) all = all.slice(all.length - MAX_QUEUE);
-      lsSet(QUEUE_KEY, all.length ? JSON.stringify(all) : null);
-      if (finishedCount > 1000) { // a long-lived page: storage no longer holds those, forget them
+      queue.forEach(e => { mine[e.hit.hit_id] = true; });
+      var all = readStored().filter(e => !mine[e.hit.hit_id] && !finished[e.hit.hit_id])
+        .concat(queue.map(e => ({ hit: e.hit, attempts: e.attempts })));
+      lsSet(QUEUE_KEY, all.length ? JSON.stringify(all.slice(-MAX_QUEUE)) : null);
+      if (finishedCount > 1000) {
         finished = {};
         finishedCount = 0;
       }
     };
 
-    var expired = function (entry) {
+    var expired = entry => {
       var created = Date.parse(entry.hit.created_at);
       return entry.attempts >= MAX_ATTEMPTS || (created && Date.now() - created > MAX_AGE_MS);
     };
 
-    var finish = function (entries) {
-      entries.forEach(function (e) {
+    var finish = entries => {
+      entries.forEach(e => {
         finished[e.hit.hit_id] = true;
         finishedCount += 1;
         var i = queue.indexOf(e);
@@ -308,9 +346,18 @@
       });
     };
 
-    var enqueue = function (hit) {
-      if (!sendable) return;
-      queue.push({ hit: hit, attempts: 0, due: 0, busy: false });
+    var enqueue = hit => { // -> hit_id, or null: never to be sent
+      if (!sendable || state === 'denied') return null;
+      if (state === 'pending') {
+        if (waiting.push(hit) > MAX_QUEUE) waiting.shift();
+        return hit.hit_id;
+      }
+      hit.guid = currentGuid();
+      if (previousGuid) {
+        hit.previous_guid = previousGuid;
+        previousGuid = null;
+      }
+      queue.push({ hit, attempts: 0, due: 0, busy: false });
       if (queue.length > MAX_QUEUE) {
         var dropped = queue.splice(0, queue.length - MAX_QUEUE);
         finish(dropped);
@@ -318,33 +365,26 @@
       }
       persist();
       schedule(0);
+      return hit.hit_id;
     };
 
-    // POST one body. Resolves to {done: true} (delivered, or refused for good) or {done: false,
-    // after: ms} (try again; `after` from the edge's Retry-After when it could be read).
-    var post = function (body, useBeacon) {
-      if (useBeacon && navigator.sendBeacon) {
-        var queued = false;
-        try {
-          queued = navigator.sendBeacon(endpoint, body); // a string body: text/plain, no CORS preflight
-        } catch (e) {
-          queued = false;
-        }
-        if (queued) return Promise.resolve({ done: true });
-      }
-      if (typeof window.fetch !== 'function') return Promise.resolve({ done: false });
+    // -> {done} (delivered, or refused for good) or {done: false, after: ms}
+    var post = (body, useBeacon) => {
+      try {
+        if (useBeacon && nav.sendBeacon(endpoint, body)) return Promise.resolve({ done: true });
+      } catch (e) { /* fall back to fetch */ }
       return window.fetch(endpoint, {
         method: 'POST',
-        body: body, // a string: Content-Type text/plain, a "simple" request, no preflight
+        body, // a string: text/plain, no CORS preflight
         keepalive: body.length <= MAX_BODY,
         credentials: 'omit',
         mode: 'cors'
-      }).then(function (response) {
+      }).then(response => {
         var status = response.status;
         if (status >= 200 && status < 300) {
-          response.json().then(function (b) {
+          response.json().then(b => {
             if (b && b.rejected && b.rejected.length) warn('the edge refused ' + b.rejected.length + ' hit(s)', b.rejected);
-          }, function () { /* body unreadable: fine */ });
+          }, () => { /* unreadable: fine */ });
           return { done: true };
         }
         if (status === 429 || status === 0 || status >= 500) {
@@ -353,33 +393,32 @@
         }
         warn('the edge refused the hits: HTTP ' + status + ' (not retried)');
         return { done: true };
-      }, function () {
-        return { done: false }; // network error, edge down, or CORS: try again later
-      });
+      }, () => ({ done: false })); // network error, edge down, or CORS
     };
 
-    var deliver = function (entries) {
+    var deliver = entries => {
       var stamp = now();
-      entries.forEach(function (e) {
+      entries.forEach(e => {
         e.busy = true;
         e.hit.sent_at = stamp;
       });
-      var hits = entries.map(function (e) { return e.hit; });
+      var hits = entries.map(e => e.hit);
       var sending;
       try {
         sending = post(JSON.stringify(hits.length === 1 ? hits[0] : hits), transport === 'beacon');
       } catch (e) {
-        sending = Promise.resolve({ done: false }); // never leave entries marked busy
+        sending = Promise.resolve({ done: false }); // never leave entries busy
       }
-      return sending.then(function (result) {
-        entries.forEach(function (e) { e.busy = false; });
+      return sending.then(result => {
+        if (leaving && !result.done) return; // stored for the next page
+        entries.forEach(e => { e.busy = false; });
         if (result.done) {
           finish(entries);
         } else {
           var t = Date.now();
-          entries.forEach(function (e) {
+          entries.forEach(e => {
             e.attempts += 1;
-            var backoff = Math.min(MAX_DELAY_MS, BASE_DELAY_MS * Math.pow(2, e.attempts - 1));
+            var backoff = Math.min(MAX_DELAY_MS, 1000 * Math.pow(2, e.attempts - 1));
             e.due = t + Math.max(result.after || 0, backoff * (0.5 + Math.random() / 2));
           });
           var gone = entries.filter(expired);
@@ -390,19 +429,15 @@
         }
         persist();
         schedule();
-      }).catch(function (e) {
-        entries.forEach(function (x) { x.busy = false; });
+      }).catch(e => {
+        entries.forEach(x => { x.busy = false; });
         warn('internal error while sending', e);
       });
     };
 
-    var flush = function (force) {
-      if (timer) {
-        clearTimeout(timer);
-        timer = null;
-      }
+    var flush = force => { // schedule() at the end replaces any timer
       var t = Date.now();
-      var ready = queue.filter(function (e) { return !e.busy && (force || e.due <= t); });
+      var ready = queue.filter(e => !e.busy && (force || e.due <= t));
       while (ready.length) {
         var batch = [];
         var size = 2;
@@ -417,60 +452,94 @@
       schedule();
     };
 
-    var schedule = function (delay) {
-      if (timer) clearTimeout(timer);
+    var schedule = delay => {
+      clearTimeout(timer);
       timer = null;
       var next = delay;
       if (next == null) {
-        var waiting = queue.filter(function (e) { return !e.busy; });
-        if (!waiting.length) return;
-        next = Math.max(0, Math.min.apply(null, waiting.map(function (e) { return e.due; })) - Date.now());
+        var idle = queue.filter(e => !e.busy);
+        if (!idle.length) return;
+        next = Math.max(0, Math.min(...idle.map(e => e.due)) - Date.now());
       }
-      timer = setTimeout(safe(function () { timer = null; flush(false); }), next);
+      timer = setTimeout(safe(() => { timer = null; flush(false); }), next);
     };
 
-    // Hits left in storage by an earlier page (failed sends, or a page closed mid-send) go again.
-    readStored().forEach(function (e) {
-      if (queue.some(function (q) { return q.hit.hit_id === e.hit.hit_id; })) return;
-      var entry = { hit: e.hit, attempts: e.attempts | 0, due: 0, busy: false };
-      if (!expired(entry)) queue.push(entry);
-      else finish([entry]);
-    });
+    // ---- consent
+    // Tracking allowed: what earlier pages left unsent, then what this page made meanwhile.
+    var start = () => {
+      state = 'granted';
+      try {
+        storage = window.localStorage;
+        storage.setItem(OPTOUT_KEY, '0'); // some browsers read but refuse writes
+        storage.removeItem(OPTOUT_KEY);
+      } catch (e) {
+        storage = null; // the GUID falls back to the cookie
+      }
+      adopt();
+      cookieSet(currentGuid());
+      readStored().forEach(e => {
+        if (queue.some(q => q.hit.hit_id === e.hit.hit_id)) return;
+        var entry = { hit: e.hit, attempts: e.attempts | 0, due: 0, busy: false };
+        if (!expired(entry)) queue.push(entry);
+        else finish([entry]);
+      });
+      waiting.splice(0).forEach(enqueue);
+      if (queue.length) schedule(0);
+    };
+    // Not allowed: forget this device. The opt-out is remembered unless consent is required.
+    var stop = remember => {
+      state = 'denied';
+      [GUID_KEY, QUEUE_KEY, CONSENT_KEY].forEach(k => { lsSet(k, null); });
+      cookieSet(null);
+      if (remember && !consentRequired) lsSet(OPTOUT_KEY, '1', true);
+      guid = previousGuid = linkGuid = null;
+      queue = [];
+      waiting = [];
+      clearTimeout(timer);
+    };
+    var consent = given => {
+      if (!given) return stop(true);
+      if (signal) return warn('consent(true) ignored: the browser sends GPC or DNT');
+      lsSet(OPTOUT_KEY, null);
+      if (consentRequired) lsSet(CONSENT_KEY, 'granted', true);
+      if (state !== 'granted') start();
+    };
 
-    // Leaving (or hiding) the page: try everything now. A hit stays in storage until the edge has
-    // confirmed it (fetch) or the browser has taken it (beacon), so one cut off by the unload goes
-    // again on the next page; its hit_id lets the pipeline drop the copy if the first try landed.
-    var onHide = safe(function () {
+    // Leaving: everything goes now; a hit cut off stays stored for the next page.
+    var onHide = safe(() => {
+      if (pendingUrl) sendPending();
       persist();
       if (queue.length) flush(true);
     });
-    window.addEventListener('pagehide', onHide);
-    document.addEventListener('visibilitychange', safe(function () {
+    window.addEventListener('pagehide', () => { leaving = true; onHide(); });
+    window.addEventListener('pageshow', () => { leaving = false; });
+    document.addEventListener('visibilitychange', safe(() => {
       if (document.visibilityState === 'hidden') onHide();
     }));
-    window.addEventListener('online', safe(function () { flush(true); }));
+    window.addEventListener('online', safe(() => { flush(true); }));
 
-    // ---- the public API (replaces the snippet's array) -------------------------------------
+    // ---- the public API (replaces the snippet's array)
     var api = {
       __touchstream: true,
       version: VERSION,
-      endpoint: endpoint,
+      endpoint,
       track: safe(track, null),
       pageview: safe(pageview, null),
-      getGuid: safe(function () { return currentGuid(); }, null),
-      flush: safe(function () { flush(true); }),
+      getGuid: safe(() => state === 'granted' ? currentGuid() : null, null),
+      flush: safe(() => { flush(true); }),
+      consent: safe(consent),
+      optOut: safe(() => { stop(true); }),
       push: null
     };
-    var run = function (item) {
+    var run = item => {
       if (typeof item === 'function') {
         item(api);
-      } else if (item && typeof item.length === 'number' && METHODS.indexOf(item[0]) >= 0) {
-        api[item[0]].apply(api, Array.prototype.slice.call(item, 1));
+      } else if (item && METHODS.indexOf(item[0]) >= 0) {
+        api[item[0]].apply(api, [].slice.call(item, 1));
       } else {
-        warn('unknown call pushed to touchstream (expected ["track"|"pageview"|"flush", ...] or a function)', item);
+        warn('unknown call: expected [' + METHODS.join('|') + ', ...] or a function', item);
       }
     };
-    // Works before and after load: touchstream.push(['track', 'lead', {...}, {module: 'chat'}]).
     api.push = safe(function () {
       for (var i = 0; i < arguments.length; i++) {
         try { run(arguments[i]); } catch (e) { warn('a queued call failed', e); }
@@ -479,13 +548,21 @@
     }, 0);
     window[NAME] = api;
 
+    if (signal) stop(false);
+    else if (lsGet(OPTOUT_KEY)) state = 'denied';
+    else if (consentRequired && lsGet(CONSENT_KEY) !== 'granted') state = 'pending';
+    else start();
+    if (spa !== 'off') {
+      hook('pushState');
+      hook('replaceState', true);
+      window.addEventListener('popstate', () => { navigated(); });
+      if (spa === 'hash') window.addEventListener('hashchange', () => { navigated(); });
+    }
     if (autoPageview) api.pageview();
-    // Calls made before this script loaded, in order.
-    if (previous && typeof previous.length === 'number') {
+    if (previous && typeof previous.length === 'number') { // the snippet's calls, in order
       for (var i = 0; i < previous.length; i++) api.push(previous[i]);
     }
-    if (queue.length) schedule(0);
   } catch (e) {
-    try { if (window.console && console.warn) console.warn('[touchstream] failed to start', e); } catch (e2) { /* give up quietly */ }
+    try { console.warn('[touchstream] failed to start', e); } catch (e2) { /* give up quietly */ }
   }
 }(window, document));

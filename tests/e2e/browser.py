@@ -52,7 +52,7 @@ CHROMIUM_ARGS = (
     "--window-size=1280,900",
 )
 
-_ELEMENT_KEY = "element-6066-11e4-a52e-4f735466cecc"
+_ELEMENT_KEY = "element-6066-11e4-a52e-4f735466cecf"  # the W3C web element identifier
 # WebDriver's code points for keys that are not characters (W3C WebDriver, "Keyboard actions").
 KEYS = {"Tab": "\ue004", "Enter": "\ue007", "Space": "\ue00d", "ArrowUp": "\ue013", "ArrowDown": "\ue015",
         "Backspace": "\ue003"}
@@ -87,11 +87,13 @@ class Browser:
     """One chromedriver process and one browser session with a fresh profile."""
 
     def __init__(self, *, chromium: str = CHROMIUM, chromedriver: str = CHROMEDRIVER,
-                 extra_args: tuple[str, ...] = (), page_load_timeout: float = 30.0) -> None:
+                 extra_args: tuple[str, ...] = (), prefs: dict[str, Any] | None = None,
+                 page_load_timeout: float = 30.0) -> None:
         check_installed(chromium, chromedriver)
         self.chromium = chromium
         self.chromedriver = chromedriver
         self.extra_args = extra_args
+        self.prefs = prefs or {}  # Chromium preferences, e.g. {"enable_do_not_track": True}
         self.page_load_timeout = page_load_timeout
         self._tmp: Path | None = None
         self.profile_dir: Path | None = None
@@ -146,6 +148,7 @@ class Browser:
                     "goog:chromeOptions": {
                         "binary": self.chromium,
                         "args": [*CHROMIUM_ARGS, f"--user-data-dir={self.profile_dir}", *self.extra_args],
+                        "prefs": self.prefs,
                     },
                 }
             }
@@ -214,6 +217,12 @@ class Browser:
     @property
     def title(self) -> str:
         return self._call("GET", "/title")
+
+    def click(self, css: str) -> None:
+        """A real click (WebDriver Element Click: pointer events at the element's centre) on the
+        first element matching `css`; whatever navigation it starts, the call returns after it."""
+        found = self._call("POST", "/element", {"using": "css selector", "value": css})
+        self._call("POST", f"/element/{found[_ELEMENT_KEY]}/click", {})
 
     def execute(self, script: str, *args: Any) -> Any:
         """Run `script` as a function body in the page (`return ...` gives the result)."""
@@ -313,7 +322,7 @@ class RecordedRequest:
 class SiteServer:
     """A threaded HTTP server on a free loopback port, for browser tests.
 
-    - `add_page(path, template, **values)` serves `pages/<template>` at `path` (any query string),
+    - `add_page(path, template, host=..., **values)` serves `pages/<template>` at `path` (any query string),
       with `{{NAME}}` placeholders filled from `values` (missing ones become "").
     - `GET /tracker.js` serves ingest/static/tracker.js as it is on disk.
     - `POST /v1/hits` is recorded (`requests`, `hits()`) and answered with the next status of
@@ -335,15 +344,16 @@ class SiteServer:
         assert self._httpd is not None, "server not started"
         return f"http://127.0.0.1:{self._httpd.server_address[1]}"
 
-    def url(self, path: str) -> str:
-        return self.origin + path
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        """`host="localhost"` names the same server as another site (its own cookies and storage)."""
+        return self.origin.replace("127.0.0.1", host, 1) + path
 
-    def add_page(self, path: str, template: str, **values: str) -> str:
+    def add_page(self, path: str, template: str, host: str = "127.0.0.1", **values: str) -> str:
         text = (PAGES_DIR / template).read_text()
         for name in re.findall(r"\{\{([A-Z_]+)\}\}", text):
             text = text.replace("{{" + name + "}}", values.get(name.lower(), ""))
         self.pages[path] = text.encode()
-        return self.url(path)
+        return self.url(path, host)
 
     def posts(self) -> list[RecordedRequest]:
         with self._lock:

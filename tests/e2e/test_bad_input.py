@@ -13,8 +13,8 @@ processes) on the shared stack, fresh topic prefix and schema. The tests:
   (or the deadletter table, with a reason), every item refused by index is dead-lettered by
   its hit_id, every body refused as malformed is dead-lettered with its bytes;
 - hit contents that look like SQL, HTML or control characters are stored inert, byte for byte;
-  a NUL character (which PostgreSQL text and jsonb cannot hold) ends up dead-lettered with a
-  reason, never half-written and never blocking the rest;
+  a NUL character (which PostgreSQL text and jsonb cannot hold) is refused by the edge with the
+  field and dead-lettered once with the reason, never half-written and never blocking the rest;
 - the site allow-list refuses foreign sites (dead-lettered with the reason);
 - a flood of oversized bodies gets 413s while the edge's memory stays bounded.
 
@@ -32,8 +32,7 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -47,11 +46,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.timefmt import UTC, iso
-from schemas.topics import Topics, create_topics
+from schemas.topics import Topics
 from sink.testing import pageview, session
-from tests.conftest import delete_topics_with_prefix
+from tests.e2e.isolated_pipeline import Env, isolated_pipeline, run_async
 from tests.polling import wait_for
-from touchstream.pipeline import Pipeline
 
 pytestmark = pytest.mark.e2e
 
@@ -61,62 +59,11 @@ UA = "Mozilla/5.0 (X11; Linux x86_64; rv:127.0) Gecko/20100101 Firefox/127.0"
 MiB = 1024 * 1024
 
 
-def run_async(coro: Awaitable[Any]) -> Any:
-    """Run a coroutine from sync code on a loop of its own (the tests' loop is left alone)."""
-    loop = asyncio.new_event_loop()
-    try:
-        return loop.run_until_complete(coro)
-    finally:
-        loop.close()
-
-
-@dataclass
-class Env:
-    pipeline: Pipeline
-    prefix: str
-    schema: str
-    dsn: str
-    bootstrap: str
-    notes: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def topics(self) -> Topics:
-        return Topics(self.prefix)
-
-    async def connect(self) -> asyncpg.Connection:
-        return await asyncpg.connect(self.dsn, timeout=30, server_settings={"search_path": self.schema})
-
-
-async def _schema(dsn: str, schema: str, create: bool) -> None:
-    conn = await asyncpg.connect(dsn, timeout=30)
-    try:
-        if create:
-            await conn.execute(f'CREATE SCHEMA "{schema}"')
-        else:
-            await conn.execute("SET lock_timeout = '20s'")
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="module")
 def env(services, tmp_path_factory):
-    prefix = f"b{uuid.uuid4().hex[:8]}."
-    schema = f"b_{uuid.uuid4().hex[:8]}"
-    run_async(create_topics(services.kafka_bootstrap, prefix, PARTITIONS))
-    run_async(_schema(services.pg_dsn, schema, True))
-    pipeline = Pipeline(workdir=tmp_path_factory.mktemp("bad-input"), kafka_bootstrap=services.kafka_bootstrap,
-                        pg_dsn=services.pg_dsn, topic_prefix=prefix, pg_schema=schema, partitions=PARTITIONS,
-                        extra_env={"TOUCHSTREAM_INGEST_ALLOWED_SITES": ",".join(ALLOWED)})
-    try:
-        pipeline.start(sessionizers=1, sinks=1)
-        yield Env(pipeline, prefix, schema, services.pg_dsn, services.kafka_bootstrap)
-    finally:
-        pipeline.stop()
-        with contextlib.suppress(Exception):
-            run_async(asyncio.wait_for(delete_topics_with_prefix(services.kafka_bootstrap, prefix), 30))
-        with contextlib.suppress(Exception):
-            run_async(_schema(services.pg_dsn, schema, False))
+    with isolated_pipeline(services, tmp_path_factory.mktemp("bad-input"), letter="b", partitions=PARTITIONS,
+                           env={"TOUCHSTREAM_INGEST_ALLOWED_SITES": ",".join(ALLOWED)}) as pipeline_env:
+        yield pipeline_env
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -380,30 +327,15 @@ async def test_hostile_strings_are_stored_inert(env: Env) -> None:
         # Every table is still there (nothing was executed).
         for table in ("events", "pageviews", "sessions"):
             assert await conn.fetchval(f"SELECT count(*) FROM {table}") >= 1
-        # NUL: PostgreSQL text/jsonb cannot hold it. Each such hit is either refused by the edge
-        # with a reason, or dead-lettered once with a reason (never lost, never written twice).
+        # NUL: PostgreSQL text/jsonb cannot hold it, so the edge refuses such a hit with the
+        # field (SPEC section 2), and dead-letters it once with the reason.
         outcome = {}
-        for i in (3, 4):
-            hit_id = ids[i].lower()
-            places = {t: n for t in found if (n := found[t][hit_id])}
-            if i in refused_at_edge:
-                outcome[i] = "refused by the edge: " + json.dumps(answer["rejected"])
-                assert places == {"deadletter": 1}, places  # the edge dead-letters what it refuses
-                continue
-            assert sum(places.values()) == 1, (i, places)
-            table = next(iter(places))
-            if table == "deadletter":
-                reason = await conn.fetchval("SELECT reason FROM deadletter WHERE lower(hit_id) = $1", hit_id)
-                assert reason, i
-                outcome[i] = f"dead-lettered: {reason}"
-            else:
-                outcome[i] = f"stored in {table}"
-                if table == "events":
-                    props = json.loads(await conn.fetchval("SELECT properties FROM events WHERE hit_id = $1", ids[i]))
-                    assert props == {"nul": "a\x00b"}, props
-                else:
-                    title = await conn.fetchval("SELECT title FROM pageviews WHERE hit_id = $1", ids[i])
-                    assert title == "before\x00after", title
+        for refusal in answer["rejected"]:
+            i = refusal["index"]
+            assert i in (3, 4) and any("NUL" in e["message"] for e in refusal["errors"]), refusal
+            assert {t: n for t in found if (n := found[t][ids[i].lower()])} == {"deadletter": 1}
+            outcome[i] = "refused by the edge: " + json.dumps(refusal["errors"])
+        assert sorted(outcome) == [3, 4], answer
         env.notes["NUL"] = outcome
         print(f"\nNUL outcomes: {outcome}")
     finally:

@@ -108,7 +108,9 @@ async def test_conformance_through_the_pipeline(group, services, topic_prefix, p
     # after another, a scenario dated 09:00 can follow one whose hits run a day later on its
     # partition (crawler_max_length), which would make it older than the default allowed
     # lateness (24 h, rule 6). Within each scenario the file's arrival order is kept.
-    env = {"TOUCHSTREAM_SESSION_ALLOWED_LATENESS_MS": str(30 * 86_400_000)}
+    env = {"TOUCHSTREAM_SESSION_ALLOWED_LATENESS_MS": str(30 * 86_400_000),
+           # The scenarios are dated March 2026 whatever today is: a backfill, to the edge and the sink.
+           "TOUCHSTREAM_INGEST_MAX_HIT_AGE_DAYS": "36500", "TOUCHSTREAM_SINK_MAX_ROW_AGE_DAYS": "36500"}
     for name, value in ({} if group == "arrival-order" else json.loads(group)).items():
         var, conv = SETTING_ENV[name]
         env[var] = conv(value)

@@ -21,6 +21,8 @@ pytestmark = pytest.mark.e2e
 PARTITIONS = 8
 GUID = str(uuid.uuid4())
 SITE = "https://www.oakridge-apts.com"
+# The hits are dated March 2026 whatever today is: a backfill, to the edge and the sink.
+BACKFILL = {"TOUCHSTREAM_INGEST_MAX_HIT_AGE_DAYS": "36500", "TOUCHSTREAM_SINK_MAX_ROW_AGE_DAYS": "36500"}
 
 
 def _hit(n: int, at: str, **more: Any) -> dict[str, Any]:
@@ -52,7 +54,8 @@ async def _until(check: Any, what: str, timeout: float = 90.0) -> Any:
 async def test_a_bridging_hit_after_both_sessions_were_written_merges_them(services, topic_prefix, pg_schema,
                                                                            tmp_path) -> None:
     pipeline = Pipeline(workdir=tmp_path, kafka_bootstrap=services.kafka_bootstrap, pg_dsn=pg_schema.dsn,
-                        topic_prefix=topic_prefix, pg_schema=pg_schema.schema, partitions=PARTITIONS)
+                        topic_prefix=topic_prefix, pg_schema=pg_schema.schema, partitions=PARTITIONS,
+                        extra_env=BACKFILL)
     try:
         pipeline.start()
         conn = await pg_schema.connect()

@@ -15,13 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import subprocess
-import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -30,37 +25,15 @@ import httpx
 import pytest
 
 from schemas.hit import HitIn
-from tests.e2e.browser import TRACKER_JS, Browser, BrowserUnavailable, SiteServer, free_port
+from tests.e2e.browser import TRACKER_JS, Browser, SiteServer
+from tests.e2e.tracker_helpers import LOADED, assert_no_page_errors, stored_queue, uuid_str
 
 REPO = Path(__file__).resolve().parents[2]
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-LOADED = "return !!(window.touchstream && window.touchstream.__touchstream) && window.touchstream.getGuid()"
 UTM_QUERY = "?utm_source=newsletter&utm_medium=email&utm_campaign=spring"
 
 
-# --- fixtures ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def browser() -> Any:
-    problem = None
-    try:
-        b = Browser().start()
-    except BrowserUnavailable as exc:
-        problem = str(exc)
-    if problem:
-        pytest.fail(problem, pytrace=False)
-    try:
-        yield b
-    finally:
-        b.quit()
-
-
-@pytest.fixture
-def site() -> Any:
-    """Serves the test pages (and /tracker.js from the working tree)."""
-    with SiteServer() as server:
-        yield server
+# --- fixtures (browser, site and edge: tests/e2e/conftest.py) ---------------------------------
 
 
 @pytest.fixture
@@ -73,28 +46,6 @@ def recorder() -> Any:
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def uuid_str(value: Any) -> str:
-    assert isinstance(value, str), value
-    assert str(uuid.UUID(value)) == value, f"{value!r} is not a lower-case canonical UUID"
-    return value
-
-
-def page_errors(browser: Browser) -> list[Any]:
-    """Uncaught exceptions seen by the page's own error hook plus SEVERE console entries
-    (exceptions and console.error; failed requests are not errors of the tracker)."""
-    hooked = browser.execute("return window.__pageErrors || []")
-    return list(hooked) + browser.console_errors()
-
-
-def assert_no_page_errors(browser: Browser) -> None:
-    errors = page_errors(browser)
-    assert not errors, f"the page saw errors: {errors}"
-
-
-def stored_queue(browser: Browser) -> list[dict[str, Any]]:
-    return json.loads(browser.execute("return localStorage.getItem('touchstream.queue') || '[]'"))
-
-
 def tracker_page(site: SiteServer, endpoint_server: SiteServer, path: str = "/index.html",
                  template: str = "site.html", **values: str) -> str:
     values.setdefault("tracker_src", site.url("/tracker.js"))
@@ -102,65 +53,7 @@ def tracker_page(site: SiteServer, endpoint_server: SiteServer, path: str = "/in
     return site.add_page(path, template, **values)
 
 
-# --- the real edge and the real `hits` topic --------------------------------------------------
-
-
-def _edge_missing() -> str | None:
-    ingest = REPO / "ingest"
-    if not (ingest / "__main__.py").is_file():
-        return ("the ingest edge is not there yet: `touchstream ingest` runs ingest/__main__.py:main "
-                "(touchstream/cli.py), which does not exist. It must serve POST /v1/hits, "
-                "GET /v1/tracker.js and GET /readyz on TOUCHSTREAM_INGEST_HOST:TOUCHSTREAM_INGEST_PORT "
-                "(SPEC section 2).")
-    return None
-
-
-@pytest.fixture
-def edge(services: Any, topic_prefix: str) -> Any:
-    """`touchstream ingest` as a subprocess on a free port, publishing to this test's topics."""
-    missing = _edge_missing()
-    if missing:
-        pytest.fail(missing, pytrace=False)
-    port = free_port()
-    env = {
-        **os.environ,
-        **services.env(),
-        "TOUCHSTREAM_TOPIC_PREFIX": topic_prefix,
-        "TOUCHSTREAM_INGEST_HOST": "127.0.0.1",
-        "TOUCHSTREAM_INGEST_PORT": str(port),
-        "PYTHONUNBUFFERED": "1",
-    }
-    log = tempfile.NamedTemporaryFile(prefix="touchstream-edge-", suffix=".log", delete=False)
-    proc = subprocess.Popen([sys.executable, "-m", "touchstream.cli", "ingest"], cwd=REPO, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-
-    def log_tail() -> str:
-        return Path(log.name).read_text(errors="replace")[-4000:]
-
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"`touchstream ingest` exited with code {proc.returncode}:\n{log_tail()}", pytrace=False)
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the edge was not ready (GET /readyz) within 60s:\n{log_tail()}", pytrace=False)
-            time.sleep(0.1)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
-        os.unlink(log.name)
+# --- the real `hits` topic --------------------------------------------------------------------
 
 
 class HitsTail:

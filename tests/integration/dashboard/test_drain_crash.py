@@ -55,6 +55,7 @@ def sink_process(services: Any, topic_prefix: str, migrated: Any, group: str) ->
            "TOUCHSTREAM_SINK_MAX_RECORDS": "50",  # many transactions, so keys are queued in many
            "TOUCHSTREAM_SINK_SESSION_TIMEOUT_MS": "6000",
            "TOUCHSTREAM_SINK_POLL_TIMEOUT_MS": "100",
+           "TOUCHSTREAM_SINK_MAX_ROW_AGE_DAYS": "36500",  # the data is dated months back (sink.testing.T0)
            "TOUCHSTREAM_SINK_ROLLUP_INTERVAL_S": "0.2",
            "TOUCHSTREAM_SINK_ROLLUP_BATCH": "1000000"}  # one transaction: the kill lands in it
     return subprocess.Popen([sys.executable, "-m", "touchstream.cli", "sink", "--log-level", "WARNING"],

@@ -110,7 +110,11 @@ async def test_a_worker_killed_mid_stream_loses_and_duplicates_nothing(services,
            "TOUCHSTREAM_SINK_METRICS_PORT": "0",
            "TOUCHSTREAM_SINK_MAX_RECORDS": "100",
            "TOUCHSTREAM_SINK_SESSION_TIMEOUT_MS": "6000",
-           "TOUCHSTREAM_SINK_POLL_TIMEOUT_MS": "100"}
+           "TOUCHSTREAM_SINK_POLL_TIMEOUT_MS": "100",
+           # (records dated around sink.testing.T0: as the sink_settings fixture)
+           "TOUCHSTREAM_SINK_MAX_ROW_AGE_DAYS": str(sink_settings.sink_max_row_age_days),
+           "TOUCHSTREAM_SINK_LATE_HITS_RETENTION_DAYS": "off",
+           "TOUCHSTREAM_SINK_DEADLETTER_RETENTION_DAYS": "off"}
 
     def start() -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "touchstream.cli", "sink", "--log-level", "WARNING"],

@@ -66,7 +66,7 @@ def test_limits_in_the_document_follow_the_settings() -> None:
     batch = post["requestBody"]["content"]["application/json"]["schema"]["oneOf"][1]
     assert batch["maxItems"] == 20 and "4096 bytes" in post["description"]
     assert set(post["requestBody"]["content"]) == {"application/json", "text/plain", "application/x-ndjson"}
-    assert set(post["responses"]) == {"202", "400", "403", "413", "415", "503"}
+    assert set(post["responses"]) == {"202", "400", "403", "408", "413", "415", "431", "503"}
     assert "Retry-After" in post["responses"]["503"]["headers"]
 
 

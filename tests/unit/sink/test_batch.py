@@ -10,6 +10,7 @@ import pytest
 from schemas.timefmt import UTC
 from schemas.wire import dead_letter, encode, events_codec
 from sink.batch import COLUMNS, TABLES, Batch, Decoder, TopicRoles, decode_batch, fast_events_row, utc_day
+from sink.day_window import DayWindow
 from sink.testing import T0, RecordStream, event, late_hit, move, new_id, pageview, range_move, retraction, session
 
 ROLES = TopicRoles.from_prefix("p.")
@@ -160,15 +161,42 @@ def test_a_record_from_an_unexpected_topic_is_dead_lettered():
 
 def test_rows_before_the_retention_window_are_dead_lettered_as_expired():
     rs = RecordStream()
+    now = datetime(2026, 3, 10, 15, 0, tzinfo=UTC)
+    window = DayWindow.around(now, max_age_days=45, ahead_days=7, retention_days=10)
     keep_from = datetime(2026, 3, 1, tzinfo=UTC)
+    assert window.start == window.expired_before == keep_from
     old, new = pageview(occurred_at=keep_from - timedelta(seconds=1)), event(occurred_at=keep_from)
     late = late_hit(occurred_at=keep_from - timedelta(days=30))
     batch = decode([rs.record(ROLES.events, old), rs.record(ROLES.events, new), rs.record(ROLES.events, late)],
-                   keep_from=keep_from)
+                   window=window)
     assert batch.counts() == {"sessions": 0, "pageviews": 0, "events": 1, "late_hits": 1, "deadletter": 1,
                               "session_retractions": 0, "moves": 0, "move_ranges": 0}
     [dl] = as_dicts(batch, "deadletter")
     assert dl["reason"].startswith("expired") and dl["hit_id"] == old.hit_id
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast path", "codec"])
+def test_rows_outside_the_day_window_are_dead_lettered_and_need_no_partition(fast):
+    """Hits dated decades back (or days ahead) would each create a day partition: dead letters instead."""
+    rs = RecordStream()
+    now = datetime(2026, 12, 4, 18, 0, tzinfo=UTC)
+    window = DayWindow.around(now, max_age_days=45, ahead_days=7, retention_days=None)
+    assert (window.start, window.end) == (datetime(2026, 10, 20, tzinfo=UTC), datetime(2026, 12, 12, tzinfo=UTC))
+    inside = [window.start, now, window.end - timedelta(microseconds=1)]
+    outside = [datetime(1827, 5, 1, tzinfo=UTC), window.start - timedelta(microseconds=1), window.end,
+               datetime(2199, 1, 1, tzinfo=UTC)]
+    def value(at: datetime) -> bytes:
+        record = orjson.loads(pageview(occurred_at=at).model_dump_json())
+        if not fast:  # a numeric time: the fast path defers to the codec
+            record["received_at"] = int(at.timestamp() * 1000)
+        return orjson.dumps(record)
+    batch = decode([rs.record(ROLES.events, value(at)) for at in inside + outside], window=window)
+    assert batch.counts()["pageviews"] == len(inside)
+    assert batch.days("pageviews") <= {window.start.date() + timedelta(days=n) for n in range(53)}
+    letters = as_dicts(batch, "deadletter")
+    assert len(letters) == len(outside)
+    assert {dl["reason"] for dl in letters} == {"outside the sink's day window"}
+    assert all("2026-10-20 to 2026-12-11" in dl["errors"] for dl in letters), letters[0]["errors"]
 
 
 def test_split_keeps_every_row_with_its_origin_once():
