@@ -1,6 +1,7 @@
 """The sink worker: Kafka (sessions, events, deadletter) -> PostgreSQL, offsets committed after the write.
 
-One loop, four steps per batch:
+One loop, four steps per batch (and beside it, on a connection of its own, the task that folds
+the dashboard's rollups every `sink_rollup_interval_s`: sink.rollups):
 
     poll     getmany(max_records, timeout)                 aiokafka, manual commits
     decode   sink.batch.Decoder                            bad records -> dead letters
@@ -41,6 +42,7 @@ from sink.batch import Batch, Decoder, TopicRoles
 from sink.day_window import DayWindow
 from sink.migrations import Roles, migrate
 from sink.partitions import retention_cutoff, window
+from sink.rollups import RollupDrainer
 from sink.retention import RowRetention
 from sink.settings import SinkSettings
 from sink.writer import Writer, write_until_written
@@ -48,6 +50,13 @@ from sink.writer import Writer, write_until_written
 log = logging.getLogger("touchstream.sink.consumer")
 
 DECODE_CHUNK = 500  # records decoded between two yields to the event loop
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    """The drainer retries database errors itself; anything else ends it, which must not go unseen
+    (the batches go on: the rollups wait, their keys stay queued)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("rollup drainer stopped", exc_info=task.exception())
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -98,6 +107,7 @@ class SinkConsumer:
             command_timeout=settings.sink_command_timeout_s,
             clock=clock,
         )
+        self.drainer = RollupDrainer(settings)
         self.consumer: AIOKafkaConsumer | None = None
         # Bounded so a rebalance is not held up by a long PostgreSQL outage.
         self.revoke_wait_s = max(1.0, settings.sink_session_timeout_ms / 1000 / 2)
@@ -162,6 +172,11 @@ class SinkConsumer:
         consumer = self.consumer = self._make_consumer()
         consumer.subscribe(self.roles.all(), listener=_Rebalance(self))
         await consumer.start()
+        drained = asyncio.Event()  # the drainer's own stop: set once the batches are done
+        drainer = (asyncio.create_task(self.drainer.run(drained), name="rollup-drainer")
+                   if self.settings.sink_rollup_interval_s > 0 else None)
+        if drainer is not None:
+            drainer.add_done_callback(_report_crash)
         self.started.set()
         log.info("sink started", extra={"group": self.settings.sink_group, "topics": self.roles.all(),
                                         "schema": self.settings.pg_schema})
@@ -177,6 +192,10 @@ class SinkConsumer:
             with contextlib.suppress(Exception):
                 await consumer.stop()
             await self.writer.close()
+            drained.set()
+            if drainer is not None:  # a drain in progress finishes (or rolls back if cancelled)
+                with contextlib.suppress(Exception):
+                    await drainer
             log.info("sink stopped", extra=dict(self.stats))
 
     # --- one batch ------------------------------------------------------------------------

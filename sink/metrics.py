@@ -11,6 +11,12 @@
     touchstream_sink_consumer_lag{topic,partition}   high watermark - committed offset, per assigned partition
     touchstream_sink_partitions_created_total        day partitions created
     touchstream_sink_partitions_dropped_total        day partitions dropped by retention
+    touchstream_sink_rollup_drains_total{outcome}    this worker's drain rounds: drained | skipped (another
+                                                     worker was draining) | failed
+    touchstream_sink_rollup_devices_total            devices folded into the dashboard's rollups
+    touchstream_sink_rollup_conversions_total        conversion keys folded into them
+    touchstream_sink_rollup_drain_seconds            one drain round, all its transactions (histogram)
+    touchstream_sink_rollup_age_seconds              now - rollup_state.as_of after this worker's last drain
     touchstream_sink_rows_expired_total{table}       deadletter / late_hits rows deleted by retention
 
 `start_exporter(port)` serves them on http://0.0.0.0:port/metrics (the sink's __main__ calls it).
@@ -38,6 +44,15 @@ COMMIT_FAILURES = Counter("touchstream_sink_commit_failures_total", "Kafka offse
 LAG = Gauge("touchstream_sink_consumer_lag", "Records behind the high watermark", ["topic", "partition"])
 PARTITIONS_CREATED = Counter("touchstream_sink_partitions_created_total", "Day partitions created")
 PARTITIONS_DROPPED = Counter("touchstream_sink_partitions_dropped_total", "Day partitions dropped by retention")
+ROLLUP_DRAINS = Counter("touchstream_sink_rollup_drains_total", "Drain rounds of the dashboard's rollups",
+                        ["outcome"])
+ROLLUP_DEVICES = Counter("touchstream_sink_rollup_devices_total", "Devices folded into the dashboard's rollups")
+ROLLUP_CONVERSIONS = Counter("touchstream_sink_rollup_conversions_total",
+                             "Conversion keys folded into the dashboard's rollups")
+ROLLUP_DRAIN_SECONDS = Histogram("touchstream_sink_rollup_drain_seconds", "One drain round of the rollups",
+                                 buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
+ROLLUP_AGE = Gauge("touchstream_sink_rollup_age_seconds",
+                   "How far the rollups are behind the rows (now - as_of) after this worker's last drain")
 ROWS_EXPIRED = Counter("touchstream_sink_rows_expired_total", "Rows deleted by retention", ["table"])
 SESSIONS_RETRACTED = Counter("touchstream_sink_sessions_retracted_total",
                              "Session rows deleted because a late hit merged them into another (SPEC rule 6)")

@@ -75,6 +75,13 @@ class SinkSettings(KafkaSettings, PostgresSettings, RuntimeSettings):
         2000, ge=1, description="rows one retention delete takes (one short transaction; more follow between batches)"
     )
     sink_maintenance_interval_s: float = Field(3600.0, gt=0, description="how often partitions/retention are checked")
+    # --- the dashboard's rollups (sink/rollups.py) ---------------------------------------
+    sink_rollup_interval_s: float = Field(
+        5.0, ge=0, description="how often a sink worker folds the queued changes into the dashboard's rollups (one "
+        "worker at a time): the most the dashboard's numbers lag the rows, plus one drain; 0: this worker never drains")
+    sink_rollup_batch: int = Field(
+        20_000, ge=1, description="most devices, and most conversion keys, folded per drain transaction (a backlog "
+        "drains in several)")
     # --- metrics ----------------------------------------------------------------------
     sink_metrics_port: int = Field(
         9465, ge=0, lt=65536, description="Prometheus /metrics port of a sink worker (0: off)"

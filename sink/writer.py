@@ -14,6 +14,8 @@
                         over a lower retraction, which it then replaces
     moves, move_ranges  UPDATE pageviews/events SET session_id by primary key (or, for a range,
                         by device, old session and time), after the batch's own rows are in
+    rollup queue        the keys the dashboard's rollups must fold (sink.rollups): the devices
+                        recomputed above, and the batch's events that are conversions
 
 pageviews and events first try a plain COPY straight into the table inside a savepoint: new
 hits (the normal case) then cost what a raw COPY costs. When a row is there already (a replay
@@ -46,10 +48,11 @@ from schemas.backoff import Backoff
 from schemas.errors import DatabaseUnavailable, FieldError, PartitionMissing, RejectedByDatabase, Unavailable
 from schemas.internals import is_driver_data_error
 from schemas.timefmt import UTC
-from sink import metrics
+from sink import metrics, rollups
 from sink.batch import COLUMNS, DAY_PARTITIONED, SESSION_COLUMNS, STAGED_ONLY, TABLES, Batch, refusal_row
 from sink.migrations import quote_ident
 from sink.partitions import DayPartitions
+from sink.connections import close_quietly, open_connection
 
 log = logging.getLogger("touchstream.sink.writer")
 
@@ -119,6 +122,10 @@ class Writer:
         # pageviews/events: after a COPY hit an existing row, merge (staging + ON CONFLICT) until then.
         self._merge_until: dict[str, float] = {}
         self.merge_cooldown_s = merge_cooldown_s
+        # Whether the schema has the dashboard's rollup queue (migration 0005), read at connect: the
+        # sink migrates before it writes, so in production it always has; a schema migrated only to
+        # 0004 (bench/sink_bench.py's baseline) is written without queueing.
+        self.queues_rollups = False
 
     # --- SQL ------------------------------------------------------------------------------
 
@@ -233,22 +240,17 @@ class Writer:
             return self._conn
         await self.close()
         try:
-            conn = await asyncpg.connect(
-                self.dsn,
-                timeout=self.connect_timeout,
-                command_timeout=self.command_timeout,
-                server_settings={"application_name": self.application_name},
-            )
-        except Exception as exc:  # refused, DNS, auth, starting up ...: all "not now"
+            conn = await open_connection(self.dsn, role=self.role, connect_timeout=self.connect_timeout,
+                                         command_timeout=self.command_timeout, application_name=self.application_name)
+        except Exception as exc:  # refused, DNS, auth, starting up, no such role ...: all "not now"
             raise Unavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}: {exc}") from exc
         try:
-            if self.role:
-                await conn.execute(f"SET ROLE {quote_ident(self.role)}")
             q = quote_ident(self.schema)
             for table in TABLES:
                 shape = f"({STAGED_ONLY[table]})" if table in STAGED_ONLY else f"(LIKE {q}.{table} INCLUDING DEFAULTS)"
                 await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {self.stage(table)} {shape} ON COMMIT DELETE ROWS")
             await self.partitions.load(conn)
+            self.queues_rollups = await rollups.has_queue(conn, self.schema)
         except Exception as exc:
             await conn.close(timeout=2)
             raise Unavailable(f"cannot prepare the sink's connection: {type(exc).__name__}: {exc}") from exc
@@ -258,11 +260,7 @@ class Writer:
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None and not conn.is_closed():
-            try:
-                await conn.close(timeout=2)
-            except Exception:
-                conn.terminate()
+        await close_quietly(conn)
 
     # --- writing ------------------------------------------------------------------------------
 
@@ -310,19 +308,25 @@ class Writer:
                 rows = batch.rows[table]
                 if not rows:
                     continue
-                if table in DAY_PARTITIONED and await self._copy_fast(conn, table, rows):
-                    written[table] = len(rows)
-                    continue
-                if table == "move_ranges":  # (rare: no staging, one statement pair per range)
-                    written[table] = await self._move_ranges(conn, rows)
-                    continue
-                await conn.copy_records_to_table(
-                    self.stage(table), records=rows, columns=COLUMNS[table], schema_name="pg_temp"
-                )
-                written[table] = await self._apply_staged(conn, table, devices)
+                written[table] = await self._write_table(conn, table, rows, devices)
+                if table == "events" and self.queues_rollups:  # new or replayed: a drain finds a replay unchanged
+                    await rollups.queue_conversions(conn, self.schema, rows)
             if devices:
-                written["devices"] = await self._recompute_devices(conn, sorted(devices))
+                guids = sorted(devices)
+                if self.queues_rollups:
+                    await rollups.queue_devices(conn, self.schema, guids)
+                written["devices"] = await self._recompute_devices(conn, guids)
         return written
+
+    async def _write_table(self, conn: asyncpg.Connection, table: str, rows: list, devices: set[str]) -> int:
+        """One table's rows of the batch; returns rows changed. Adds to `devices` the guids whose
+        sessions changed."""
+        if table in DAY_PARTITIONED and await self._copy_fast(conn, table, rows):
+            return len(rows)
+        if table == "move_ranges":  # (rare: no staging, one statement pair per range)
+            return await self._move_ranges(conn, rows)
+        await conn.copy_records_to_table(self.stage(table), records=rows, columns=COLUMNS[table], schema_name="pg_temp")
+        return await self._apply_staged(conn, table, devices)
 
     async def _copy_fast(self, conn: asyncpg.Connection, table: str, rows: list) -> bool:
         """New hits (the normal case) COPY straight into the table. A hit that is there already

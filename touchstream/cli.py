@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("touchstream.report:main", "attribution tables (and a PNG chart with --chart)"),
     "journey": ("touchstream.journey:main", "a device's sessions and conversions in order"),
     "forget": ("touchstream.forget:main", "delete a device's data everywhere"),
+    "dashboard": ("dashboard.__main__:main", "serve the analysts' dashboard and its JSON API (read-only)"),
 }
 
 

@@ -32,9 +32,48 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", type=int, default=300, help="synthetic devices (default 300, about 3,000 hits)")
     p.add_argument("--days", type=float, default=3.0, help="the traffic spans this many days up to now")
     p.add_argument("--seed", type=int, default=None, help="traffic seed (default: new devices each run)")
-    p.add_argument("--keep-running", action="store_true", help="leave the edge, sessionizer and sink running")
+    p.add_argument("--keep-running", action="store_true",
+                   help="leave the edge, sessionizer and sink running beside the dashboard (until Ctrl-C)")
     p.add_argument("--timeout", type=float, default=300.0, help="longest wait for the rows to land, in seconds")
+    p.add_argument("--dashboard-port", type=int, default=None,
+                   help="port of the dashboard the demo starts (default 8050, or a free one when it is taken)")
     return p
+
+
+def _dashboard_port(wanted: int | None) -> int:
+    if wanted is not None:
+        return wanted
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", 8050))
+            return 8050
+        except OSError:
+            pass
+    from touchstream.pipeline import free_port
+
+    return free_port()
+
+
+async def _serve_dashboard(pipeline: Pipeline, port: int | None, keep_pipeline: bool) -> None:
+    """Starts the dashboard and keeps it (and, with --keep-running, the pipeline) up until Ctrl-C when a
+    terminal is attached; with none (scripts, CI) it returns at once and everything stops."""
+    if not keep_pipeline:
+        for name in ("ingest", "sessionizer-0", "sink-0"):
+            if name in pipeline.components:
+                pipeline.components[name].stop()
+    chosen = _dashboard_port(port)
+    pipeline.add_dashboard(chosen)
+    url = f"http://127.0.0.1:{chosen}/overview?period=7d"
+    print(f"\ndashboard: {url}", flush=True)
+    if not sys.stdin.isatty():
+        print("no terminal attached: the demo stops here (run it in a terminal to keep the dashboard up)")
+        return
+    what = "the pipeline and the dashboard keep" if keep_pipeline else "the dashboard keeps"
+    print(f"{what} running; stop with Ctrl-C", flush=True)
+    while True:
+        await asyncio.sleep(3600)
 
 
 def _settings() -> tuple[KafkaSettings, PostgresSettings]:
@@ -89,6 +128,19 @@ async def _wait_landed(conn: asyncpg.Connection, hit_ids: set[str], timeout: flo
         await asyncio.sleep(1.0)
     bar.close()
     return landed
+
+
+async def _wait_folded(conn: asyncpg.Connection, timeout: float) -> datetime | None:
+    """Until the sink has folded every row committed so far into the dashboard's rollups (its drain
+    runs every TOUCHSTREAM_SINK_ROLLUP_INTERVAL_S): their `as_of`, or None after `timeout`."""
+    since = await conn.fetchval("SELECT clock_timestamp()")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        as_of = await conn.fetchval("SELECT as_of FROM rollup_state")
+        if as_of >= since:
+            return as_of
+        await asyncio.sleep(0.5)
+    return None
 
 
 async def _summary(conn: asyncpg.Connection, guids: list[str]) -> str:
@@ -156,6 +208,9 @@ async def _run(args: argparse.Namespace) -> int:
             pipeline.check_alive()
             guids = sorted({h["guid"] for h in hits})
             print(await _summary(conn, guids))
+            folded = await _wait_folded(conn, min(args.timeout, 60.0))
+            print(f"\ndashboard figures as of {folded.astimezone(timezone.utc):%H:%M:%S} UTC (the sink folds new rows in every few seconds)"
+                  if folded else "\nthe sink has not folded the rows into the dashboard's figures yet", flush=True)
         finally:
             await conn.close()
         elapsed = time.monotonic() - started
@@ -173,16 +228,24 @@ async def _run(args: argparse.Namespace) -> int:
             print(f"\nonly {landed} of {len(accepted)} hits landed within {args.timeout:.0f}s", file=sys.stderr)
             return 1
         if args.keep_running:
-            print(f"\nthe pipeline keeps running: edge {pipeline.edge_url}; stop it with Ctrl-C", flush=True)
-            while True:
-                await asyncio.sleep(3600)
+            print(f"\nthe pipeline keeps running: edge {pipeline.edge_url}", flush=True)
+        await _serve_dashboard(pipeline, args.dashboard_port, args.keep_running)
         return 0
     finally:
         pipeline.stop()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # so `finally` stops every process the demo started
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    import signal
+
+    # A closed terminal (SIGHUP) or `kill` (SIGTERM) must not leave the dashboard or the pipeline behind.
+    for sig in (signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
     try:
         return asyncio.run(_run(args))
     except KeyboardInterrupt:

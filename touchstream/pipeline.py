@@ -152,6 +152,24 @@ class Pipeline:
         self.components[name] = comp
         return comp
 
+    def add_dashboard(self, port: int) -> Component:
+        """`touchstream dashboard` on `port` (loopback: no login), reading this pipeline's schema."""
+        comp = Component("dashboard", self._python("touchstream.cli", "dashboard", "--port", str(port)), self.env(),
+                         self.workdir / "dashboard.log")
+        self.components[comp.name] = comp
+        comp.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if not comp.running:
+                raise RuntimeError(f"the dashboard exited:\n{comp.log_tail()}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2.0).status_code == 200:
+                    return comp
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"the dashboard did not answer within 30 s:\n{comp.log_tail()}")
+
     def start(self, sessionizers: int = 1, sinks: int = 1, ingest_workers: int = 1) -> None:
         if "ingest" not in self.components:
             self.add_ingest(ingest_workers)

@@ -18,6 +18,7 @@ START, END = "<!-- settings:start -->", "<!-- settings:end -->"
 
 
 def _classes() -> list[tuple[str, type[BaseSettings]]]:
+    from dashboard.settings import DashboardSettings
     from ingest.settings import IngestSettings
     from sessionizer.settings import SessionizerSettings
     from sink.settings import SinkSettings
@@ -36,6 +37,7 @@ def _classes() -> list[tuple[str, type[BaseSettings]]]:
         ("import", ImportSettings),
         ("report / journey", ReportSettings),
         ("forget", ForgetSettings),
+        ("dashboard", DashboardSettings),
     ]
 
 

@@ -53,6 +53,9 @@ CHROMIUM_ARGS = (
 )
 
 _ELEMENT_KEY = "element-6066-11e4-a52e-4f735466cecf"  # the W3C web element identifier
+# WebDriver's code points for keys that are not characters (W3C WebDriver, "Keyboard actions").
+KEYS = {"Tab": "\ue004", "Enter": "\ue007", "Space": "\ue00d", "ArrowUp": "\ue013", "ArrowDown": "\ue015",
+        "Backspace": "\ue003"}
 
 
 class BrowserUnavailable(RuntimeError):
@@ -240,6 +243,27 @@ class Browser:
             if time.monotonic() > deadline:
                 raise BrowserError(f"timed out after {timeout:.1f}s waiting for: {script} (last value {last!r})")
             time.sleep(interval)
+
+    def send_keys(self, *keys: str) -> None:
+        """Real key presses (W3C actions) to whatever has the focus: text, or KEYS["Tab"] and the like."""
+        actions = []
+        for key in keys:
+            for char in ([key] if key in KEYS.values() else list(key)):
+                actions += [{"type": "keyDown", "value": char}, {"type": "keyUp", "value": char}]
+        self._call("POST", "/actions", {"actions": [{"type": "key", "id": "keyboard", "actions": actions}]})
+        self._call("DELETE", "/actions")
+
+    def focused(self) -> str:
+        """The id of the element that has the focus ("" for none)."""
+        return self.execute("return document.activeElement ? document.activeElement.id : ''")
+
+    def tab_to(self, element_id: str, limit: int = 60) -> int:
+        """Press Tab until `element_id` has the focus; returns how many presses it took."""
+        for presses in range(1, limit + 1):
+            self.send_keys(KEYS["Tab"])
+            if self.focused() == element_id:
+                return presses
+        raise BrowserError(f"{element_id} did not get the focus in {limit} Tab presses (last: {self.focused()!r})")
 
     def screenshot(self, path: str | Path) -> Path:
         data = self._call("GET", "/screenshot")

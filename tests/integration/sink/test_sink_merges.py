@@ -2,65 +2,23 @@
 converges the rows — one session, its hits re-pointed, the device's counts, the attribution
 views — and the retraction holds against replays and stale snapshots.
 
-The records are what the pure core publishes for these hits (sessionizer.machine), encoded as
-on the topics, written through the sink's real write path (decode_batch + Writer)."""
+The records (tests/merge_play.py) are what the pure core publishes for these hits, written
+through the sink's real write path (decode_batch + Writer)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import orjson
 import pytest
 
-from schemas.timefmt import UTC
-from schemas.views import encode_view
 from schemas.wire import encode
-from sessionizer.identity import session_id
-from sink.batch import TopicRoles, decode_batch
+from sink.batch import decode_batch
 from sink.testing import RecordStream
 from sink.writer import Writer
-from tests.unit.sessionizer.driver import GUID, HOUR, MIN, T0, Partition, hit_id, make_hit
-
-ROLES = TopicRoles.from_prefix("m.")
-NOW = datetime(2026, 3, 3, 12, 0, tzinfo=UTC)
-A, B = session_id(GUID, hit_id(1)), session_id(GUID, hit_id(2))
-T0_DT = datetime.fromtimestamp(T0 / 1000, UTC)
-
-
-def _records(part: Partition, since: tuple[int, int], rs: RecordStream) -> list[Any]:
-    """The snapshots/retractions and events records `part` published after `since` (counts)."""
-    snaps, recs = since
-    out = [rs.record(ROLES.sessions, encode(s), key=s["session_id"].encode()) for s in part.snapshots[snaps:]]
-    out += [rs.record(ROLES.events, encode_view(v), key=GUID.encode()) for v in part.views[recs:]]
-    return out
-
-
-class Recording(Partition):
-    """The driver's partition, keeping the record views as published (to encode them as sent)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.views: list[Any] = []
-
-    def _collect(self, out: Any) -> None:
-        self.views += out.records
-        super()._collect(out)
-
-
-def _play() -> tuple[list[Any], list[Any]]:
-    """(batch 1, batch 2): two closed sessions and a lead; then the bridging hit."""
-    rs = RecordStream()
-    part = Recording()
-    part.hit(make_hit(T0, hid=1, url="https://www.oakridge-apts.com/?utm_source=google&utm_medium=cpc&gclid=Cj0"))
-    part.hit(make_hit(T0 + 55 * MIN, hid=2, referrer="https://www.facebook.com/"))
-    part.hit(make_hit(T0 + 56 * MIN, hid=3, type="event", event_name="lead"))
-    part.advance(T0 + 5 * HOUR)  # both closed before the late hit comes
-    first = _records(part, (0, 0), rs)
-    mark = (len(part.snapshots), len(part.views))
-    part.hit(make_hit(T0 + 28 * MIN, hid=4))  # 28 min after A's last hit, 27 before B's first
-    second = _records(part, mark, rs)
-    return first, second
+from tests.merge_play import NOW, ROLES, T0_DT, A, B
+from tests.merge_play import play as _play
 
 
 async def _write(writer: Writer, records: list[Any]) -> dict[str, int]:

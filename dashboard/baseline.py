@@ -1,0 +1,181 @@
+"""The dashboard's questions asked straight of the tables and the views of migration 0002, with no
+rollup: the yardstick. tests/integration/dashboard checks that `dashboard.queries` gives exactly
+these answers; bench/dashboard_bench.py times both in the same run.
+
+Credits come from `attribution_credits` (and `conversions` for the site) for the 90-day lookback,
+the view's own; the view has no other lookback, so for 7 and 30 days they come from
+rollup_credits_of(every converting device) (a superuser's call), the view's SQL with the window as a parameter,
+which the tests check equals the view at 90 days.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dashboard.params import MODELS, AttributionQuery, JourneyQuery, SessionsQuery, TimeseriesQuery, TopQuery
+from dashboard.queries import (
+    GROUP_COLUMNS,
+    JOURNEY_CREDIT_COLUMNS,
+    NO_TOUCH,
+    SESSION_COLUMNS,
+    Scope,
+    Table,
+    by_channel_table,
+    session_conditions,
+    summary_table,
+    table,
+    top_table,
+)
+
+# Sessions of the scope's days and site ($1 start, $2 end, $3 site).
+IN_SCOPE = "started_at >= $1 AND started_at < $2 AND ($3::text IS NULL OR site = $3)"
+DAY = "(started_at AT TIME ZONE 'UTC')::date"
+
+
+def credits_source(s: Scope) -> str:
+    """conversion x touch x model rows with the conversion's site, for the scope's lookback."""
+    if s.lookback == 90:
+        return ("(SELECT a.*, c.site FROM attribution_credits a JOIN conversions c "
+                "ON c.conversion_hit_id = a.conversion_hit_id AND c.converted_at = a.converted_at)")
+    models = ", ".join(f"('{m}', {m})" for m in MODELS)
+    return (f"(SELECT r.*, m.model, m.credit FROM rollup_credits_of(ARRAY(SELECT DISTINCT guid FROM conversions)) r "
+            f"CROSS JOIN LATERAL (VALUES {models}) m(model, credit) WHERE r.lookback_days = {s.lookback})")
+
+
+def conversions_in_scope() -> str:
+    return ("SELECT * FROM conversions WHERE converted_at >= $1 AND converted_at < $2 "
+            "AND ($3::text IS NULL OR site = $3) AND conversion_name = ANY($4)")
+
+
+def credits_in_scope(s: Scope) -> str:
+    return (f"SELECT * FROM {credits_source(s)} x WHERE converted_at >= $1 AND converted_at < $2 "
+            "AND ($3::text IS NULL OR site = $3) AND conversion_name = ANY($4)")
+
+
+async def summary(conn: Any, s: Scope, q: Any = None) -> Table:
+    row = await conn.fetchrow(
+        f"""SELECT count(*) FILTER (WHERE NOT is_bot) AS sessions,
+                   count(DISTINCT guid) FILTER (WHERE NOT is_bot) AS devices,
+                   coalesce(sum(pageviews) FILTER (WHERE NOT is_bot), 0) AS pageviews,
+                   coalesce(sum(events) FILTER (WHERE NOT is_bot), 0) AS events,
+                   count(*) FILTER (WHERE NOT is_bot AND is_bounce) AS bounces,
+                   count(*) FILTER (WHERE is_bot) AS bot_sessions,
+                   (SELECT count(*) FROM ({conversions_in_scope()}) c) AS conversions,
+                   (SELECT count(*) FROM sessions WHERE status = 'open' AND NOT is_bot
+                     AND ($3::text IS NULL OR site = $3)) AS open_now
+            FROM sessions WHERE {IN_SCOPE}""", s.start, s.end, s.site, s.names)
+    return summary_table(dict(row))
+
+
+async def timeseries(conn: Any, s: Scope, q: TimeseriesQuery) -> Table:
+    args = (s.start, s.end, s.site)
+    if q.metric in ("sessions", "pageviews", "devices"):
+        value = {"sessions": "count(*)", "pageviews": "sum(pageviews)", "devices": "count(DISTINCT guid)"}[q.metric]
+        rows = await conn.fetch(
+            f"SELECT {DAY} AS day, channel, {value} AS value FROM sessions WHERE {IN_SCOPE} AND NOT is_bot "
+            f"GROUP BY 1, 2 HAVING {value} <> 0 ORDER BY 1, 2", *args)
+    else:
+        rows = await conn.fetch(
+            f"""
+            WITH x AS MATERIALIZED ({credits_in_scope(s)}),
+            credited AS (
+                SELECT (converted_at AT TIME ZONE 'UTC')::date AS day, channel, sum(credit::numeric) AS value
+                FROM x WHERE model = '{s.model}' GROUP BY 1, 2
+            ), touched AS (
+                SELECT (converted_at AT TIME ZONE 'UTC')::date AS day,
+                       count(DISTINCT (conversion_hit_id, converted_at)) AS t FROM x GROUP BY 1
+            ), counted AS (
+                SELECT (converted_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n
+                FROM ({conversions_in_scope()}) c GROUP BY 1
+            )
+            SELECT day, channel, value FROM credited WHERE value <> 0
+            UNION ALL
+            SELECT day, '{NO_TOUCH}', n - coalesce(t, 0) FROM counted LEFT JOIN touched USING (day)
+            WHERE n - coalesce(t, 0) <> 0
+            ORDER BY 1, 2""", *args, s.names)
+    return table(rows, ["day", "channel", "value"], metric=q.metric)
+
+
+async def top(conn: Any, s: Scope, q: TopQuery) -> Table:
+    column = {"landing_page": "landing_path", "source": "utm_source", "campaign": "utm_campaign"}[q.dimension]
+    rows = await conn.fetch(
+        f"SELECT {column} AS {q.dimension}, count(*) AS sessions, count(*) FILTER (WHERE is_bounce) AS bounces "
+        f"FROM sessions WHERE {IN_SCOPE} AND NOT is_bot GROUP BY 1 ORDER BY 2 DESC, 1 NULLS FIRST LIMIT $4",
+        s.start, s.end, s.site, q.limit)
+    return top_table(q.dimension, rows)
+
+
+async def attribution(conn: Any, s: Scope, q: AttributionQuery) -> Table:
+    column = GROUP_COLUMNS[q.group_by]
+    sums = ", ".join(f"sum(credit::numeric) FILTER (WHERE model = '{m}') AS {m}" for m in MODELS)
+    rows = await conn.fetch(
+        f"""SELECT {column} AS {q.group_by}, {sums} FROM ({credits_in_scope(s)}) x GROUP BY 1
+            HAVING bool_or(credit <> 0) ORDER BY {s.model} DESC, 1 NULLS FIRST""",
+        s.start, s.end, s.site, s.names)
+    counts = await conn.fetchrow(
+        f"""SELECT (SELECT count(*) FROM ({conversions_in_scope()}) c) AS conversions,
+                   (SELECT count(DISTINCT (conversion_hit_id, converted_at)) FROM ({credits_in_scope(s)}) x)
+                   AS attributed""", s.start, s.end, s.site, s.names)
+    return table(rows, [q.group_by, *MODELS], group_by=q.group_by, conversions=int(counts["conversions"]),
+                 attributed=int(counts["attributed"]))
+
+
+async def conversions_daily(conn: Any, s: Scope, q: Any = None) -> Table:
+    rows = await conn.fetch(
+        f"SELECT (converted_at AT TIME ZONE 'UTC')::date AS day, conversion_name, count(*) AS conversions "
+        f"FROM ({conversions_in_scope()}) c GROUP BY 1, 2 ORDER BY 1, 2", s.start, s.end, s.site, s.names)
+    return table(rows, ["day", "conversion_name", "conversions"])
+
+
+async def conversions_by_module(conn: Any, s: Scope, q: Any = None) -> Table:
+    rows = await conn.fetch(
+        f"SELECT module, conversion_name, count(*) AS conversions FROM ({conversions_in_scope()}) c "
+        "GROUP BY 1, 2 ORDER BY 3 DESC, 1 NULLS FIRST, 2", s.start, s.end, s.site, s.names)
+    return table(rows, ["module", "conversion_name", "conversions"])
+
+
+async def conversions_by_channel(conn: Any, s: Scope, q: Any = None) -> Table:
+    rows = await conn.fetch(
+        f"""
+        WITH visits AS (
+            SELECT channel, count(*) AS sessions FROM sessions WHERE {IN_SCOPE} AND NOT is_bot GROUP BY 1
+        ), credited AS (
+            SELECT channel, sum(credit::numeric) AS conversions FROM ({credits_in_scope(s)}) x
+            WHERE model = '{s.model}' GROUP BY 1
+        )
+        SELECT channel, coalesce(v.sessions, 0) AS sessions, coalesce(c.conversions, 0) AS conversions
+        FROM visits v FULL JOIN credited c USING (channel)
+        WHERE coalesce(v.sessions, 0) <> 0 OR coalesce(c.conversions, 0) <> 0
+        """, s.start, s.end, s.site, s.names)
+    return by_channel_table(rows)
+
+
+async def journey_sessions(conn: Any, s: Scope, q: JourneyQuery) -> Table:
+    rows = await conn.fetch(
+        f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions WHERE guid = $1::uuid "
+        "ORDER BY started_at, session_index, session_id", q.guid)
+    return table(rows, list(SESSION_COLUMNS), guid=q.guid)
+
+
+async def journey_credits(conn: Any, s: Scope, q: JourneyQuery) -> Table:
+    rows = await conn.fetch(
+        f"""SELECT c.conversion_hit_id, c.converted_at, c.conversion_name, c.module, x.session_id, x.touch_index,
+                   x.touch_count, x.touch_started_at, x.channel, x.utm_source, x.utm_campaign, x.credit
+            FROM conversions c
+            LEFT JOIN {credits_source(s)} x ON x.converted_at = c.converted_at
+                 AND x.conversion_hit_id = c.conversion_hit_id AND x.model = '{s.model}' AND x.credit > 0
+            WHERE c.guid = $1::uuid AND c.conversion_name = ANY($2)
+            ORDER BY c.converted_at, c.conversion_hit_id, x.touch_index""", q.guid, s.names)
+    return table(rows, JOURNEY_CREDIT_COLUMNS, guid=q.guid)
+
+
+async def sessions(conn: Any, s: Scope, q: SessionsQuery) -> Table:
+    where, args = session_conditions(q, 3)
+    total = await conn.fetchval(
+        f"SELECT count(*) FROM sessions WHERE started_at >= $1 AND started_at < $2 AND {where}",
+        s.start, s.end, *args)
+    rows = await conn.fetch(
+        f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions WHERE started_at >= $1 AND started_at < $2 "
+        f"AND {where} ORDER BY started_at DESC, session_id DESC LIMIT {q.page_size} "
+        f"OFFSET {(q.page - 1) * q.page_size}", s.start, s.end, *args)
+    return table(rows, list(SESSION_COLUMNS), total=int(total), page=q.page, page_size=q.page_size)
