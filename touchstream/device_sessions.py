@@ -40,7 +40,8 @@ async def session_ids_on_topic(client_args: dict[str, Any], topic: str, partitio
         pending = {tp for tp in tps if ends[tp] > 0}
         if not pending:
             return {}
-        await consumer.seek_to_beginning(*pending)
+        for tp in pending:  # (explicit offsets: a reset to the beginning is lazy and was seen to end early)
+            consumer.seek(tp, 0)
         return await _scan(consumer, pending, ends, guid, deadline)
     finally:
         await consumer.stop()
@@ -60,9 +61,8 @@ async def _scan(consumer: Any, pending: set[Any], ends: dict[Any, int], guid: st
                 if record.offset < ends[tp] and record.value is not None and needle in record.value:
                     for sid in _session_id(record.value, guid):
                         found.setdefault(sid, set()).add(tp.partition)
-        for tp in list(pending):
-            if await consumer.position(tp) >= ends[tp]:
-                pending.discard(tp)
+                if record.offset >= ends[tp] - 1:  # read to the end as it was when the scan began
+                    pending.discard(tp)
     return found
 
 
