@@ -49,7 +49,7 @@ has been idle for `Rules.idle_after_ms` may leave the state (`idle`): the adapte
 
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect_left, bisect_right, insort
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -188,7 +188,10 @@ def on_hit(
         return state
     key = hit.site if rules.scope == "site" else ""
     slot = state.slots.get(key)
-    _admit(state, slot is None, weight, rules, out)
+    if slot is not None and state.size + weight <= rules.max_state_bytes:
+        state.size += weight  # (what _admit does when there is room: the common case, inline)
+    else:
+        _admit(state, slot is None, weight, rules, out)
     state.remember(fingerprint, rules.dedupe_size)
     if slot is None:
         slot = state.slots[key] = Slot()
@@ -436,7 +439,48 @@ def _place_late(state: DeviceState, slot: Slot, mark: Mark, hit: HitView, now: i
             if type(e) is not Block and e.hit_id == mark.hit_id:
                 return  # a duplicate older than the ring, still retained
     out.counts.reordered += 1
-    _replace(state, slot, mark, hit, now, rules, out)
+    if not _join_inside(state, slot, mark, hit, rules, out):
+        _replace(state, slot, mark, hit, now, rules, out)
+
+
+def _join_inside(state: DeviceState, slot: Slot, mark: Mark, hit: HitView, rules: Rules, out: Emitted) -> bool:
+    """A late hit strictly inside one session's span joins it where no rule can cut it (the
+    common late hit: a retry or a beacon a few seconds behind the device's next hit): gaps only
+    shrink, the span and landing stay, and a storage-cleared time or a campaign split, which
+    could cut, send it the long way (`_replace`). What `_replace` would give, without cutting
+    the slot into sessions again; False when it does not apply."""
+    t = mark[0]
+    for session in reversed(slot.sessions):
+        if t >= session.last:
+            return False  # after this session's end (and before the next's start): may bridge
+        if t > session.first:
+            break
+    else:
+        return False
+    elements = session.elements
+    if type(elements[0]) is Block:
+        return False
+    if rules.split_on_campaign and any(campaign_of(mark, rules)):
+        return False
+    closes = slot.closes
+    if closes and bisect_right(closes, session.last) > bisect_left(closes, session.first):
+        return False
+    at = bisect_right(elements, (t, mark[2]), key=_mark_key)
+    elements.insert(at, mark)
+    if mark[3]:  # is_event
+        session.events += 1
+    else:
+        session.pageviews += 1
+        if not any(not e[3] for e in elements[at + 1:]):  # the latest pageview: the exit
+            session.exit_url, session.exit_at = mark[4], t
+    session.blob, session.blob_n, session.bytes_version = b"", 0, -1
+    _publish(state, session, session.end_reason is None, out)
+    _record(hit, state.guid, session.id, out)
+    return True
+
+
+def _mark_key(e: Element) -> tuple[int, str]:
+    return e[0], e[2]  # type: ignore[index]  # Mark.key without the property (no blocks here)
 
 
 def _replace(state: DeviceState, slot: Slot, mark: Mark | None, hit: HitView | None, now: int, rules: Rules,

@@ -66,6 +66,7 @@ _HEADER = struct.Struct("<BH")
 # the earliest `last` of an open session, the earliest `last` of a slot's oldest retained
 # closed session, and the device's newest hit time (-1: none).
 _TIMES = struct.Struct("<qqq")
+_PREFIX = struct.Struct("<BHqqq")  # _HEADER + _TIMES in one call
 _dumps = orjson.dumps
 
 
@@ -272,10 +273,16 @@ class Session:
 
     def _encode_new(self) -> None:
         elements = self.elements
-        previous = elements[self.blob_n - 1] if self.blob_n else None
-        parts = [self.blob] if self.blob_n else []
-        for e in elements[self.blob_n:]:
-            parts.append(_encode_element(e, previous))
+        n = self.blob_n
+        previous = elements[n - 1] if n else None
+        parts = [self.blob] if n else []
+        for e in elements[n:]:
+            # (the common element inline: a mark after a mark of the same visit; see _encode_element)
+            if (type(e) is Mark and type(previous) is Mark and e[18] == previous[18] and e[17] == previous[17]
+                    and e[VISIT:] == previous[VISIT:]):
+                parts.append(_dumps((e[0] - previous[0], e[1], e[2], 1 if e[3] else 0, e[4], e[5], e[6], e[7])))
+            else:
+                parts.append(_encode_element(e, previous))
             previous = e
         self.blob = b",".join(parts)
         self.blob_n = len(elements)
@@ -406,6 +413,9 @@ class DeviceState:
     # -- bytes ----------------------------------------------------------------------------
 
     def times(self) -> Times:
+        return Times._make(self._times())
+
+    def _times(self) -> tuple[int, int, int]:
         open_last = closed_last = last_seen = -1
         for slot in self.slots.values():
             sessions = slot.sessions
@@ -421,7 +431,7 @@ class DeviceState:
             oldest = sessions[0]
             if oldest.end_reason is not None and (closed_last == -1 or oldest.last < closed_last):
                 closed_last = oldest.last
-        return Times(open_last, closed_last, last_seen)
+        return open_last, closed_last, last_seen
 
     def to_bytes(self) -> bytes:
         parts = [
@@ -430,8 +440,8 @@ class DeviceState:
             for key, slot in self.slots.items()
         ]
         head = _dumps((self.guid, self.offset, self.version))
-        return (_HEADER.pack(FORMAT, len(self.ring)) + _TIMES.pack(*self.times()) + self.ring + head[:-1] + b",["
-                + b",".join(parts) + b"]]")
+        return b"".join((_PREFIX.pack(FORMAT, len(self.ring), *self._times()), self.ring, head[:-1], b",[",
+                         b",".join(parts), b"]]"))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> DeviceState:

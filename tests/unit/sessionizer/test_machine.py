@@ -248,6 +248,27 @@ def test_backward_hit_takes_over_the_landing_but_not_the_id() -> None:
     assert s["exit_url"] == "https://www.oakridge-apts.com/amenities"
 
 
+@pytest.mark.parametrize("roundtrip", [False, True])
+def test_late_hits_inside_a_session_join_it_and_the_exit_follows_time_order(roundtrip: bool) -> None:
+    # (the common late hit, placed without cutting the slot into sessions again)
+    page = "https://www.oakridge-apts.com/"
+    part = Partition(roundtrip=roundtrip)
+    part.hit(make_hit(T0, hid=1, url=page + "a"))
+    part.hit(make_hit(T0 + 10 * MIN, hid=2, type="event"))        # the latest hit is an event
+    part.hit(make_hit(T0 + 5 * MIN, hid=3, url=page + "b"))        # late, inside: the latest pageview
+    part.hit(make_hit(T0 + 2 * MIN, hid=4, url=page + "c"))        # late, inside, before it: not the exit
+    part.hit(make_hit(T0 + 2 * MIN, hid=4, url=page + "c"))        # its duplicate: nothing
+    part.hit(make_hit(T0 + 7 * MIN, hid=5, type="event"))          # a late event inside
+    part.finish()
+    [s] = part.sessions()
+    assert s["session_id"] == session_id(GUID, hit_id(1))
+    assert (s["pageviews"], s["events"], s["hits"]) == (3, 2, 5)
+    assert (s["landing_url"], s["exit_url"]) == (page + "a", page + "b")
+    assert to_ms(s["started_at"]) == T0 and s["duration_s"] == 10 * 60
+    assert {r["session_id"] for r in part.placed().values()} == {s["session_id"]}
+    assert len(part.placed()) == 5
+
+
 def test_late_rejoin_exactly_at_the_timeout_edge() -> None:
     for late, rejoins in [(T0 + 20 * MIN + TIMEOUT, True), (T0 + 20 * MIN + TIMEOUT + 1, False)]:
         part = Partition()
