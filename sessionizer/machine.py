@@ -473,7 +473,7 @@ def _join_inside(state: DeviceState, slot: Slot, mark: Mark, hit: HitView, rules
         session.pageviews += 1
         if not any(not e[3] for e in elements[at + 1:]):  # the latest pageview: the exit
             session.exit_url, session.exit_at = mark[4], t
-    session.blob, session.blob_n, session.bytes_version = b"", 0, -1
+    session.blob, session.blob_n, session.json_n = b"", 0, -1
     _publish(state, session, session.end_reason is None, out)
     _record(hit, state.guid, session.id, out)
     return True

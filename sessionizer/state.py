@@ -68,6 +68,8 @@ _HEADER = struct.Struct("<BH")
 _TIMES = struct.Struct("<qqq")
 _PREFIX = struct.Struct("<BHqqq")  # _HEADER + _TIMES in one call
 _dumps = orjson.dumps
+_Fragment = orjson.Fragment  # JSON already encoded, written as it is by dumps
+_EMPTY = orjson.Fragment(b"[]")
 
 
 class Times(NamedTuple):
@@ -162,7 +164,7 @@ class Session:
 
     __slots__ = ("id", "index", "version", "end_reason", "channel", "elements",
                  "first", "last", "pageviews", "events", "exit_url", "exit_at", "landing",
-                 "static", "blob", "blob_n", "bytes", "bytes_version")
+                 "static", "blob", "blob_n", "json", "json_n")
 
     def __init__(self, id: str, index: int, version: int, end_reason: str | None, channel: str,  # noqa: A002
                  elements: list[Element]) -> None:
@@ -173,11 +175,12 @@ class Session:
         self.channel = channel        # of the landing (sessionizer.channel, computed when the landing changes)
         self.elements = elements
         # `static`: the snapshot fields that change only with the landing or the index, cached by
-        # sessionizer.snapshot; `blob`/`blob_n`: the JSON of elements[:blob_n] (never serialised).
+        # sessionizer.snapshot; `blob`/`blob_n`: the JSON of elements[:blob_n] (never serialised), and
+        # `json`/`json_n`: that blob as a JSON array, built when blob_n was json_n.
         self.static: dict[str, Any] | None = None
         self.blob = b""
         self.blob_n = 0
-        self.bytes, self.bytes_version = b"", -1  # encoded() as of that version
+        self.json, self.json_n = _EMPTY, -1
         self.summarize()
 
     @classmethod
@@ -187,7 +190,7 @@ class Session:
         self.id, self.index, self.version, self.end_reason, self.channel = id, index, 0, None, channel
         self.elements = [mark]
         self.static, self.blob, self.blob_n = None, b"", 0
-        self.bytes, self.bytes_version = b"", -1
+        self.json, self.json_n = _EMPTY, -1
         self.landing = mark
         self.first = self.last = mark[0]
         if mark[3]:
@@ -256,20 +259,20 @@ class Session:
         self.elements = elements
         self.static = None
         self.blob, self.blob_n = b"", 0
-        self.bytes_version = -1
+        self.json_n = -1
         self.summarize()
 
-    def encoded(self) -> bytes:
+    def values_json(self) -> tuple[Any, ...]:
+        """The session as `DeviceState.to_bytes` writes it: its fields, and its elements as JSON
+        already encoded (an orjson Fragment)."""
         # `append` only adds at the end and `reset` clears the cache, so blob is always the
         # JSON of elements[:blob_n] (each element is encoded once).
         if self.blob_n < len(self.elements):
             self._encode_new()
-        elif self.bytes_version == self.version:
-            return self.bytes  # unchanged since the last write (every change publishes a new version)
-        head = _dumps((self.id, self.index, self.version, self.end_reason, self.channel))
-        self.bytes = encoded = head[:-1] + b",[" + self.blob + b"]]"
-        self.bytes_version = self.version
-        return encoded
+        if self.json_n != self.blob_n:  # (json_n is -1 after a reset)
+            self.json = _Fragment(b"[" + self.blob + b"]")
+            self.json_n = self.blob_n
+        return (self.id, self.index, self.version, self.end_reason, self.channel, self.json)
 
     def _encode_new(self) -> None:
         elements = self.elements
@@ -434,14 +437,11 @@ class DeviceState:
         return open_last, closed_last, last_seen
 
     def to_bytes(self) -> bytes:
-        parts = [
-            _dumps((key, slot.count, slot.floor, slot.closes))[:-1] + b",[" + b",".join(
-                [s.encoded() for s in slot.sessions]) + b"]]"
+        body = _dumps((self.guid, self.offset, self.version, [
+            (key, slot.count, slot.floor, slot.closes, [s.values_json() for s in slot.sessions])
             for key, slot in self.slots.items()
-        ]
-        head = _dumps((self.guid, self.offset, self.version))
-        return b"".join((_PREFIX.pack(FORMAT, len(self.ring), *self._times()), self.ring, head[:-1], b",[",
-                         b",".join(parts), b"]]"))
+        ]))
+        return _PREFIX.pack(FORMAT, len(self.ring), *self._times()) + self.ring + body
 
     @classmethod
     def from_bytes(cls, data: bytes) -> DeviceState:
