@@ -595,7 +595,6 @@ def _move(guid: str, mark: Mark, sid: str, out: Emitted) -> None:
 
 def _expire(state: DeviceState, rules: Rules, now: int, out: Emitted) -> None:
     timeout = rules.timeout_ms
-    horizon = now - rules.lateness_ms - timeout
     for slot in state.slots.values():
         sessions = slot.sessions
         if not sessions:
@@ -604,8 +603,10 @@ def _expire(state: DeviceState, rules: Rules, now: int, out: Emitted) -> None:
         if latest.end_reason is None and latest.last + timeout < now:
             latest.end_reason = INACTIVITY
             _publish(state, latest, False, out)
-        if sessions[0].last < horizon and sessions[0].end_reason is not None:
-            k = 0
+        first = sessions[0]
+        if first.end_reason is not None and first.last < now - rules.lateness_ms - timeout:
+            horizon = now - rules.lateness_ms - timeout
+            k = 1
             while k < len(sessions) and sessions[k].end_reason is not None and sessions[k].last < horizon:
                 k += 1
             _freeze(slot, k)
