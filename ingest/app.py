@@ -129,7 +129,8 @@ class IngestApp:
             deadletter_payload_bytes=settings.ingest_deadletter_payload_bytes,
             deadletter_budget=DeadLetterBudget(settings.ingest_deadletter_bytes_per_minute),
         )
-        self.connection_limits = ConnectionLimits(settings.ingest_read_timeout_s, settings.ingest_max_header_bytes)
+        self.connection_limits = ConnectionLimits(settings.ingest_read_timeout_s, settings.ingest_max_header_bytes,
+                                                  settings.ingest_read_timeout_spread)
         self.body = BodyReader(
             self.intake, max_body=settings.ingest_max_body_bytes, max_items=settings.ingest_max_items
         )

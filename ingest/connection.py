@@ -13,6 +13,12 @@ they have to be enforced where the bytes arrive, before the app sees a request:
   a body the app was reading then ends as a disconnect, which is not dead-lettered. Idle
   keep-alive connections between requests are uvicorn's own `timeout_keep_alive`.
 - **header cap** (`TOUCHSTREAM_INGEST_MAX_HEADER_BYTES`): beyond it, 431 and the connection closed.
+- **spread deadlines** (`TOUCHSTREAM_INGEST_READ_TIMEOUT_SPREAD`, 0.2): each request's deadline is
+  drawn between (1 - spread) × and 1 × the read timeout. Slow clients that connect together (an
+  attack opens its connections at once) would otherwise all be closed in the same loop iteration,
+  reconnect together and be closed together again every read timeout (with 200 of them, loop
+  stalls of 16-28 ms were seen at those instants, which the requests in flight wait out).
+  Spread, the closes and reconnects become a trickle (`bench/slowloris_bench.py`).
 
 Together with uvicorn's `limit_concurrency` (`TOUCHSTREAM_INGEST_MAX_CONNECTIONS`: beyond it a
 new request gets 503 at once), what slow clients can hold is bounded: connections × (header
@@ -27,6 +33,7 @@ its last one did (`bench/ingest_bench.py` measures the edge with it).
 from __future__ import annotations
 
 import asyncio
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +50,11 @@ class ConnectionLimits:
 
     read_timeout_s: float = 10.0
     max_header_bytes: int = 64 * 1024
+    read_timeout_spread: float = 0.2  # each deadline in [(1 - spread) * read_timeout_s, read_timeout_s]
+
+    def deadline(self, draw: float) -> float:
+        """A request's read deadline (seconds) for `draw` in [0, 1)."""
+        return self.read_timeout_s * (1.0 - self.read_timeout_spread * draw)
 
 
 DEFAULT_LIMITS = ConnectionLimits()
@@ -56,7 +68,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         limits = self.app_state.get(STATE_KEY, DEFAULT_LIMITS)
-        self._read_timeout = limits.read_timeout_s
+        self._limits = limits
         self._max_header_bytes = limits.max_header_bytes
         self._deadline: asyncio.TimerHandle | None = None
         self._header_bytes = -1  # bytes of the request line and headers so far; -1: not reading them
@@ -86,7 +98,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._disarm()  # the whole request is in: the app's answer is not a read
 
     def _arm(self) -> None:
-        self._deadline = self.loop.call_later(self._read_timeout, self._read_timed_out)
+        self._deadline = self.loop.call_later(self._limits.deadline(random.random()), self._read_timed_out)
 
     def _disarm(self) -> None:
         if self._deadline is not None:

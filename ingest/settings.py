@@ -39,6 +39,10 @@ class IngestSettings(KafkaSettings, RuntimeSettings):
         10.0, gt=0, description="a request (line, headers, body) must arrive within this from its first byte; "
         "else 408 and the connection closed (slow clients)"
     )
+    ingest_read_timeout_spread: float = Field(
+        0.2, ge=0, lt=1, description="each request's read deadline is drawn between (1 - this) and 1 times "
+        "ingest_read_timeout_s, so that slow connections opened together are not all closed (and reopened) together"
+    )
     ingest_max_header_bytes: int = Field(
         64 * 1024, ge=4096, description="request line and headers, at most; beyond it 431 and the connection closed"
     )

@@ -117,7 +117,7 @@ class PostgresSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
-    pg_dsn: str = Field("postgresql://postgres@127.0.0.1:15432/touchstream", description="PostgreSQL DSN: the default "
+    pg_dsn: str = Field("postgresql://postgres:ts-dev-password@127.0.0.1:15432/touchstream", description="PostgreSQL DSN: the default "
                         "of the three below (a single login for everything: development)")
     pg_migrate_dsn: str | None = Field(
         None, description="DSN of the schema owner, for migrations and `forget` (DDL, deletes); unset: TOUCHSTREAM_PG_DSN"

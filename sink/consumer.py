@@ -308,7 +308,7 @@ class SinkConsumer:
     # --- retention ------------------------------------------------------------------------
 
     async def expire_rows(self) -> dict[str, int]:
-        """One step of `deadletter`/`late_hits`/`sessions` retention (sink.retention); again at the next
+        """One step of `deadletter`/`late_hits`/`session_retractions`/`sessions` retention (sink.retention); again at the next
         batch while a backlog is waiting, else after the maintenance interval."""
         s = self.settings
         try:

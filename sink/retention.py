@@ -1,4 +1,5 @@
-"""Retention of the tables that grow row by row: `deadletter`, `late_hits` and `sessions`.
+"""Retention of the tables that grow row by row: `deadletter`, `late_hits`, `session_retractions`
+and `sessions`.
 
 Whoever can post can add rows to these (a malformed body is a dead letter, a hit older than the
 allowed lateness a late hit), so without retention a flood grows them for ever. Rows older than
@@ -11,6 +12,12 @@ the sink's batch writes, never as one long delete holding locks and WAL while hi
 `TOUCHSTREAM_SINK_SESSIONS_RETENTION_DAYS` (off by default: sessions are the analysts' data)
 expires closed sessions by `started_at` the same way, and a device's `devices` row with its
 last session (migration 0008).
+
+`TOUCHSTREAM_SINK_RETRACTIONS_RETENTION_DAYS` (60 by default) expires the tombstones of merged-away
+sessions by `retracted_at` through the same `expire_rows` (migration 0011). A tombstone is what
+keeps a lower-version snapshot from writing its session back, so it must outlive every way such a
+snapshot can still arrive: the `sessions` topic's retention (a replay or a reset consumer group)
+and a replay of `hits` (the settings refuse a shorter value; `sink.settings`).
 
 (Day-partitioned `pageviews`/`events` are dropped a whole day at a time: `sink.partitions`.)
 """
@@ -42,7 +49,8 @@ class RowRetention:
     def from_settings(cls, settings: SinkSettings) -> RowRetention:
         days = {"deadletter": settings.sink_deadletter_retention_days,
                 "late_hits": settings.sink_late_hits_retention_days,
-                "sessions": settings.sink_sessions_retention_days}
+                "sessions": settings.sink_sessions_retention_days,
+                "session_retractions": settings.sink_retractions_retention_days}
         return cls(settings.pg_schema, {t: d for t, d in days.items() if d is not None},
                    settings.sink_retention_batch_rows)
 

@@ -10,7 +10,7 @@ import re
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from schemas.settings import ENV_PREFIX, KafkaSettings, PostgresSettings, RuntimeSettings
+from schemas.settings import DAY_MS, ENV_PREFIX, KafkaSettings, PostgresSettings, RuntimeSettings
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 
@@ -71,6 +71,11 @@ class SinkSettings(KafkaSettings, PostgresSettings, RuntimeSettings):
         None, ge=1, description="delete closed sessions started more than this many days ago, and the devices "
         "row with a device's last session (unset/off: keep all)"
     )
+    sink_retractions_retention_days: int | None = Field(
+        60, ge=1, description="delete session_retractions rows (merged-away sessions' tombstones) retracted more "
+        "than this many days ago; must exceed the `sessions` and `hits` topics' retention (off: keep all; the "
+        "default is off when `sessions` is compaction only)"
+    )
     sink_retention_batch_rows: int = Field(
         2000, ge=1, description="rows one retention delete takes (one short transaction; more follow between batches)"
     )
@@ -88,7 +93,7 @@ class SinkSettings(KafkaSettings, PostgresSettings, RuntimeSettings):
     )
 
     @field_validator("sink_deadletter_retention_days", "sink_late_hits_retention_days",
-                     "sink_sessions_retention_days", mode="before")
+                     "sink_sessions_retention_days", "sink_retractions_retention_days", mode="before")
     @classmethod
     def _off(cls, value: object) -> object:
         # On by default, so an environment variable must be able to say "keep everything".
@@ -101,6 +106,26 @@ class SinkSettings(KafkaSettings, PostgresSettings, RuntimeSettings):
         if self.sink_partitions_behind_days > self.sink_max_row_age_days:
             raise ValueError("sink_partitions_behind_days must not exceed sink_max_row_age_days (the days it "
                              "keeps ready would be outside the window of days it writes)")
+        return self
+
+    @model_validator(mode="after")
+    def _tombstones_outlive_what_they_guard_against(self) -> SinkSettings:
+        """A retraction may go only once no lower snapshot of its session can reach the sink: none
+        left on `sessions` (its retention) and none a replay of `hits` can make again."""
+        days = self.sink_retractions_retention_days
+        if days is None:
+            return self
+        if self.sessions_retention_ms < 0:  # compaction only: an old snapshot may stay for ever
+            if "sink_retractions_retention_days" in self.model_fields_set:
+                raise ValueError("sink_retractions_retention_days must be off while sessions_retention_ms is -1 "
+                                 "(compaction only keeps an older snapshot of a retracted session indefinitely)")
+            self.sink_retractions_retention_days = None
+            return self
+        longest = max(self.sessions_retention_ms, self.hits_retention_ms)
+        if days * DAY_MS <= longest:
+            raise ValueError(f"sink_retractions_retention_days ({days}) must exceed the retention of the `sessions` "
+                             f"and `hits` topics ({longest / DAY_MS:g} days): a snapshot replayed from them would "
+                             "write a merged-away session back")
         return self
 
     @field_validator("pg_schema", "pg_writer_role", "pg_analyst_role")

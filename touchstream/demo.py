@@ -87,6 +87,14 @@ def _settings() -> tuple[KafkaSettings, PostgresSettings]:
     return KafkaSettings(kafka_bootstrap=info.kafka_bootstrap), PostgresSettings(pg_dsn=info.pg_dsn)
 
 
+def _psql_target(dsn: str) -> str:
+    """What to hand psql: the user's own DSN by its variable (it may hold a password, never
+    printed); the local stack's as it is (its password is the documented dev one)."""
+    if os.environ.get("TOUCHSTREAM_PG_DSN") == dsn:
+        return '"$TOUCHSTREAM_PG_DSN"'
+    return f"'{dsn}'"
+
+
 async def _send(edge: str, hits: list[dict]) -> set[str]:
     """Post the traffic as browsers would (one user agent per request); return accepted hit ids."""
     accepted: set[str] = set()
@@ -218,7 +226,7 @@ async def _run(args: argparse.Namespace) -> int:
             f"\n{len(accepted)} hits accepted, {landed} landed in PostgreSQL, {elapsed:.0f}s in all.\n"
             "Sessions still open close after 30 minutes without hits; their rows update in place.\n\n"
             "Look around:\n"
-            f"  psql '{pg.pg_dsn}'\n"
+            f"  psql {_psql_target(pg.pg_dsn)}\n"
             "    SELECT channel, count(*) FROM sessions GROUP BY 1 ORDER BY 2 DESC;\n"
             "    SELECT * FROM attribution_report WHERE dimension = 'channel' AND model = 'linear';\n"
             "  touchstream report --by campaign      touchstream report --chart attribution.png\n"

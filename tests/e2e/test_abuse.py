@@ -46,6 +46,7 @@ from schemas.timefmt import UTC, iso
 from sink.settings import SinkSettings
 from sink.testing import pageview
 from tests.e2e.isolated_pipeline import Env, isolated_pipeline
+from tests.e2e.slowloris import normal_clients
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -327,22 +328,11 @@ async def test_nul_characters_are_refused_at_the_edge_and_the_sink_keeps_its_pac
 # --- 4. slow clients --------------------------------------------------------------------------
 
 
-async def _normal_clients(base: str, seconds: float, clients: int = 4) -> list[float]:
-    """Single-hit posts in a loop from `clients` keep-alive clients; each request's latency."""
-    latencies: list[float] = []
-    deadline = time.monotonic() + seconds
-    async with httpx.AsyncClient(base_url=base, timeout=10, limits=httpx.Limits(max_connections=clients)) as client:
-        async def one() -> None:
-            while time.monotonic() < deadline:
-                started = time.perf_counter()
-                response = await client.post("/v1/hits", content=orjson.dumps(good_hit()),
-                                             headers={"content-type": "application/json"})
-                latencies.append(time.perf_counter() - started)
-                assert response.status_code == 202, response.text
-                await asyncio.sleep(0.01)
-
-        await asyncio.gather(*(one() for _ in range(clients)))
-    return latencies
+async def _normal_clients(host: str, port: int, seconds: float) -> list[float]:
+    """4 keep-alive clients posting single hits in a loop (`tests.e2e.slowloris.normal_clients`:
+    plain HTTP/1.1, so that the measuring client's own CPU stays out of the figures); each
+    request's latency."""
+    return await normal_clients(host, port, seconds, good_hit)
 
 
 async def _sample_rss(pid: int, samples: list[float]) -> None:
@@ -359,9 +349,8 @@ def p99(values: list[float]) -> float:
 async def test_slow_clients_neither_slow_others_nor_hold_the_edge(edge: Env) -> None:
     proc = edge.pipeline.components["ingest"].process
     assert proc is not None
-    base = edge.pipeline.edge_url
     host, port = "127.0.0.1", edge.pipeline.ingest_port
-    quiet = await _normal_clients(base, 5)  # the same clients without the attack: before and after it
+    quiet = await _normal_clients(host, port, 5)  # the same clients without the attack: before and after it
     before = memory(proc.pid)
     slow = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tests.e2e.slowloris", host, str(port), "200", cwd=ROOT,
@@ -371,7 +360,7 @@ async def test_slow_clients_neither_slow_others_nor_hold_the_edge(edge: Env) -> 
     sampler = asyncio.create_task(_sample_rss(proc.pid, rss))  # (VmHWM may hold an earlier test's peak)
     try:
         assert await asyncio.wait_for(slow.stdout.readline(), 30) == b"ready\n"
-        loaded = await _normal_clients(base, 25)  # longer than the read deadline (10 s): slow ones cycle
+        loaded = await _normal_clients(host, port, 25)  # longer than the read deadline (10 s): slow ones cycle
         slow.stdin.close()
         report = orjson.loads(await asyncio.wait_for(slow.stdout.readline(), 30))
     finally:
@@ -382,19 +371,21 @@ async def test_slow_clients_neither_slow_others_nor_hold_the_edge(edge: Env) -> 
     held, answers = report["held"], Counter(report["answers"])
     after = memory(proc.pid)
     after["VmHWM"] = max(rss, default=after["VmRSS"])  # the peak during the attack
-    quiet += await _normal_clients(base, 5)
+    quiet += await _normal_clients(host, port, 5)
     edge.pipeline.check_alive()
     grown = after["VmHWM"] - before["VmRSS"]
     print(f"\nslowloris: 4 clients alone p50 {statistics.median(quiet) * 1000:.1f} ms, p99 {p99(quiet) * 1000:.1f} ms "
           f"({len(quiet)} requests); with 200 slow connections p50 {statistics.median(loaded) * 1000:.1f} ms, "
-          f"p99 {p99(loaded) * 1000:.1f} ms ({len(loaded)} requests, bound {max(100, 2000 * p99(quiet)):.0f} ms); "
+          f"p99 {p99(loaded) * 1000:.1f} ms ({len(loaded)} requests, bound 100 ms); "
           f"slow connections held {min(held, default=0):.1f}-{max(held, default=0):.1f}s ({len(held)} closed by the edge: {dict(answers)}); "
           f"edge RSS {before['VmRSS']:.0f} -> {after['VmRSS']:.0f} MiB, peak {after['VmHWM']:.0f} MiB: "
           f"grew {grown:.0f} MiB")
-    # 100 ms, the issue's bound; on the shared 2-core machine the clients' own p99 without the
-    # attack is at times above it already, so there the bound is twice that baseline instead.
-    assert p99(loaded) < max(0.100, 2 * p99(quiet))
+    # The issue's bound. (With httpx as the measuring client its own CPU on the shared 2-core
+    # machine made most of the latency and the bound was loosened; bench/slowloris_bench.py
+    # measures both clients.) The p99 without the attack is printed above to read a failure by.
+    assert p99(loaded) < 0.100, f"p99 {p99(loaded) * 1000:.1f} ms under the attack ({p99(quiet) * 1000:.1f} ms without)"
     assert len(held) >= 200 and max(held) < 10 + 2.5, "every slow connection is closed at the read deadline"
+    assert min(held) > 10 * 0.8 - 0.5, "no slow connection is closed before its deadline (spread down to 80 %)"
     assert answers["HTTP/1.1 408 Request Timeout"] >= 200
     assert grown < 64
 

@@ -31,6 +31,7 @@ from touchstream import devstack
 from touchstream.devstack import kafka as stack_kafka
 from touchstream.devstack import postgres as stack_postgres
 from touchstream.devstack.partitioner import java_partitions
+from touchstream.devstack.paths import PG_PASSWORD
 from touchstream.devstack.process import free_port, port_open
 
 REPO = Path(__file__).resolve().parents[2]
@@ -347,3 +348,65 @@ async def test_down_wipe_deletes_the_data_and_keeps_the_jars(tmp_path):
     assert not pg_data.exists() and not cfg.pg_dir.exists()
     assert not port_open("127.0.0.1", cfg.pg_port)
     assert shared.kafka_libs_dir.is_dir() and stack_kafka.libs_present(shared), "the shared jars are kept"
+
+
+# --- password authentication --------------------------------------------------------------
+
+
+def _without_password(dsn: str) -> str:
+    return dsn.replace(f":{PG_PASSWORD}@", "@", 1)
+
+
+async def _refused(dsn: str) -> str:
+    """The error a connection attempt gets (the test fails if it is accepted)."""
+    try:
+        conn = await asyncpg.connect(dsn, timeout=10)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    await conn.close()
+    raise AssertionError(f"PostgreSQL accepted {dsn}")
+
+
+async def test_the_stack_refuses_a_connection_without_the_password(services):
+    if services.source != "stack":
+        pytest.fail("this checks the local stack; run it against the stack")
+    dsn = services.pg_dsn
+    assert f":{PG_PASSWORD}@" in dsn
+    assert "password" in (await _refused(_without_password(dsn))).lower()
+    assert "password" in (await _refused(dsn.replace(PG_PASSWORD, "not-the-password", 1))).lower()
+    conn = await asyncpg.connect(dsn)  # the stack's own DSN (every default one) still gets in
+    try:
+        assert await conn.fetchval("SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid "
+                                   "WHERE rolname = current_user")
+    finally:
+        await conn.close()
+
+
+async def test_a_cluster_made_with_trust_is_moved_to_passwords_and_keeps_its_data(tmp_path):
+    """A dev cluster from before passwords (pg_hba.conf `trust`, a superuser without a password):
+    the next `stack up` gives the superuser the password and switches pg_hba.conf, data kept."""
+    cfg = devstack.StackConfig(root=tmp_path / "stack", kafka_port=free_port(), kafka_controller_port=free_port(),
+                               pg_port=free_port())
+    try:
+        await asyncio.to_thread(devstack.start_postgres, cfg)
+        conn = await asyncpg.connect(cfg.pg_dsn())
+        try:
+            await conn.execute("CREATE TABLE kept (v text); INSERT INTO kept VALUES ('before')")
+            await conn.execute("ALTER ROLE postgres PASSWORD NULL")
+        finally:
+            await conn.close()
+        await asyncio.to_thread(devstack.stop_postgres, cfg)
+        hba = stack_postgres.data_dir(cfg) / "pg_hba.conf"
+        hba.write_text("local all all trust\nhost all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n")
+        assert stack_postgres.trusting(cfg)
+
+        await asyncio.to_thread(devstack.start_postgres, cfg)
+        assert not stack_postgres.trusting(cfg) and "trust" not in hba.read_text()
+        assert "password" in (await _refused(_without_password(cfg.pg_dsn()))).lower()
+        conn = await asyncpg.connect(cfg.pg_dsn())
+        try:
+            assert await conn.fetchval("SELECT v FROM kept") == "before"
+        finally:
+            await conn.close()
+    finally:
+        await asyncio.to_thread(devstack.down, cfg, wipe=True)

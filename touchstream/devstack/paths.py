@@ -10,7 +10,8 @@ Everything lives under one folder, ``<repo>/.stack/`` by default (ignored by git
       kafka/kafka.pid, kafka.log
       kafka-2/, kafka-3/, ...     the other brokers of a cluster (`up --brokers N`), laid out alike
       tls/                        the CA, certificates, keys and generated passwords (`up --tls`; mode 0600)
-      postgres/data/              the cluster (owned by the postgres user when run as root)
+      postgres/data/              the cluster (owned by the postgres user when run as root); login
+                                  postgres, password `ts-dev-password` (PG_PASSWORD), scram-sha-256
       postgres/log
       java/                       small compiled Java helpers used by tests
 
@@ -37,6 +38,12 @@ NODE_PORT_STRIDE = 10  # broker k's ports start at kafka_port + k * NODE_PORT_ST
 DEFAULT_PG_PORT = 15432
 DATABASE = "touchstream"
 PG_USER = "postgres"
+# The dev stack's PostgreSQL asks for a password (scram-sha-256), as a production server does: a
+# client that sends none is refused. This one is documented, not secret (the same as
+# docker-compose.yml's), so that the default DSN of every component reaches the stack as it is;
+# the stack listens on loopback only. Production logins get their own (README, "Production
+# connections").
+PG_PASSWORD = "ts-dev-password"
 
 
 def repo_root() -> Path:
@@ -204,7 +211,7 @@ class StackConfig:
         return self.pg_dir / "log"
 
     def pg_dsn(self, database: str = DATABASE) -> str:
-        return f"postgresql://{PG_USER}@{self.host}:{self.pg_port}/{database}"
+        return f"postgresql://{PG_USER}:{PG_PASSWORD}@{self.host}:{self.pg_port}/{database}"
 
     # --- misc --------------------------------------------------------------------------
     @property

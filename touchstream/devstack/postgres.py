@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .paths import DATABASE, PG_USER, StackConfig
+from .paths import DATABASE, PG_PASSWORD, PG_USER, StackConfig
 from .tls import PG_ANALYST, PG_OWNER, PG_WRITER
 from .tls import material as tls_material
 from .process import (
@@ -38,19 +38,21 @@ max_connections = 200
 timezone = 'UTC'
 log_timezone = 'UTC'
 log_min_messages = warning
+password_encryption = 'scram-sha-256'
 include_if_exists = 'touchstream-tls.conf'
 """
 TLS_CONF = "touchstream-tls.conf"
-# Who may connect how. Without TLS: anyone on loopback (development). With TLS: the stack's own
-# superuser on loopback for its probes, every other login only over TLS with a password.
+# Who may connect how: every login with its password (scram-sha-256), on loopback and the Unix
+# socket alike (`trust` would let any local process in as the superuser). With TLS, every login
+# but the stack's own superuser (its probes and set-up) only over TLS.
 HBA_PLAIN = """# written by `touchstream stack up`
-local all all trust
-host all all 127.0.0.1/32 trust
-host all all ::1/128 trust
+local all all scram-sha-256
+host all all 127.0.0.1/32 scram-sha-256
+host all all ::1/128 scram-sha-256
 """
 HBA_TLS = """# written by `touchstream stack up --tls`
-local all all trust
-host all postgres 127.0.0.1/32 trust
+local all all scram-sha-256
+host all postgres 127.0.0.1/32 scram-sha-256
 hostssl all all 127.0.0.1/32 scram-sha-256
 hostssl all all ::1/128 scram-sha-256
 """
@@ -167,7 +169,7 @@ def initialised(cfg: StackConfig) -> bool:
 
 
 def initdb(cfg: StackConfig) -> float | None:
-    """Create the cluster once (trust auth on loopback, user postgres); None if it exists."""
+    """Create the cluster once (user postgres with the stack's password); None if it exists."""
     if initialised(cfg):
         return None
     started = time.monotonic()
@@ -178,11 +180,41 @@ def initdb(cfg: StackConfig) -> float | None:
     _chown(base)
     _chown(data)
     os.chmod(data, 0o700)
-    _run([str(bins / "initdb"), "-D", str(data), "-A", "trust", "-U", PG_USER, "-E", "UTF8",
-          "--locale=C", "--no-sync"], "initdb")
+    # The password reaches initdb through a file (an argument would show in `ps`), beside the
+    # cluster where the postgres user can read it, and gone once initdb has read it.
+    pwfile = base / "initdb.password"
+    _write_owned(pwfile, PG_PASSWORD + "\n")
+    try:
+        _run([str(bins / "initdb"), "-D", str(data), "-A", "scram-sha-256", f"--pwfile={pwfile}", "-U", PG_USER,
+              "-E", "UTF8", "--locale=C", "--no-sync"], "initdb")
+    finally:
+        pwfile.unlink(missing_ok=True)
     with open(data / "postgresql.conf", "a") as fh:
         fh.write(CLUSTER_SETTINGS)
     return time.monotonic() - started
+
+
+def trusting(cfg: StackConfig) -> bool:
+    """A cluster made before the stack asked for passwords: its pg_hba.conf still says `trust`."""
+    try:
+        lines = (data_dir(cfg) / "pg_hba.conf").read_text().splitlines()
+    except OSError:
+        return False
+    return any(line.split()[-1:] == ["trust"] for line in lines if not line.lstrip().startswith("#"))
+
+
+async def _set_password(dsn: str) -> None:
+    """Give the superuser the stack's password (on a `trust` cluster, before pg_hba asks for it)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        # Stored as a SCRAM verifier whatever the old cluster's setting; a literal, not a
+        # parameter: utility statements take none (the password is a constant).
+        await conn.execute("SET password_encryption = 'scram-sha-256'")
+        await conn.execute(f"ALTER ROLE {PG_USER} PASSWORD '{PG_PASSWORD}'")
+    finally:
+        await conn.close()
 
 
 def postgres_pid(cfg: StackConfig) -> int | None:
@@ -263,8 +295,11 @@ def start_locked(cfg: StackConfig, timeout: float = 60.0) -> dict[str, float]:
     if pid is not None and running_port(cfg) not in (None, cfg.pg_port):
         raise StackError(f"this stack's PostgreSQL already runs on port {running_port(cfg)}, not "
                          f"{cfg.pg_port}; run `touchstream stack down` first")
-    if initialised(cfg) and _configure_access(cfg) and pid is not None:
-        _run([str(bin_dir() / "pg_ctl"), "-D", str(data_dir(cfg)), "reload"], "pg_ctl reload")
+    # A cluster from before passwords starts (or keeps running) with its old pg_hba.conf until
+    # its superuser has the password; then the new one applies (below).
+    legacy = initialised(cfg) and trusting(cfg)
+    if initialised(cfg) and not legacy and _configure_access(cfg) and pid is not None:
+        _reload(cfg)
         timings["reload"] = 0.0
     if pid is None:
         if not port_bindable(cfg.host, cfg.pg_port):
@@ -297,6 +332,9 @@ def start_locked(cfg: StackConfig, timeout: float = 60.0) -> dict[str, float]:
             raise StackError(f"PostgreSQL did not accept connections within {timeout:.0f}s; "
                              f"see {log_file(cfg)}:\n{tail(log_file(cfg))}")
         time.sleep(0.2)
+    if legacy:
+        _migrate_from_trust(cfg)
+        timings["password"] = time.monotonic() - started
     if run_sync(_create_database(cfg.pg_dsn("postgres"), DATABASE)):
         timings["createdb"] = time.monotonic() - started
     else:
@@ -304,6 +342,26 @@ def start_locked(cfg: StackConfig, timeout: float = 60.0) -> dict[str, float]:
     if cfg.tls:
         run_sync(_create_logins(cfg))
     return timings
+
+
+def _reload(cfg: StackConfig) -> None:
+    _run([str(bin_dir() / "pg_ctl"), "-D", str(data_dir(cfg)), "reload"], "pg_ctl reload")
+
+
+def _migrate_from_trust(cfg: StackConfig) -> None:
+    """Set the superuser's password on a `trust` cluster, then switch pg_hba.conf to passwords
+    (reloaded, no restart). Its data stays; if this cannot be done, the way out is a new cluster."""
+    try:
+        run_sync(_set_password(cfg.pg_dsn("postgres")))
+    except Exception as exc:
+        raise StackError(f"this stack's PostgreSQL was made with `trust` authentication and its superuser could "
+                         f"not be given a password ({exc}); run `touchstream stack down --wipe` (deletes its "
+                         "data) and `touchstream stack up` again") from exc
+    _configure_access(cfg)
+    _reload(cfg)
+    if not ready(cfg):
+        raise StackError("PostgreSQL does not accept the stack's password after the switch from `trust`; run "
+                         "`touchstream stack down --wipe` (deletes its data) and `touchstream stack up` again")
 
 
 def _write_owned(path: Path, text: str, mode: int = 0o600) -> bool:

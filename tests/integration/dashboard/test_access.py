@@ -4,6 +4,9 @@ read-only analyst connection. Plus: the OpenAPI document describes exactly the a
 
 from __future__ import annotations
 
+import urllib.parse
+import uuid
+
 import asyncpg
 import httpx
 import pytest
@@ -75,9 +78,11 @@ async def test_the_analyst_connection_cannot_write(pool):
 async def test_a_login_role_with_only_the_analyst_grant_reads_and_cannot_write(filled, db):
     """The deployment the README describes: the dashboard's own DSN, a login holding the analyst role."""
     login = f"dash_{filled.schema}"
-    await db.execute(f'CREATE ROLE "{login}" LOGIN IN ROLE touchstream_analyst')
+    password = uuid.uuid4().hex  # (the stack asks every login for its password)
+    await db.execute(f"CREATE ROLE \"{login}\" LOGIN PASSWORD '{password}' IN ROLE touchstream_analyst")
     try:
-        dsn = filled.dsn.replace("postgres@", f"{login}@", 1)
+        parts = urllib.parse.urlsplit(filled.dsn)
+        dsn = urllib.parse.urlunsplit(parts._replace(netloc=f"{login}:{password}@{parts.hostname}:{parts.port}"))
         settings = dashboard_settings(filled, dashboard_pg_dsn=dsn, dashboard_set_role=False)
         from dashboard.db import create_pool
 

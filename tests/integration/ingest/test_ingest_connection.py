@@ -5,6 +5,7 @@ client can be as slow or as large as an attacker's."""
 from __future__ import annotations
 
 import os
+import selectors
 import signal
 import socket
 import subprocess
@@ -21,6 +22,7 @@ from touchstream.devstack.process import free_port
 
 REPO = Path(__file__).resolve().parents[3]
 TIMEOUT_S = 1.0
+SPREAD = 0.2  # each deadline in [0.8, 1.0] x TIMEOUT_S
 HIT = b'{"guid":"6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a01","url":"https://www.example.com/"}'
 
 
@@ -29,7 +31,8 @@ def edge(services: Any, topic_prefix: str, tmp_path: Path) -> Iterator[tuple[str
     port = free_port()
     log = tmp_path / "edge.log"
     env = {**os.environ, "TOUCHSTREAM_KAFKA_BOOTSTRAP": services.kafka_bootstrap, "TOUCHSTREAM_TOPIC_PREFIX": topic_prefix,
-           "TOUCHSTREAM_INGEST_READ_TIMEOUT_S": str(TIMEOUT_S), "TOUCHSTREAM_INGEST_MAX_HEADER_BYTES": "8192",
+           "TOUCHSTREAM_INGEST_READ_TIMEOUT_S": str(TIMEOUT_S), "TOUCHSTREAM_INGEST_READ_TIMEOUT_SPREAD": str(SPREAD),
+           "TOUCHSTREAM_INGEST_MAX_HEADER_BYTES": "8192",
            "TOUCHSTREAM_INGEST_MAX_CONNECTIONS": "20"}
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "touchstream.cli", "ingest", "--port", str(port)], cwd=REPO,
@@ -102,7 +105,34 @@ def test_slow_or_silent_clients_are_answered_408_and_closed_at_the_deadline(edge
         sock.close()
         took = at - started
         assert status == b"HTTP/1.1 408 Request Timeout", (name, status)
-        assert TIMEOUT_S * 0.9 < took < TIMEOUT_S + 1.5, (name, took)
+        assert TIMEOUT_S * (1 - SPREAD) * 0.9 < took < TIMEOUT_S + 1.5, (name, took)
+
+
+def test_connections_opened_together_are_not_closed_together(edge) -> None:
+    """Each deadline is drawn within [(1 - spread), 1] x the read timeout: silent connections
+    opened at once are closed over a span of time, not in one loop iteration."""
+    socks = [socket.create_connection(edge) for _ in range(12)]
+    opened = time.monotonic()
+    closed: dict[socket.socket, float] = {}
+    with selectors.DefaultSelector() as sel:
+        for sock in socks:
+            sel.register(sock, selectors.EVENT_READ)
+        while len(closed) < len(socks) and time.monotonic() < opened + TIMEOUT_S * 10:
+            for key, _ in sel.select(timeout=TIMEOUT_S):
+                sock = key.fileobj
+                try:
+                    data = sock.recv(65536)  # type: ignore[union-attr]
+                except ConnectionResetError:
+                    data = b""
+                if not data or data.startswith(b"HTTP/1.1 408"):
+                    closed.setdefault(sock, time.monotonic() - opened)  # type: ignore[arg-type]
+                    sel.unregister(sock)
+    for sock in socks:
+        sock.close()
+    times = sorted(closed.values())
+    assert len(times) == len(socks)
+    assert TIMEOUT_S * (1 - SPREAD) * 0.9 < times[0] and times[-1] < TIMEOUT_S + 1.0, times
+    assert times[-1] - times[0] > TIMEOUT_S * SPREAD / 4, times  # equal deadlines: a few ms apart
 
 
 def test_the_deadline_is_per_request_not_per_connection(edge) -> None:

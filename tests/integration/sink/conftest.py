@@ -45,9 +45,10 @@ def sink_settings(services: Any, topic_prefix: str, migrated: Any) -> SinkSettin
         sink_retry_max_s=1.0,
         sink_session_timeout_ms=6000,
         # The records here are dated around sink.testing.T0 (March 2026), whatever today is: no
-        # day window, and no retention deleting their late hits (tests of both set their own).
+        # day window, and no retention deleting their late hits or retractions (tests of both set their own).
         sink_max_row_age_days=36500,
         sink_late_hits_retention_days=None,
         sink_deadletter_retention_days=None,
+        sink_retractions_retention_days=None,
     )
 

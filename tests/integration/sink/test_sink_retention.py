@@ -1,4 +1,4 @@
-"""Retention of deadletter and late_hits (sink.retention): old rows go in small batches, as the
+"""Retention of deadletter, late_hits, session_retractions and sessions (sink.retention): old rows go in small batches, as the
 writer role, and nothing younger than the cutoff is touched. Real PostgreSQL, no Kafka."""
 
 from __future__ import annotations
@@ -10,7 +10,10 @@ import orjson
 from schemas.timefmt import UTC
 from sink.consumer import SinkConsumer
 from sink.settings import SinkSettings
-from sink.testing import new_id
+from sink.batch import decode_batch
+from sink.testing import RecordStream, new_id
+from tests.merge_play import NOW as PLAY_NOW
+from tests.merge_play import ROLES, B, play
 
 NOW = datetime(2026, 12, 4, 18, 0, tzinfo=UTC)
 
@@ -36,9 +39,21 @@ async def _count(db, table: str, column: str) -> tuple[int, int]:
 
 
 def _sink(migrated, **extra) -> SinkConsumer:
-    settings = SinkSettings(pg_dsn=migrated.dsn, pg_schema=migrated.schema, sink_metrics_port=0,
-                            sink_deadletter_retention_days=30, sink_late_hits_retention_days=30, **extra)
+    extra = {"sink_deadletter_retention_days": 30, "sink_late_hits_retention_days": 30,
+             "sink_retractions_retention_days": None, **extra}
+    settings = SinkSettings(pg_dsn=migrated.dsn, pg_schema=migrated.schema, sink_metrics_port=0, **extra)
     return SinkConsumer(settings, clock=lambda: NOW)
+
+
+async def _expire_all(sink: SinkConsumer, table: str) -> int:
+    """Retention steps until one deletes nothing from `table`; the rows deleted from it."""
+    try:
+        deleted = 0
+        while step := (await sink.expire_rows()).get(table, 0):
+            deleted += step
+        return deleted
+    finally:
+        await sink.writer.close()
 
 
 async def test_rows_past_retention_are_deleted_in_batches_and_younger_ones_stay(migrated, db):
@@ -51,7 +66,7 @@ async def test_rows_past_retention_are_deleted_in_batches_and_younger_ones_stay(
         q = f'"{migrated.schema}"'
         one = await conn.fetchval(f"SELECT {q}.expire_rows('deadletter', $1, 100)", NOW - timedelta(days=30))
         assert one == 100, "one call deletes one batch"
-        deleted = {"deadletter": one, "late_hits": 0}
+        deleted = {"deadletter": one, "late_hits": 0}  # (retractions: off in `_sink` unless a test sets them)
         steps = 0
         while True:
             step = await sink.expire_rows()
@@ -113,15 +128,36 @@ async def test_closed_sessions_expire_and_a_device_goes_with_its_last_session(mi
         await db.execute("INSERT INTO devices (guid, first_seen_at, last_seen_at, sessions, first_session_id) "
                          "VALUES ($1, $2, $2, 1, $3)", guid, NOW - timedelta(days=40), new_id())
     sink = _sink(migrated, sink_sessions_retention_days=30, sink_retention_batch_rows=2)
-    try:
-        deleted = 0
-        while step := (await sink.expire_rows()).get("sessions", 0):
-            deleted += step
-    finally:
-        await sink.writer.close()
+    deleted = await _expire_all(sink, "sessions")
     assert deleted == len(old)
     left = {str(r[0]) for r in await db.fetch("SELECT session_id FROM sessions")}
     assert left == set(kept)  # young and open sessions stay, whatever their age
     devices = {str(r[0]) for r in await db.fetch("SELECT guid FROM devices")}
     assert devices == {stays, still_open}  # the device whose every session expired is gone
     assert SinkSettings().sink_sessions_retention_days is None  # off unless set
+
+
+
+async def test_retractions_expire_past_their_retention_and_younger_ones_still_guard(migrated, db, writer):
+    """Migration 0011: the tombstones of merged-away sessions go after 60 days by default, in batches;
+    until then one keeps a stale snapshot of its session out (the reason it is kept at all)."""
+    first, second = play()
+    await writer.write(decode_batch(first + second, ROLES, now=PLAY_NOW))  # B merged into A: B's tombstone
+    ages = [70] * 5 + [2] * 3
+    others = [(new_id(), new_id(), new_id(), 5, NOW - timedelta(days=days)) for days in ages]
+    await db.executemany("INSERT INTO session_retractions (session_id, guid, merged_into, version, retracted_at) "
+                         "VALUES ($1, $2, $3, $4, $5)", others)
+    await db.execute("UPDATE session_retractions SET retracted_at = $1 WHERE session_id = $2",
+                     NOW - timedelta(days=59), B)
+    sink = _sink(migrated, sink_retractions_retention_days=SinkSettings().sink_retractions_retention_days,
+                 sink_retention_batch_rows=2)
+    assert sink.retention.days["session_retractions"] == 60  # (on by default)
+    deleted = await _expire_all(sink, "session_retractions")
+    assert deleted == 5
+    left = {str(r[0]) for r in await db.fetch("SELECT session_id FROM session_retractions")}
+    assert left == {B} | {str(row[0]) for row in others[5:]}
+    # B's snapshot from before the merge, replayed: its 59-day-old tombstone still keeps it out.
+    stale = next(r for r in first if r.topic == ROLES.sessions and r.key == B.encode())
+    await writer.write(decode_batch([RecordStream().record(ROLES.sessions, stale.value, key=B.encode())], ROLES,
+                                    now=PLAY_NOW))
+    assert await db.fetchval("SELECT count(*) FROM sessions WHERE session_id = $1", B) == 0

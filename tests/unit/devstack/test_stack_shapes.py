@@ -54,7 +54,7 @@ def test_tls_adds_sasl_ssl_and_mutual_tls_listeners_and_prints_no_secret(tmp_pat
     assert not [s for s in secrets if s in lines] and not [s for s in secrets if s in repr(stack)]
     assert f"$(cat {material(cfg.root).secret_file('sasl')})" in lines
     assert stack.env() == {"TOUCHSTREAM_KAFKA_BOOTSTRAP": "127.0.0.1:30000",
-                           "TOUCHSTREAM_PG_DSN": "postgresql://postgres@127.0.0.1:30500/touchstream"}
+                           "TOUCHSTREAM_PG_DSN": "postgresql://postgres:ts-dev-password@127.0.0.1:30500/touchstream"}
 
 
 def test_private_stacks_keep_off_the_checkouts_stack_ports() -> None:
@@ -65,3 +65,18 @@ def test_private_stacks_keep_off_the_checkouts_stack_ports() -> None:
     for _ in range(20):
         base = free_port_block(30)
         assert not any(stack_port(p) for p in range(base, base + 30))
+
+
+def test_the_default_dsn_is_the_stacks_with_its_password_and_masks_nothing_else(tmp_path: Path) -> None:
+    """Every component's default DSN reaches the stack as it is (password included), and the
+    log handlers, which mask the settings' secrets wherever they appear, leave the rest alone."""
+    from schemas.logs import Redactor, secrets_of
+    from schemas.settings import PostgresSettings
+    from touchstream.devstack.paths import PG_PASSWORD
+
+    default = PostgresSettings.model_fields["pg_dsn"].default
+    assert default == StackConfig(root=tmp_path).pg_dsn() and f":{PG_PASSWORD}@" in default
+    redact = Redactor(secrets_of(PostgresSettings(pg_dsn=default)))
+    line = "component=sink logger=touchstream.sink topic=touchstream.hits db=touchstream"
+    assert redact(line) == line
+    assert redact(f"dsn={default}") == "dsn=postgresql://postgres:***@127.0.0.1:15432/touchstream"
