@@ -286,7 +286,8 @@ def _moment(value: Any) -> datetime:
 
 def fast_events_row(raw: bytes) -> tuple[str, Row, Any, Any] | None:
     """("pageviews" | "events", row, user_id, previous_guid) for a plainly well-formed record (the
-    last two as found, checked by `Decoder._identity`); None: ask the codec."""
+    last two strings or None, as the codec reads them; `Decoder._identity` checks they can be
+    stored); None: ask the codec."""
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -300,7 +301,7 @@ def fast_events_row(raw: bytes) -> tuple[str, Row, Any, Any] | None:
                 _text(obj["hit_id"]), _text(obj["session_id"]), _text(obj["guid"]), _text(obj["site"]),
                 _moment(obj["occurred_at"]), _moment(obj["received_at"]), _text(obj["url"]), _text(obj["path"]),
                 _text(obj.get("referrer", "")), _text_or_none(obj.get("title")),
-            ), obj.get("user_id"), obj.get("previous_guid")
+            ), _text_or_none(obj.get("user_id")), _text_or_none(obj.get("previous_guid"))
         if kind == "event":
             properties = obj.get("properties", {})
             if type(properties) is not dict:
@@ -309,7 +310,7 @@ def fast_events_row(raw: bytes) -> tuple[str, Row, Any, Any] | None:
                 _text(obj["hit_id"]), _text(obj["session_id"]), _text(obj["guid"]), _text(obj["site"]),
                 _moment(obj["occurred_at"]), _moment(obj["received_at"]), _text(obj["name"]),
                 _text_or_none(obj.get("module")), _text(obj["url"]), orjson.dumps(properties).decode(),
-            ), obj.get("user_id"), obj.get("previous_guid")
+            ), _text_or_none(obj.get("user_id")), _text_or_none(obj.get("previous_guid"))
     except (KeyError, ValueError, _Slow):
         return None
     return None

@@ -60,10 +60,6 @@ from touchstream.persons import person_guids, user_id_problem
 
 TABLES = ("sessions", "pageviews", "events", "devices", "late_hits", "session_retractions", "identities",
           "device_links", "person_devices", "deadletter")
-# Tables whose rows name the device in `guid` only (device_links: in either column; person_devices:
-# counted as its own row, then rebuilt for the others).
-_BY_GUID = ("sessions", "pageviews", "events", "devices", "late_hits", "session_retractions", "identities",
-            "person_devices")
 _LINKS = "DELETE FROM device_links WHERE guid = $1::uuid OR previous_guid = $1::uuid"
 
 # The device's dead letters: keyed by its guid (hits, edge refusals) or one of its session ids
@@ -124,15 +120,14 @@ async def _device_ids(conn: Any, guid: str, on_topic: set[str]) -> tuple[list[st
 
 
 async def count_rows(conn: Any, guid: str) -> dict[str, int]:
-    """What `forget` would delete, per table (changes nothing)."""
-    sessions, hits = await _device_ids(conn, guid, set())
-    counts = {}
-    for table in _BY_GUID:
-        counts[table] = int(await conn.fetchval(f"SELECT count(*) FROM {table} WHERE guid = $1::uuid", guid))
-    counts["device_links"] = int(await conn.fetchval(
-        "SELECT count(*) FROM device_links WHERE guid = $1::uuid OR previous_guid = $1::uuid", guid))
-    counts["deadletter"] = int(await conn.fetchval(
-        f"SELECT count(*) FROM deadletter WHERE {DEADLETTER_WHERE}", guid.replace("-", ""), sessions, hits))
+    """What `forget` would delete, per table: the deletion itself, rolled back (so the persons it
+    would rebuild are counted exactly as forget counts them). Changes nothing."""
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        counts, _ = await delete_rows(conn, guid)
+    finally:
+        await transaction.rollback()
     return counts
 
 
@@ -146,10 +141,8 @@ async def delete_rows(conn: Any, guid: str, on_topic: set[str] | None = None) ->
     for table in ("pageviews", "events", "late_hits", "sessions", "session_retractions", "devices", "identities"):
         counts[table] = _deleted(await conn.execute(f"DELETE FROM {table} WHERE guid = $1::uuid", guid))
     counts["device_links"] = _deleted(await conn.execute(_LINKS, guid))
-    # (the person's other devices are re-linked without this one: their person may split or end)
-    counts["person_devices"] = int(await conn.fetchval("SELECT count(*) FROM person_devices WHERE guid = $1::uuid",
-                                                       guid))
-    await conn.execute("SELECT person_rebuild(ARRAY[$1::uuid])", guid)
+    # Its person is rebuilt without it: the rest may split, or stop being a person (their rows count).
+    counts["person_devices"] = int(await conn.fetchval("SELECT person_rebuild(ARRAY[$1::uuid])", guid))
     return {t: counts[t] for t in TABLES}, sessions
 
 

@@ -70,7 +70,7 @@ class Journey:
 
     @property
     def known(self) -> bool:
-        return bool(self.device or self.sessions or self.conversions or self.late_hits)
+        return bool(self.device or self.sessions or self.conversions or self.late_hits or self.devices)
 
 
 async def load_journey(conn: Any, guid: str) -> Journey:

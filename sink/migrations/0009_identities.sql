@@ -81,20 +81,26 @@ BEGIN
         u := user_ids[i];
         o := other_guids[i];
         SELECT * INTO p1 FROM person_devices WHERE guid = g;
-        IF NOT FOUND THEN
-            p1 := ROW(g, g::text, false);
+        IF NOT FOUND THEN  -- a device new to persons: a person of its own until merged
+            p1.guid := g;
+            p1.person_id := g::text;
+            p1.named := false;
         END IF;
         IF u IS NOT NULL THEN
             -- every device of this user id is one person already: any one of them says which
             SELECT pd.* INTO p2 FROM identities x JOIN person_devices pd ON pd.guid = x.guid
             WHERE x.user_id = u AND x.guid <> g LIMIT 1;
             IF NOT FOUND THEN
-                p2 := ROW(NULL, u, true);
+                p2.guid := NULL;
+                p2.person_id := u;
+                p2.named := true;
             END IF;
         ELSE
             SELECT * INTO p2 FROM person_devices WHERE guid = o;
             IF NOT FOUND THEN
-                p2 := ROW(o, o::text, false);
+                p2.guid := o;
+                p2.person_id := o::text;
+                p2.named := false;
             END IF;
         END IF;
         best_id := p1.person_id;
@@ -124,11 +130,13 @@ $fn$;
 
 -- After devices are erased (`touchstream forget`, their identities and links already deleted): the
 -- persons they belonged to are built again from the edges that remain (a person may fall apart
--- into several, or end). Returns the devices whose person was rebuilt.
+-- into several, or end). Returns the rows of person_devices it deleted for good: the erased
+-- devices' own, and those of devices that no longer belong to any person without them.
 CREATE FUNCTION person_rebuild(gone uuid[]) RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $fn$
 DECLARE
     members uuid[];
+    deleted integer;
     g uuid[];
     u text[];
     o uuid[];
@@ -138,13 +146,14 @@ BEGIN
     WHERE (pd.person_id, pd.named) IN (SELECT person_id, named FROM person_devices WHERE guid = ANY(gone))
       AND pd.guid <> ALL(gone);
     DELETE FROM person_devices WHERE guid = ANY(gone) OR guid = ANY(members);
+    GET DIAGNOSTICS deleted = ROW_COUNT;
     SELECT coalesce(array_agg(e.guid), '{}'), coalesce(array_agg(e.user_id), '{}'), coalesce(array_agg(e.other), '{}')
     INTO g, u, o FROM (
         SELECT guid, user_id, NULL::uuid AS other FROM identities WHERE guid = ANY(members)
         UNION ALL
         SELECT guid, NULL, previous_guid FROM device_links WHERE guid = ANY(members)) e;
     PERFORM person_link(g, u, o);
-    RETURN coalesce(array_length(members, 1), 0);
+    RETURN deleted - (SELECT count(*) FROM person_devices WHERE guid = ANY(members));
 END
 $fn$;
 
