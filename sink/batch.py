@@ -6,6 +6,10 @@
     route   sessions -> `sessions` (snapshots) | `session_retractions` (SPEC rule 6: merged
             away); events -> `pageviews` | `events` | `late_hits` | `moves` | `move_ranges` by
             `kind`; deadletter -> `deadletter` (payload base64-decoded back to the original bytes);
+    identity a pageview's, event's or late hit's `user_id` and `previous_guid` -> `identities` and
+            `device_links` (migration 0009), coalesced to one row per key with the earliest and
+            latest times; a value that cannot be stored is counted (`unusable_identities`), and
+            its hit still lands
     coalesce a session's snapshots and retraction to the one of highest `version` per session_id
             (the upsert may touch a row only once per statement, and older ones would lose
             anyway); a hit's moves to its last (records of a device arrive in log order).

@@ -133,6 +133,8 @@ def test_identify_and_a_storage_clear_make_one_person_in_postgres(browser: Brows
                           lambda r: len(r) == 2)
     assert sorted(persons) == sorted([(old, "person-42", True), (new, "person-42", True)])
 
+    fetch_until(pipeline, "SELECT DISTINCT guid FROM sessions", lambda r: len(r) == 2)
+
     # journey by user id: both devices, each session labelled by its device
     env = {**pipeline.pipeline.env()}
     out = subprocess.run([sys.executable, "-m", "touchstream.cli", "journey", "--user-id", "person-42",
