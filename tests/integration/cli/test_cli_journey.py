@@ -8,10 +8,10 @@ import uuid
 from cli_helpers import SITE, T, cli_env, journeys, run_cli  # noqa: F401  (fixtures)
 
 
-def table_rows(text: str) -> list[list[str]]:
+def table_rows(text: str, header: str = "#  started") -> list[list[str]]:
     """The rows of the rendered timeline table, cells split on the two-space column gap."""
     lines = text.split("\n")
-    start = next(i for i, line in enumerate(lines) if line.startswith("#  started"))
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
     return [[c.strip() for c in line.split("  ") if c.strip()] for line in lines[start + 2:] if line.strip()]
 
 
@@ -94,9 +94,9 @@ async def test_a_person_by_user_id_every_device_in_one_timeline(journeys):
     assert text.startswith("person with user id 'crm-c': 2 devices\n")
     assert f"  D1  {c}  " in text and f"  D2  {d}  " in text  # by first seen: C (T-3d), then D (T)
     assert "  3 sessions, 1 conversion" in text
-    rows = table_rows(text)
+    rows = table_rows(text, header="device")
     assert [r[:2] for r in rows] == [["D1", "1"], ["D1", "2"], ["D1", "2026-03-19 12:01:00"], ["D2", "1"]]
-    assert rows[3][4] == "Referral"
+    assert rows[3][5] == "Referral"
 
     doc = json.loads(run_cli("journey", "--user-id", "crm-c", "--format", "json",
                              env=cli_env(**journeys.env())).stdout)
