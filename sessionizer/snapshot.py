@@ -116,6 +116,7 @@ def hit_record(hit: HitView, guid: str, session_id: str) -> PageviewView | Event
     return PageviewView(
         hit_id=hit.hit_id, session_id=session_id, guid=guid, site=hit.site, occurred_at=hit.occurred_at,
         received_at=hit.received_at, url=hit.url, path=hit.path, referrer=hit.referrer, title=hit.title,
+        user_id=hit.user_id, previous_guid=hit.previous_guid,
     )
 
 
