@@ -1,5 +1,6 @@
 """The `events` records the core makes of a hit forward who sent it (issue 18: identity stitching):
-the hit's `user_id` and `previous_guid`, on pageviews and events alike, valid against the models."""
+the hit's `user_id` and `previous_guid`, on pageviews and events alike, valid against the models;
+a hit with neither keeps the record it had before (no fields of nulls)."""
 
 from __future__ import annotations
 
@@ -33,3 +34,5 @@ def test_hit_records_carry_user_id_and_previous_guid(kind, user_id, previous_gui
     wire = orjson.loads(encode_view(hit_record(hit, GUID, "5d2c3f4e-8a51-5b7e-9c0d-7e1f2a3b4c5d")))
     model = (EventRecord if kind == "event" else PageviewRecord).model_validate(wire)
     assert (wire["kind"], model.user_id, model.previous_guid) == (kind, user_id, previous_guid)
+    # a hit that names nobody (nearly all): the record as it was before identities, no two nulls
+    assert ("user_id" in wire) == ("previous_guid" in wire) == (user_id is not None or previous_guid is not None)
