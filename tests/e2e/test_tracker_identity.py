@@ -153,6 +153,8 @@ def test_identify_and_a_storage_clear_make_one_person_in_postgres(browser: Brows
     body = answer.json()
     assert [(r["device"], r["guid"]) for r in body["rows"]] == [("D1", old), ("D2", new)]
     assert body["columns"][0] == "device" and body["user_id"] == "person-42"
+    page = httpx.get(f"http://127.0.0.1:{port}/journey", params={"user_id": "person-42"}, timeout=30)
+    assert page.status_code == 200 and old in page.text and new in page.text and ">D2<" in page.text
     bad = httpx.get(f"http://127.0.0.1:{port}/api/v1/journey/sessions", params={"user_id": "a", "guid": old},
                     timeout=30)
     assert bad.status_code == 400 and "one of them" in bad.text
