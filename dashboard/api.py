@@ -113,9 +113,12 @@ class SessionRow(BaseModel):
     duration_s: float
     status: str
     is_bot: bool
+    device: str | None = None  # journey by user id: D1, D2, ... (the person's devices by first session)
 
 
 class CreditRow(BaseModel):
+    device: str | None = None  # journey by user id: the conversion's device (D1, D2, ...) and guid
+    guid: uuid.UUID | None = None
     conversion_hit_id: uuid.UUID
     converted_at: datetime
     conversion_name: str
@@ -177,9 +180,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              ChannelRateRow),
     Endpoint("/conversions/by-module", "conversions_by_module", "Conversions per conversion module and name",
              ConversionsQuery, ModuleRow),
-    Endpoint("/journey/sessions", "journey_sessions", "A device's sessions in order", JourneyQuery, SessionRow),
+    Endpoint("/journey/sessions", "journey_sessions", "A device's sessions in order, or a person's (user_id): every device's, labelled", JourneyQuery, SessionRow),
     Endpoint("/journey/credits", "journey_credits",
-             "A device's conversions with the touches that earned credit under the model", JourneyQuery, CreditRow),
+             "A device's (or a person's) conversions with the touches that earned credit under the model", JourneyQuery, CreditRow),
     Endpoint("/sessions", "sessions", "Sessions, filtered and paged, newest first", SessionsQuery, SessionRow),
 )
 BY_FUNCTION = {e.function: e for e in ENDPOINTS}

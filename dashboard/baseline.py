@@ -17,10 +17,14 @@ from dashboard.queries import (
     GROUP_COLUMNS,
     JOURNEY_CREDIT_COLUMNS,
     NO_TOUCH,
+    PERSON_CREDIT_COLUMNS,
     SESSION_COLUMNS,
     Scope,
     Table,
     by_channel_table,
+    device_order,
+    journey_guids,
+    journey_table,
     session_conditions,
     summary_table,
     table,
@@ -151,22 +155,25 @@ async def conversions_by_channel(conn: Any, s: Scope, q: Any = None) -> Table:
 
 
 async def journey_sessions(conn: Any, s: Scope, q: JourneyQuery) -> Table:
+    guids = await journey_guids(conn, q)
     rows = await conn.fetch(
-        f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions WHERE guid = $1::uuid "
-        "ORDER BY started_at, session_index, session_id", q.guid)
-    return table(rows, list(SESSION_COLUMNS), guid=q.guid)
+        f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions WHERE guid = ANY($1::uuid[]) "
+        "ORDER BY started_at, guid, session_index, session_id", guids)
+    return journey_table(rows, list(SESSION_COLUMNS), q, await device_order(conn, guids))
 
 
 async def journey_credits(conn: Any, s: Scope, q: JourneyQuery) -> Table:
+    guids = await journey_guids(conn, q)
     rows = await conn.fetch(
-        f"""SELECT c.conversion_hit_id, c.converted_at, c.conversion_name, c.module, x.session_id, x.touch_index,
-                   x.touch_count, x.touch_started_at, x.channel, x.utm_source, x.utm_campaign, x.credit
+        f"""SELECT c.guid, c.conversion_hit_id, c.converted_at, c.conversion_name, c.module, x.session_id,
+                   x.touch_index, x.touch_count, x.touch_started_at, x.channel, x.utm_source, x.utm_campaign, x.credit
             FROM conversions c
             LEFT JOIN {credits_source(s)} x ON x.converted_at = c.converted_at
                  AND x.conversion_hit_id = c.conversion_hit_id AND x.model = '{s.model}' AND x.credit > 0
-            WHERE c.guid = $1::uuid AND c.conversion_name = ANY($2)
-            ORDER BY c.converted_at, c.conversion_hit_id, x.touch_index""", q.guid, s.names)
-    return table(rows, JOURNEY_CREDIT_COLUMNS, guid=q.guid)
+            WHERE c.guid = ANY($1::uuid[]) AND c.conversion_name = ANY($2)
+            ORDER BY c.converted_at, c.conversion_hit_id, x.touch_index""", guids, s.names)
+    columns = JOURNEY_CREDIT_COLUMNS if q.user_id is None else PERSON_CREDIT_COLUMNS
+    return journey_table(rows, columns, q, await device_order(conn, guids))
 
 
 async def sessions(conn: Any, s: Scope, q: SessionsQuery) -> Table:

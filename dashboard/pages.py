@@ -126,7 +126,7 @@ async def conversions(conn: Any, q: ConversionsQuery) -> dict[str, Any]:
 
 
 async def journey(conn: Any, q: JourneyPageQuery) -> dict[str, Any]:
-    if q.guid is None:
+    if q.guid is None and q.user_id is None:
         return {}
     return {"sessions": await panel(conn, "journey_sessions", q, JourneyQuery),
             "credits": await panel(conn, "journey_credits", q, JourneyQuery), "model_labels": MODEL_LABELS}

@@ -197,28 +197,50 @@ class ConversionsQuery(Filters):
     pass
 
 
+# A site's user id as `identify()` sends it (schemas.hit.UserId): any text but NUL.
+UserId = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00]+$")]
+
+
 class JourneyQuery(Filters):
-    guid: str = Field(description="the device's guid (a UUID)")
+    """One device (guid), or one person (user_id: every device of it, SPEC section 5)."""
+
+    guid: str | None = Field(None, description="the device's guid (a UUID); or user_id instead")
+    user_id: UserId | None = Field(None, description="the site's user id (identify()): every device of the person")
 
     @field_validator("guid")
     @classmethod
-    def _uuid(cls, value: str) -> str:
+    def _uuid(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         try:
             return str(uuid.UUID(value.strip()))
         except ValueError:
             shown = value if len(value) <= 60 else value[:57] + "..."
             raise ValueError(f"{shown!r} is not a UUID (e.g. 6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a01)") from None
 
+    @model_validator(mode="after")
+    def _one_of(self) -> JourneyQuery:
+        if (self.guid is None) == (self.user_id is None):
+            raise _error("guid", "give a device's guid or a user_id (one of them)")
+        return self
+
 
 class JourneyPageQuery(Filters):
-    """The Journey page may open with no guid yet (a search box)."""
+    """The Journey page may open with no guid or user id yet (a search box)."""
 
     guid: str | None = Field(None, description="the device's guid (a UUID)")
+    user_id: UserId | None = Field(None, description="the site's user id: every device of the person")
 
     @field_validator("guid")
     @classmethod
     def _uuid(cls, value: str | None) -> str | None:
-        return None if value is None else JourneyQuery._uuid(value)
+        return JourneyQuery._uuid(value)
+
+    @model_validator(mode="after")
+    def _not_both(self) -> JourneyPageQuery:
+        if self.guid is not None and self.user_id is not None:
+            raise _error("user_id", "goes without a guid: search a device or a person")
+        return self
 
 
 class SessionsQuery(Filters):

@@ -28,6 +28,7 @@ from dashboard.params import (
     TopQuery,
 )
 from schemas.timefmt import UTC
+from touchstream.persons import person_guids
 
 NO_TOUCH = "(no touch)"  # conversions with no session in the lookback window
 SITE = "($3::text IS NULL OR site = $3)"
@@ -272,30 +273,63 @@ def by_channel_table(rows: list[Any]) -> Table:
 # --- Journey and Sessions -------------------------------------------------------------------------
 
 
-async def journey_sessions(conn: Any, s: Scope, q: JourneyQuery) -> Table:
+async def journey_guids(conn: Any, q: JourneyQuery) -> list[str]:
+    """The device asked for, or every device of the person (touchstream.persons)."""
+    return [q.guid] if q.guid is not None else await person_guids(conn, q.user_id or "")
+
+
+def journey_table(rows: list[Any], columns: list[str], q: JourneyQuery, order: list[str] | None = None) -> Table:
+    """A device's table as it was; a person's with a `device` column first: D1, D2, ... in the order
+    of `order` (the guids by their first session), so every table of the page labels alike."""
+    if q.user_id is None:
+        out = table(rows, columns, guid=q.guid)
+        out.rows = [{c: row[c] for c in columns} for row in out.rows]  # (the query reads guid for persons)
+        return out
+    labels = {g: f"D{n}" for n, g in enumerate(order or [], 1)}
+    out = table(rows, ["device", *columns], user_id=q.user_id, devices=[{"device": d, "guid": g}
+                                                                        for g, d in labels.items()])
+    for row in out.rows:
+        row["device"] = labels.get(str(row["guid"]))
+    return out
+
+
+async def device_order(conn: Any, guids: list[str]) -> list[str]:
+    """The guids by their first session (then by guid): how the Journey of a person numbers them."""
     rows = await conn.fetch(
-        f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions WHERE guid = $1::uuid "
-        "ORDER BY started_at, session_index, session_id", q.guid)
-    return table(rows, list(SESSION_COLUMNS), guid=q.guid)
+        "SELECT g::text FROM unnest($1::uuid[]) g LEFT JOIN LATERAL (SELECT min(started_at) AS first "
+        "FROM sessions WHERE guid = g) s ON true ORDER BY s.first NULLS LAST, g", guids)
+    return [r[0] for r in rows]
+
+
+async def journey_sessions(conn: Any, s: Scope, q: JourneyQuery) -> Table:
+    guids = await journey_guids(conn, q)
+    rows = await conn.fetch(
+        f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions WHERE guid = ANY($1::uuid[]) "
+        "ORDER BY started_at, guid, session_index, session_id", guids)
+    return journey_table(rows, list(SESSION_COLUMNS), q, await device_order(conn, guids))
 
 
 JOURNEY_CREDIT_COLUMNS = ["conversion_hit_id", "converted_at", "conversion_name", "module", "session_id",
                           "touch_index", "touch_count", "touch_started_at", "channel", "utm_source", "utm_campaign",
                           "credit"]
+PERSON_CREDIT_COLUMNS = ["guid", *JOURNEY_CREDIT_COLUMNS]
 
 
 async def journey_credits(conn: Any, s: Scope, q: JourneyQuery) -> Table:
-    """Each conversion of the device with the touches that earned credit under the model (a
-    conversion with no touch in the lookback window: one row without a touch)."""
+    """Each conversion of the device (or the person's devices) with the touches that earned credit
+    under the model (a conversion with no touch in the lookback window: one row without a touch)."""
+    guids = await journey_guids(conn, q)
     rows = await conn.fetch(
-        f"""SELECT c.conversion_hit_id, c.converted_at, c.conversion_name, c.module, r.session_id, r.touch_index,
-                   r.touch_count, r.touch_started_at, r.channel, r.utm_source, r.utm_campaign, r.{s.model} AS credit
+        f"""SELECT c.guid, c.conversion_hit_id, c.converted_at, c.conversion_name, c.module, r.session_id,
+                   r.touch_index, r.touch_count, r.touch_started_at, r.channel, r.utm_source, r.utm_campaign,
+                   r.{s.model} AS credit
             FROM rollup_conversions c
             LEFT JOIN rollup_credits r ON r.converted_at = c.converted_at AND r.conversion_hit_id = c.conversion_hit_id
                  AND r.lookback_days = $3 AND r.{s.model} > 0
-            WHERE c.guid = $1::uuid AND c.conversion_name = ANY($2)
-            ORDER BY c.converted_at, c.conversion_hit_id, r.touch_index""", q.guid, s.names, s.lookback)
-    return table(rows, JOURNEY_CREDIT_COLUMNS, guid=q.guid)
+            WHERE c.guid = ANY($1::uuid[]) AND c.conversion_name = ANY($2)
+            ORDER BY c.converted_at, c.conversion_hit_id, r.touch_index""", guids, s.names, s.lookback)
+    columns = JOURNEY_CREDIT_COLUMNS if q.user_id is None else PERSON_CREDIT_COLUMNS
+    return journey_table(rows, columns, q, await device_order(conn, guids))
 
 
 def session_conditions(q: SessionsQuery, first_arg: int) -> tuple[str, list[Any]]:

@@ -36,6 +36,7 @@ from schemas.hit import (
     MAX_PROPERTIES_BYTES,
     MAX_TEXT,
     MAX_URL_LENGTH,
+    MAX_USER_ID,
     NUL,
     NUL_JSON,
     UTM_KEYS,
@@ -65,13 +66,14 @@ FIELDS = frozenset(
         "sent_at",
         "event",
         "previous_guid",
+        "user_id",
     }
 )
 # The order HitOut is built in, positionally: Hit's fields.
 OUT_FIELDS = (
     "v", "hit_id", "guid", "type", "url", "path", "site", "referrer", "referrer_host", "title",
     "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "utm_id", "click_id", "click_id_type",
-    "event_name", "event_module", "event_properties", "previous_guid",
+    "event_name", "event_module", "event_properties", "previous_guid", "user_id",
     "created_at", "sent_at", "received_at", "occurred_at", "ip", "user_agent", "datacenter",
 )  # fmt: skip
 ENABLED = FIELDS == frozenset(HitIn.model_fields) and OUT_FIELDS == HitOut.__struct_fields__
@@ -156,6 +158,7 @@ def fast_enrich(
             _NO_EVENT if raw_event is None and kind == "pageview" else _event(raw_event, kind)
         )
         previous_guid = None if (raw_previous := get("previous_guid")) is None else _uuid(raw_previous)
+        user_id = None if (raw_user := get("user_id")) is None else _text(raw_user, 1, MAX_USER_ID)
     except (_Defer, PydanticCustomError):
         return None
     occurred_at = derive_occurred_at(received_at, created_at, sent_at)
@@ -164,7 +167,7 @@ def fast_enrich(
     record = HitOut(
         SCHEMA_VERSION, hit_id, guid, kind, url, path, site, referrer, referrer_host, title,
         source, medium, campaign, term, content, utm_id, click_id, click_type, event_name, module, properties,
-        previous_guid, created_at, sent_at, received_at, occurred_at, ip,
+        previous_guid, user_id, created_at, sent_at, received_at, occurred_at, ip,
         user_agent if len(user_agent) <= MAX_TEXT else user_agent[:MAX_TEXT], datacenter,
     )  # fmt: skip
     if previous_guid is None or previous_guid == guid:
@@ -335,6 +338,7 @@ SAMPLES: tuple[dict[str, Any], ...] = (
         "created_at": "2026-03-02T09:00:00.000+01:00",
         "sent_at": 1772438405000,
         "previous_guid": "11111111-2222-4333-8444-555555555555",
+        "user_id": "crm-4711",
     },
     {
         "guid": "6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a01",

@@ -13,7 +13,7 @@ from typing import Any
 
 from ingest.body import ACCEPTED_TYPES
 from ingest.settings import IngestSettings
-from schemas.hit import MAX_PROPERTIES_BYTES, MAX_URL_LENGTH, HitIn
+from schemas.hit import MAX_PROPERTIES_BYTES, MAX_URL_LENGTH, MAX_USER_ID, HitIn
 
 REF = "#/components/schemas/{model}"
 _UUID = {"type": "string", "format": "uuid", "examples": ["6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a01"]}
@@ -42,6 +42,11 @@ def hit_schema() -> tuple[dict[str, Any], dict[str, Any]]:
         "anyOf": [_UUID, {"type": "null"}],
         "default": None,
         "description": "the device's former guid, when local storage was cleared (closes its session)",
+    }
+    props["user_id"] = {
+        "anyOf": [{"type": "string", "minLength": 1, "maxLength": MAX_USER_ID}, {"type": "null"}],
+        "default": None,
+        "description": "the site's id of the logged-in person (no NUL character); devices sharing one are one person",
     }
     props["url"] = {
         "type": "string",

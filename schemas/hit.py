@@ -33,6 +33,7 @@ from schemas.timefmt import parse_timestamp
 MAX_URL_LENGTH = 4096
 MAX_PROPERTIES_BYTES = 8 * 1024
 MAX_TEXT = 2048  # title, user agent, utm values: longer is garbage, not data
+MAX_USER_ID = 256  # a site's own account id (or a hash of it): longer is not an id
 UTM_KEYS = ("source", "medium", "campaign", "term", "content", "id")
 # Kept from the URL, in this order of precedence when a URL carries several.
 CLICK_ID_PARAMS = ("gclid", "gbraid", "wbraid", "dclid", "msclkid", "fbclid", "ttclid", "li_fat_id", "twclid")
@@ -122,6 +123,24 @@ ShortText = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(no_nul)]
 Name = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(no_nul)]
 
 
+def _check_user_id(value: object) -> str | None:
+    """`user_id`: the site's id of a logged-in person (SPEC section 2), 1..MAX_USER_ID characters, no NUL."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise PydanticCustomError("user_id", "must be a string (the site's id of the person), or null")
+    if not 1 <= len(value) <= MAX_USER_ID:
+        raise PydanticCustomError(
+            "user_id", "must be 1 to {limit} characters (got {length})", {"limit": MAX_USER_ID, "length": len(value)}
+        )
+    if NUL in value:
+        raise PydanticCustomError("nul", NUL_MESSAGE)
+    return value
+
+
+UserId = Annotated[str | None, BeforeValidator(_check_user_id)]
+
+
 class UtmIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -175,6 +194,7 @@ class HitIn(BaseModel):
     sent_at: Timestamp = None
     event: EventIn | None = None
     previous_guid: Uuid | None = None
+    user_id: UserId = None
 
     @model_validator(mode="after")
     def _event_needs_body(self) -> HitIn:
@@ -211,6 +231,7 @@ class Hit(BaseModel):
     event_module: str | None = None
     event_properties: dict[str, Any] | None = None
     previous_guid: str | None = None
+    user_id: str | None = None  # the site's id of the person (identify()), as sent
     created_at: AwareDatetime | None = None
     sent_at: AwareDatetime | None = None
     received_at: AwareDatetime
@@ -342,6 +363,7 @@ def enrich(
         "event_module": event.module if event else None,
         "event_properties": event.properties if event else None,
         "previous_guid": hit.previous_guid,
+        "user_id": hit.user_id,
         "created_at": hit.created_at,
         "sent_at": hit.sent_at,
         "received_at": received_at,

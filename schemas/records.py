@@ -33,6 +33,9 @@ class PageviewRecord(BaseModel):
     path: str
     referrer: str = ""
     title: str | None = None
+    # Identity (SPEC section 5, `identities` and `device_links`): forwarded from the hit as sent.
+    user_id: str | None = None
+    previous_guid: str | None = None
 
 
 class EventRecord(BaseModel):
@@ -50,6 +53,8 @@ class EventRecord(BaseModel):
     module: str | None = None
     url: str
     properties: dict[str, Any] = Field(default_factory=dict)
+    user_id: str | None = None
+    previous_guid: str | None = None
 
 
 class LateHitRecord(BaseModel):

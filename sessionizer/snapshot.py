@@ -19,7 +19,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from schemas import SCHEMA_VERSION
-from schemas.views import EventView, HitView, LateHitView, MoveView, PageviewView, RangeMoveView
+from schemas.views import (
+    AnonEventView,
+    AnonPageviewView,
+    EventView,
+    HitView,
+    LateHitView,
+    MoveView,
+    PageviewView,
+    RangeMoveView,
+)
 from schemas.timefmt import EPOCH, from_ms
 from sessionizer.state import Block, Mark, Session
 from sessionizer.useragent import describe
@@ -107,15 +116,29 @@ def range_move_record(guid: str, block: Block, session_id: str) -> RangeMoveView
 
 
 def hit_record(hit: HitView, guid: str, session_id: str) -> PageviewView | EventView:
+    """The hit's `events` record; the hit's user_id and previous_guid go with it when it has either
+    (identity stitching, SPEC section 5): else the Anon struct, without those two fields."""
+    if hit.user_id is None and hit.previous_guid is None:
+        if hit.type == "event":
+            return AnonEventView(
+                hit_id=hit.hit_id, session_id=session_id, guid=guid, site=hit.site, occurred_at=hit.occurred_at,
+                received_at=hit.received_at, name=hit.event_name or "", module=hit.event_module, url=hit.url,
+                properties=hit.event_properties or {},
+            )
+        return AnonPageviewView(
+            hit_id=hit.hit_id, session_id=session_id, guid=guid, site=hit.site, occurred_at=hit.occurred_at,
+            received_at=hit.received_at, url=hit.url, path=hit.path, referrer=hit.referrer, title=hit.title,
+        )
     if hit.type == "event":
         return EventView(
             hit_id=hit.hit_id, session_id=session_id, guid=guid, site=hit.site, occurred_at=hit.occurred_at,
             received_at=hit.received_at, name=hit.event_name or "", module=hit.event_module, url=hit.url,
-            properties=hit.event_properties or {},
+            properties=hit.event_properties or {}, user_id=hit.user_id, previous_guid=hit.previous_guid,
         )
     return PageviewView(
         hit_id=hit.hit_id, session_id=session_id, guid=guid, site=hit.site, occurred_at=hit.occurred_at,
         received_at=hit.received_at, url=hit.url, path=hit.path, referrer=hit.referrer, title=hit.title,
+        user_id=hit.user_id, previous_guid=hit.previous_guid,
     )
 
 

@@ -6,6 +6,10 @@
     route   sessions -> `sessions` (snapshots) | `session_retractions` (SPEC rule 6: merged
             away); events -> `pageviews` | `events` | `late_hits` | `moves` | `move_ranges` by
             `kind`; deadletter -> `deadletter` (payload base64-decoded back to the original bytes);
+    identity a pageview's, event's or late hit's `user_id` and `previous_guid` -> `identities` and
+            `device_links` (migration 0009), coalesced to one row per key with the earliest and
+            latest times; a value that cannot be stored is counted (`unusable_identities`), and
+            its hit still lands
     coalesce a session's snapshots and retraction to the one of highest `version` per session_id
             (the upsert may touch a row only once per statement, and older ones would lose
             anyway); a hit's moves to its last (records of a device arrive in log order).
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -31,6 +36,7 @@ from typing import Any, NamedTuple, Protocol
 import orjson
 
 from schemas.errors import FieldError, InvalidInput
+from schemas.hit import MAX_USER_ID, NUL
 from schemas.records import DeadLetter, EventRecord, HitMoveRecord, LateHitRecord, PageviewRecord, RangeMoveRecord
 from schemas.session import SessionRetraction, SessionSnapshot
 from schemas.timefmt import EPOCH, UTC
@@ -57,6 +63,8 @@ LATE_HIT_COLUMNS = ("hit_id", "guid", "occurred_at", "received_at", "reason", "h
 RETRACTION_COLUMNS = ("session_id", "guid", "merged_into", "version")
 MOVE_COLUMNS = ("hit_id", "occurred_at", "session_id", "is_event")
 MOVE_RANGE_COLUMNS = ("guid", "from_session_id", "first_at", "last_at", "session_id")
+IDENTITY_COLUMNS = ("guid", "user_id", "first_seen", "last_seen")
+DEVICE_LINK_COLUMNS = ("guid", "previous_guid", "linked_at")
 DEADLETTER_COLUMNS = (
     "consumed_topic", "consumed_partition", "consumed_offset", "consumed_timestamp", "source", "reason", "errors",
     "record_topic", "record_partition", "record_offset", "record_key", "hit_id", "refused_at", "payload",
@@ -73,13 +81,20 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     # whose single moves, if any, came before it)
     "moves": MOVE_COLUMNS,
     "move_ranges": MOVE_RANGE_COLUMNS,
+    # identity stitching (migration 0009), coalesced per batch: one row per key
+    "identities": IDENTITY_COLUMNS,
+    "device_links": DEVICE_LINK_COLUMNS,
 }
 TABLES = tuple(COLUMNS)
 # Staged with these column types (they have no table of their own to copy the shape of).
 STAGED_ONLY = {
     "moves": "hit_id uuid, occurred_at timestamptz, session_id uuid, is_event bool",
     "move_ranges": "guid uuid, from_session_id uuid, first_at timestamptz, last_at timestamptz, session_id uuid",
+    # (staged by shape, not LIKE: a schema migrated only up to 0008 has no such tables)
+    "identities": "guid uuid, user_id text, first_seen timestamptz, last_seen timestamptz",
+    "device_links": "guid uuid, previous_guid uuid, linked_at timestamptz",
 }
+IDENTITY_TABLES = ("identities", "device_links")
 DAY_PARTITIONED = ("pageviews", "events")
 OCCURRED_AT = {"pageviews": PAGEVIEW_COLUMNS.index("occurred_at"), "events": EVENT_COLUMNS.index("occurred_at")}
 SESSION_VERSION = SESSION_COLUMNS.index("version")
@@ -127,6 +142,7 @@ class Batch:
     consumed: int = 0  # Kafka records this batch was made from
     tombstones: int = 0  # records with no value (compaction tombstones): nothing to write
     superseded: int = 0  # session snapshots replaced by a newer version of the same batch
+    unusable_identities: int = 0  # a user_id or previous_guid that cannot be stored (never from the edge)
 
     def add(self, table: str, row: Row, origin: Origin) -> None:
         self.rows[table].append(row)
@@ -272,8 +288,10 @@ def _moment(value: Any) -> datetime:
     raise _Slow
 
 
-def fast_events_row(raw: bytes) -> tuple[str, Row] | None:
-    """("pageviews" | "events", row) for a plainly well-formed record; None: ask the codec."""
+def fast_events_row(raw: bytes) -> tuple[str, Row, Any, Any] | None:
+    """("pageviews" | "events", row, user_id, previous_guid) for a plainly well-formed record (the
+    last two strings or None, as the codec reads them; `Decoder._identity` checks they can be
+    stored); None: ask the codec."""
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -287,7 +305,7 @@ def fast_events_row(raw: bytes) -> tuple[str, Row] | None:
                 _text(obj["hit_id"]), _text(obj["session_id"]), _text(obj["guid"]), _text(obj["site"]),
                 _moment(obj["occurred_at"]), _moment(obj["received_at"]), _text(obj["url"]), _text(obj["path"]),
                 _text(obj.get("referrer", "")), _text_or_none(obj.get("title")),
-            )
+            ), _text_or_none(obj.get("user_id")), _text_or_none(obj.get("previous_guid"))
         if kind == "event":
             properties = obj.get("properties", {})
             if type(properties) is not dict:
@@ -296,7 +314,7 @@ def fast_events_row(raw: bytes) -> tuple[str, Row] | None:
                 _text(obj["hit_id"]), _text(obj["session_id"]), _text(obj["guid"]), _text(obj["site"]),
                 _moment(obj["occurred_at"]), _moment(obj["received_at"]), _text(obj["name"]),
                 _text_or_none(obj.get("module")), _text(obj["url"]), orjson.dumps(properties).decode(),
-            )
+            ), _text_or_none(obj.get("user_id")), _text_or_none(obj.get("previous_guid"))
     except (KeyError, ValueError, _Slow):
         return None
     return None
@@ -334,6 +352,7 @@ class Decoder:
         # session_id -> (table, index) of its newest snapshot or retraction in the batch
         self._latest: dict[str, tuple[str, int]] = {}
         self._moved: dict[str, int] = {}  # hit_id -> index into batch.rows["moves"]
+        self._keys: dict[tuple[str, str, str], int] = {}  # (table, guid, other) -> index of its identity row
 
     def feed(self, records: Iterable[KafkaRecord]) -> Batch:
         batch, roles, now, window = self.batch, self.roles, self.now, self.window
@@ -350,22 +369,32 @@ class Decoder:
                 if topic == roles.events:
                     fast = fast_events_row(value)
                     if fast is not None:
-                        table, row = fast
+                        table, row, user_id, previous = fast
                         if start <= row[_FAST_OCCURRED_AT] < end:  # the common case, kept short
                             batch.rows[table].append(row)
                             batch.origins[table].append(origin)
+                            if user_id is not None or previous is not None:
+                                self._identity(row[2], user_id, previous, row[_FAST_OCCURRED_AT], origin)
                             continue
+                        user_id = previous = None  # (dead-lettered below: it names nobody)
                     else:
+                        user_id = previous = None
                         item = events_codec.decode(value)
                         kind = item.kind
                         if kind == "pageview":
                             table, row = "pageviews", _pageview_values(item)
+                            user_id, previous = item.user_id, item.previous_guid
                         elif kind == "event":
                             table, row = "events", (*_event_values(item), orjson.dumps(item.properties).decode())
+                            user_id, previous = item.user_id, item.previous_guid
                         elif kind == "late_hit":
                             row = (item.hit_id, item.guid, item.occurred_at, item.received_at, item.reason,
                                    orjson.dumps(item.hit).decode())
                             batch.add("late_hits", row, origin)
+                            # a late or dropped hit still says who the device belongs to
+                            user_id, previous = item.hit.get("user_id"), item.hit.get("previous_guid")
+                            if user_id is not None or previous is not None:
+                                self._identity(item.guid, user_id, previous, _aware(item.occurred_at), origin)
                             continue
                         else:
                             self._add_move(item, origin)
@@ -378,6 +407,8 @@ class Decoder:
                         batch.add("deadletter", refusal_row(origin, reason, [error], now=now, hit_id=row[0]), origin)
                         continue
                     batch.add(table, row, origin)
+                    if user_id is not None or previous is not None:
+                        self._identity(row[2], user_id, previous, occurred_at, origin)
                 elif topic == roles.sessions:
                     self._add_session(session_codec.decode(value), origin)
                 elif topic == roles.deadletter:
@@ -389,6 +420,35 @@ class Decoder:
                 batch.add("deadletter", refusal_row(origin, exc.reason, exc.errors, now=now), origin)
         return batch
 
+
+    def _identity(self, guid: str, user_id: Any, previous: Any, at: datetime, origin: Origin) -> None:
+        """The identity row (guid, user_id) and the link row (guid, previous_guid) a hit gives,
+        coalesced with the batch's others: first_seen/linked_at the earliest, last_seen the latest."""
+        batch = self.batch
+        if user_id is not None:
+            if usable_user_id(user_id):
+                self._coalesce("identities", (guid, user_id, at, at), origin)
+            else:
+                batch.unusable_identities += 1
+        if previous is not None:
+            if type(previous) is str and _CANONICAL_UUID.fullmatch(previous) and previous != guid:
+                self._coalesce("device_links", (guid, previous, at), origin)
+            elif previous != guid:
+                batch.unusable_identities += 1
+
+    def _coalesce(self, table: str, row: Row, origin: Origin) -> None:
+        rows = self.batch.rows[table]
+        key = (table, row[0], row[1])
+        at = self._keys.get(key)
+        if at is None:
+            self._keys[key] = len(rows)
+            self.batch.add(table, row, origin)
+            return
+        old = rows[at]
+        if table == "identities":
+            rows[at] = (old[0], old[1], min(old[2], row[2]), max(old[3], row[3]))
+        else:
+            rows[at] = (old[0], old[1], min(old[2], row[2]))
 
     def _add_session(self, item: SessionSnapshot | SessionRetraction, origin: Origin) -> None:
         """Keep the highest version per session_id, snapshot or retraction."""
@@ -434,6 +494,19 @@ class Decoder:
         else:  # a later move of the same hit (log order) wins
             batch.rows["moves"][at] = row
             batch.origins["moves"][at] = origin
+
+
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def usable_user_id(value: Any) -> bool:
+    """What `identities.user_id` holds: the edge's rule (schemas.hit.UserId), checked again because
+    a row PostgreSQL refuses would dead-letter the record whose pageview was written."""
+    return type(value) is str and 1 <= len(value) <= MAX_USER_ID and NUL not in value
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 _VERSION = {"sessions": SESSION_VERSION, "session_retractions": RETRACTION_COLUMNS.index("version")}

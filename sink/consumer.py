@@ -277,6 +277,11 @@ class SinkConsumer:
             metrics.RECORDS.labels(tp.topic, "consumed").inc(len(rs))
         if batch.tombstones:
             metrics.RECORDS.labels(self.roles.sessions, "tombstone").inc(batch.tombstones)
+        if batch.unusable_identities:  # (the edge refuses these: only another producer writes them)
+            metrics.RECORDS.labels(self.roles.events, "identity_ignored").inc(batch.unusable_identities)
+            log.warning("a user_id or previous_guid that cannot be stored was ignored (its hit was written): "
+                        "user_id must be 1 to 256 characters without NUL, previous_guid a lower-case UUID",
+                        extra={"ignored": batch.unusable_identities})
         await self._commit({tp: rs[-1].offset + 1 for tp, rs in got.items()})
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:

@@ -14,6 +14,10 @@
                         over a lower retraction, which it then replaces
     moves, move_ranges  UPDATE pageviews/events SET session_id by primary key (or, for a range,
                         by device, old session and time), after the batch's own rows are in
+    identities,         (migration 0009) DO UPDATE only to move first_seen earlier or last_seen
+    device_links        later (linked_at earlier); the edges new to the table are then merged
+                        into `person_devices` by person_link(), last in the transaction (it
+                        takes the schema's person lock: held from there to the commit only)
     rollup queue        the keys the dashboard's rollups must fold (sink.rollups): the devices
                         recomputed above, and the batch's events that are conversions
 
@@ -49,7 +53,16 @@ from schemas.errors import DatabaseUnavailable, FieldError, PartitionMissing, Re
 from schemas.internals import is_driver_data_error
 from schemas.timefmt import UTC
 from sink import metrics, rollups
-from sink.batch import COLUMNS, DAY_PARTITIONED, SESSION_COLUMNS, STAGED_ONLY, TABLES, Batch, refusal_row
+from sink.batch import (
+    COLUMNS,
+    DAY_PARTITIONED,
+    IDENTITY_TABLES,
+    SESSION_COLUMNS,
+    STAGED_ONLY,
+    TABLES,
+    Batch,
+    refusal_row,
+)
 from sink.migrations import quote_ident
 from sink.partitions import DayPartitions
 from sink.connections import close_quietly, open_connection
@@ -126,6 +139,8 @@ class Writer:
         # sink migrates before it writes, so in production it always has; a schema migrated only to
         # 0004 (bench/sink_bench.py's baseline) is written without queueing.
         self.queues_rollups = False
+        # Whether the schema has migration 0009's identity tables (read at connect, as above).
+        self.keeps_identities = False
 
     # --- SQL ------------------------------------------------------------------------------
 
@@ -218,6 +233,24 @@ class Writer:
                 f"ON CONFLICT (guid) DO UPDATE SET updated_at = d.updated_at WHERE false "
                 f"RETURNING d.guid"
             ),
+            # Edges new to the table come back as inserted (xmax = 0): only they can merge persons.
+            "identities": (
+                f"INSERT INTO {q}.identities AS t (guid, user_id, first_seen, last_seen) "
+                f"SELECT guid, user_id, first_seen, last_seen FROM pg_temp.{self.stage('identities')} "
+                f"ORDER BY guid, user_id ON CONFLICT (guid, user_id) DO UPDATE SET "
+                f"first_seen = least(t.first_seen, excluded.first_seen), "
+                f"last_seen = greatest(t.last_seen, excluded.last_seen) "
+                f"WHERE excluded.first_seen < t.first_seen OR excluded.last_seen > t.last_seen "
+                f"RETURNING t.guid, t.user_id, NULL::uuid, t.xmax = 0"
+            ),
+            "device_links": (
+                f"INSERT INTO {q}.device_links AS t (guid, previous_guid, linked_at) "
+                f"SELECT guid, previous_guid, linked_at FROM pg_temp.{self.stage('device_links')} "
+                f"ORDER BY guid, previous_guid ON CONFLICT (guid, previous_guid) DO UPDATE SET "
+                f"linked_at = excluded.linked_at WHERE excluded.linked_at < t.linked_at "
+                f"RETURNING t.guid, NULL::text, t.previous_guid, t.xmax = 0"
+            ),
+            "person_link": f"SELECT {q}.person_link($1::uuid[], $2::text[], $3::uuid[])",
             "devices_update": (
                 f"UPDATE {q}.devices AS d SET "
                 + ", ".join(f"{c} = a.{c}" for c in device_cols)
@@ -251,6 +284,8 @@ class Writer:
                 await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {self.stage(table)} {shape} ON COMMIT DELETE ROWS")
             await self.partitions.load(conn)
             self.queues_rollups = await rollups.has_queue(conn, self.schema)
+            self.keeps_identities = await conn.fetchval(
+                "SELECT to_regclass($1) IS NOT NULL", f"{q}.person_devices")
         except Exception as exc:
             await conn.close(timeout=2)
             raise Unavailable(f"cannot prepare the sink's connection: {type(exc).__name__}: {exc}") from exc
@@ -303,10 +338,15 @@ class Writer:
     async def _transaction(self, conn: asyncpg.Connection, batch: Batch) -> dict[str, int]:
         written: dict[str, int] = {}
         devices: set[str] = set()  # guids whose sessions changed: their devices row is recomputed
+        edges: list[tuple[str, str | None, str | None]] = []  # identities and links new to their tables
         async with conn.transaction():
             for table in TABLES:
                 rows = batch.rows[table]
                 if not rows:
+                    continue
+                if table in IDENTITY_TABLES:
+                    if self.keeps_identities:
+                        written[table] = await self._write_identities(conn, table, rows, edges)
                     continue
                 written[table] = await self._write_table(conn, table, rows, devices)
                 if table == "events" and self.queues_rollups:  # new or replayed: a drain finds a replay unchanged
@@ -316,7 +356,18 @@ class Writer:
                 if self.queues_rollups:
                     await rollups.queue_devices(conn, self.schema, guids)
                 written["devices"] = await self._recompute_devices(conn, guids)
+            if edges:  # last: the person lock is held from here to the commit
+                guids_, users, others = (list(column) for column in zip(*edges, strict=True))
+                written["person_devices"] = await conn.fetchval(self._sql["person_link"], guids_, users, others)
         return written
+
+    async def _write_identities(self, conn: asyncpg.Connection, table: str, rows: list,
+                                edges: list[tuple[str, str | None, str | None]]) -> int:
+        """Upsert the batch's identities or device_links; adds the edges new to the table to `edges`."""
+        await conn.copy_records_to_table(self.stage(table), records=rows, columns=COLUMNS[table], schema_name="pg_temp")
+        changed = await conn.fetch(self._sql[table])
+        edges.extend((str(r[0]), r[1], None if r[2] is None else str(r[2])) for r in changed if r[3])
+        return len(changed)
 
     async def _write_table(self, conn: asyncpg.Connection, table: str, rows: list, devices: set[str]) -> int:
         """One table's rows of the batch; returns rows changed. Adds to `devices` the guids whose

@@ -1,9 +1,12 @@
-"""`touchstream forget GUID`: delete one device's data everywhere Touchstream keeps it.
+"""`touchstream forget GUID`: delete one device's data everywhere Touchstream keeps it;
+`touchstream forget --user-id ID`: the same for every device of that person (SPEC section 5,
+`person_devices`: the devices seen with the user id, and those linked to them).
 
 First it reads the compacted `sessions` topic for the device's session ids: PostgreSQL has only
 those the sink has written (`touchstream.device_sessions`). Then, in one PostgreSQL transaction,
 it deletes the device's rows from `sessions`, `pageviews`, `events`, `devices`, `late_hits`,
-`session_retractions`, and the `deadletter` rows that belong to it (keyed by the guid or one of
+`session_retractions`, `identities`, `device_links` (either end) and `person_devices` (the
+persons it belonged to are then rebuilt from the edges that remain), and the `deadletter` rows that belong to it (keyed by the guid or one of
 its session ids, carrying one of its hit ids, or whose payload contains the guid: in any
 spelling a UUID parser reads, any case, with or without hyphens, braces or `urn:uuid:`).
 Before that transaction commits it publishes, acknowledged by Kafka:
@@ -40,6 +43,7 @@ from schemas.timefmt import UTC
 from schemas.topics import Topics
 from schemas.wire import encode
 from touchstream.console import (
+    EXIT_NO,
     EXIT_OK,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
@@ -52,8 +56,11 @@ from touchstream.console import (
     render_table,
 )
 from touchstream.device_sessions import session_ids_on_topic
+from touchstream.persons import person_guids, user_id_problem
 
-TABLES = ("sessions", "pageviews", "events", "devices", "late_hits", "session_retractions", "deadletter")
+TABLES = ("sessions", "pageviews", "events", "devices", "late_hits", "session_retractions", "identities",
+          "device_links", "person_devices", "deadletter")
+_LINKS = "DELETE FROM device_links WHERE guid = $1::uuid OR previous_guid = $1::uuid"
 
 # The device's dead letters: keyed by its guid (hits, edge refusals) or one of its session ids
 # (sessions), about one of its hits, or with the guid anywhere in the original bytes. The edge
@@ -113,13 +120,14 @@ async def _device_ids(conn: Any, guid: str, on_topic: set[str]) -> tuple[list[st
 
 
 async def count_rows(conn: Any, guid: str) -> dict[str, int]:
-    """What `forget` would delete, per table (changes nothing)."""
-    sessions, hits = await _device_ids(conn, guid, set())
-    counts = {}
-    for table in TABLES[:-1]:
-        counts[table] = int(await conn.fetchval(f"SELECT count(*) FROM {table} WHERE guid = $1::uuid", guid))
-    counts["deadletter"] = int(await conn.fetchval(
-        f"SELECT count(*) FROM deadletter WHERE {DEADLETTER_WHERE}", guid.replace("-", ""), sessions, hits))
+    """What `forget` would delete, per table: the deletion itself, rolled back (so the persons it
+    would rebuild are counted exactly as forget counts them). Changes nothing."""
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        counts, _ = await delete_rows(conn, guid)
+    finally:
+        await transaction.rollback()
     return counts
 
 
@@ -130,9 +138,13 @@ async def delete_rows(conn: Any, guid: str, on_topic: set[str] | None = None) ->
     counts: dict[str, int] = {}
     counts["deadletter"] = _deleted(await conn.execute(
         f"DELETE FROM deadletter WHERE {DEADLETTER_WHERE}", guid.replace("-", ""), sessions, hits))
-    for table in ("pageviews", "events", "late_hits", "sessions", "session_retractions", "devices"):
+    for table in ("pageviews", "events", "late_hits", "sessions", "session_retractions", "devices", "identities"):
         counts[table] = _deleted(await conn.execute(f"DELETE FROM {table} WHERE guid = $1::uuid", guid))
+    counts["device_links"] = _deleted(await conn.execute(_LINKS, guid))
+    # Its person is rebuilt without it: the rest may split, or stop being a person (their rows count).
+    counts["person_devices"] = int(await conn.fetchval("SELECT person_rebuild(ARRAY[$1::uuid])", guid))
     return {t: counts[t] for t in TABLES}, sessions
+
 
 
 def _deleted(status: str) -> int:
@@ -208,24 +220,31 @@ class Publisher:
 async def forget(settings: ForgetSettings, guid: str, *, now: datetime | None = None) -> Outcome:
     """Delete the device's rows and publish its forget record (+ session tombstones); commit
     only once Kafka has acknowledged them."""
+    return (await forget_devices(settings, [guid], now=now))[0]
+
+
+async def forget_devices(settings: ForgetSettings, guids: list[str], *, now: datetime | None = None) -> list[Outcome]:
+    """`forget` of several devices (a person's) in one PostgreSQL transaction: all or none."""
     publisher = Publisher(settings)
     await publisher.start()
     try:
-        on_topic = await _sessions_on_topic(settings, publisher.sessions_partitions, guid)
+        on_topic = {guid: await _sessions_on_topic(settings, publisher.sessions_partitions, guid) for guid in guids}
         conn = await connect(settings, "touchstream-forget", dsn=settings.migrate_dsn)
-        published: Published | None = None
+        outcomes: list[Outcome] = []
         try:
             async with conn.transaction():
-                counts, sessions = await delete_rows(conn, guid, set(on_topic))
-                # Where each snapshot is: as found on the topic, else the device's partition
-                # (where the sessionizer writes them).
-                home = {publisher.device_partition(guid.encode())}
-                tombstones = {sid: on_topic.get(sid) or home for sid in sessions}
-                published = await publisher.publish(guid, tombstones, now or datetime.now(UTC))
+                for guid in guids:
+                    counts, sessions = await delete_rows(conn, guid, set(on_topic[guid]))
+                    # Where each snapshot is: as found on the topic, else the device's partition
+                    # (where the sessionizer writes them).
+                    home = {publisher.device_partition(guid.encode())}
+                    tombstones = {sid: on_topic[guid].get(sid) or home for sid in sessions}
+                    published = await publisher.publish(guid, tombstones, now or datetime.now(UTC))
+                    outcomes.append(Outcome(guid, counts, published))
         except CliError:
             raise
         except Exception as exc:  # PostgreSQL failed mid-way (the transaction is rolled back)
-            state = ("the forget record was sent, but the deletion was rolled back" if published
+            state = ("a forget record was sent, but the deletion was rolled back" if outcomes
                      else "nothing was deleted")
             raise CliError(f"PostgreSQL failed: {type(exc).__name__}: {exc}; {state}: run forget again",
                            EXIT_UNAVAILABLE) from None
@@ -233,7 +252,7 @@ async def forget(settings: ForgetSettings, guid: str, *, now: datetime | None = 
             await conn.close()
     finally:
         await publisher.stop()
-    return Outcome(guid, counts, published)
+    return outcomes
 
 
 async def _sessions_on_topic(settings: ForgetSettings, partitions: list[int], guid: str) -> dict[str, set[int]]:
@@ -250,6 +269,15 @@ async def dry_run(settings: ForgetSettings, guid: str) -> Outcome:
     conn = await connect(settings, "touchstream-forget", dsn=settings.migrate_dsn)
     try:
         return Outcome(guid, await count_rows(conn, guid), dry_run=True)
+    finally:
+        await conn.close()
+
+
+async def person_dry_run(settings: ForgetSettings, user_id: str) -> list[Outcome]:
+    """What `forget --user-id` would delete, per device of the person (changes nothing)."""
+    conn = await connect(settings, "touchstream-forget", dsn=settings.migrate_dsn)
+    try:
+        return [Outcome(guid, await count_rows(conn, guid), dry_run=True) for guid in await person_guids(conn, user_id)]
     finally:
         await conn.close()
 
@@ -288,13 +316,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="touchstream forget",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="""\
-Delete one device's data: its rows in sessions, pageviews, events, devices, late_hits and
-deadletter (keyed by the guid or one of its sessions, about one of its hits, or whose payload
+Delete one device's data: its rows in sessions, pageviews, events, devices, late_hits,
+identities, device_links, person_devices and deadletter (keyed by the guid or one of its sessions, about one of its hits, or whose payload
 holds the guid), in one PostgreSQL transaction, and print the rows deleted per table. Before
 committing it publishes a forget record on the `hits` topic, keyed by the guid, so the
 sessionizer deletes the device's state, and a tombstone on the compacted `sessions` topic for
 each of its sessions (read from that topic first: those the sink has not written yet too).
-If Kafka does not acknowledge them, nothing is deleted.""",
+If Kafka does not acknowledge them, nothing is deleted.
+
+With --user-id ID instead of a GUID: the same for every device of that person (those seen with
+the user id and those linked to them, SPEC section 5), in one transaction.""",
         epilog="""\
 What it does not erase:
   - the raw hits on the `hits` topic: they stay until its retention passes (default 7 days,
@@ -306,43 +337,67 @@ What it does not erase:
   - the tracker keeps the guid in the browser's local storage: later visits from the same
     browser are recorded again, under the same guid, from session 1.
 
-Exit codes: 0 done, 2 bad guid/settings or not confirmed, 3 PostgreSQL or Kafka unreachable
+Exit codes: 0 done, 1 no device known with --user-id, 2 bad guid/settings or not confirmed, 3 PostgreSQL or Kafka unreachable
 (nothing deleted). Settings: TOUCHSTREAM_PG_MIGRATE_DSN (else TOUCHSTREAM_PG_DSN), TOUCHSTREAM_PG_SCHEMA,
 TOUCHSTREAM_KAFKA_* (bootstrap, security), TOUCHSTREAM_TOPIC_PREFIX.""",
     )
-    parser.add_argument("guid", metavar="GUID", help="the device's guid (a UUID; any case)")
+    parser.add_argument("guid", metavar="GUID", nargs="?", help="the device's guid (a UUID; any case)")
+    parser.add_argument("--user-id", metavar="ID",
+                        help="instead of GUID: every device of the person seen with this user id (identify()), "
+                             "and the devices linked to them")
     parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     parser.add_argument("--dry-run", action="store_true", help="only count what would be deleted; change nothing")
     return parser
 
 
-def _confirm(guid: str, preview: Outcome, settings: ForgetSettings) -> bool:
-    print(render(preview, settings))
+def _confirm(what: str, previews: list[Outcome], settings: ForgetSettings) -> bool:
+    print("\n\n".join(render(p, settings) for p in previews))
     print()
     try:
-        answer = input(f"Delete all of it and forget device {guid}? Type 'yes' to go on: ")
+        answer = input(f"Delete all of it and forget {what}? Type 'yes' to go on: ")
     except EOFError:
         return False
     return answer.strip().lower() == "yes"
 
 
+def _user_id(text: str) -> str:
+    problem = user_id_problem(text)
+    if problem:
+        raise CliError(f"--user-id {problem}")
+    return text
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
-        guid = parse_guid(args.guid)
+        if (args.guid is None) == (args.user_id is None):
+            raise CliError("give either a GUID or --user-id ID (one of them)")
         settings = load_settings(ForgetSettings)
+        if args.user_id is not None:
+            user_id = _user_id(args.user_id)
+            what = f"the {{n}} device(s) of user id {user_id!r}"
+            previews = asyncio.run(person_dry_run(settings, user_id))
+            if not previews:
+                error(f"no device is known with user id {user_id!r} in schema {settings.pg_schema!r}: nothing to delete")
+                return EXIT_NO
+            guids = [p.guid for p in previews]
+        else:
+            guid = parse_guid(args.guid)
+            what, guids, previews = f"device {guid}", [guid], []
         if args.dry_run:
-            print(render(asyncio.run(dry_run(settings, guid)), settings))
+            previews = previews or [asyncio.run(dry_run(settings, guids[0]))]
+            print("\n\n".join(render(p, settings) for p in previews))
             return EXIT_OK
         if not args.yes:
             if not sys.stdin.isatty():
                 raise CliError("forget deletes data: confirm with --yes (stdin is not a terminal to ask on)")
-            if not _confirm(guid, asyncio.run(dry_run(settings, guid)), settings):
+            previews = previews or [asyncio.run(dry_run(settings, guids[0]))]
+            if not _confirm(what.format(n=len(guids)), previews, settings):
                 error("not confirmed: nothing was deleted")
                 return EXIT_USAGE
-        outcome = asyncio.run(forget(settings, guid))
+        outcomes = asyncio.run(forget_devices(settings, guids))
     except CliError as exc:
         error(exc.message)
         return exc.code
-    print(render(outcome, settings))
+    print("\n\n".join(render(o, settings) for o in outcomes))
     return EXIT_OK

@@ -5,29 +5,30 @@
   try {
     var NAME = 'touchstream';
     var previous = window[NAME];
-    if (previous && previous.__touchstream) return; // included twice: the first copy runs
+    if (previous && previous.__touchstream) return;
 
     var VERSION = '1.1.0';
     var GUID_KEY = 'touchstream.guid';
     var QUEUE_KEY = 'touchstream.queue';
     var CONSENT_KEY = 'touchstream.consent';
     var OPTOUT_KEY = 'touchstream.optout';
-    var COOKIE = 'ts_guid';              // only to detect cleared storage (SPEC rule 12)
-    var COOKIE_MAX_AGE = 400 * 86400;    // the most browsers allow; renewed on every load
-    var LINK_PARAM = '_tsl';             // cross-domain link: guid.time.check
+    var UID_KEY = 'touchstream.uid';
+    var COOKIE = 'ts_guid'; // only to detect cleared storage (SPEC rule 12)
+    var COOKIE_MAX_AGE = 400 * 86400;
+    var LINK_PARAM = '_tsl';
     var LINK_TTL_S = 120;
-    var SPA_DELAY_MS = 300;              // routers set the title just after pushState
+    var SPA_DELAY_MS = 300;
     var MAX_QUEUE = 100;
     var MAX_ATTEMPTS = 10;
     var MAX_AGE_MS = 86400 * 1000;
     var MAX_DELAY_MS = 5 * 60 * 1000;
     var MAX_BATCH = 20;
-    var MAX_BODY = 60000;                // keepalive fetches and beacons share 64 KiB
+    var MAX_BODY = 60000; // keepalive fetches and beacons share 64 KiB
     var MAX_PROPERTIES = 8192;           // the edge's limit
     var UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
     var ABSOLUTE_RE = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]/i;
     var HTTP_RE = /^https?:$/;
-    var METHODS = ['track', 'pageview', 'flush', 'consent', 'optOut'];
+    var METHODS = ['track', 'pageview', 'flush', 'consent', 'optOut', 'identify'];
     var DOWNLOADS = 'pdf,xls,xlsx,doc,docx,txt,rtf,csv,exe,key,pps,ppt,pptx,7z,pkg,rar,gz,zip,avi,mov,mp4,mpe,mpeg,wmv,mid,midi,mp3,wav,wma'; // GA4's
     var loc = window.location;
     var nav = window.navigator;
@@ -53,8 +54,8 @@
 
     var uuid = () => { // not randomUUID: https only
       var b = Array.from(window.crypto.getRandomValues(new Uint8Array(16)));
-      b[6] = (b[6] & 0x0f) | 0x40; // version 4
-      b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
+      b[6] = (b[6] & 0x0f) | 0x40;
+      b[8] = (b[8] & 0x3f) | 0x80;
       var hex = b.map(x => (x + 0x100).toString(16).slice(1)).join('');
       return hex.slice(0, 8) + '-' + hex.slice(8, 12) + '-' + hex.slice(12, 16) + '-' + hex.slice(16, 20) + '-' + hex.slice(20);
     };
@@ -77,7 +78,7 @@
     var site = attr('site');
     var cookieDomain = attr('cookie-domain');
     var autoPageview = attr('auto-pageview') !== 'false';
-    var spa = autoPageview ? attr('spa') || 'history' : 'off'; // history | hash | off
+    var spa = autoPageview ? attr('spa') || 'history' : 'off';
     var crossDomains = list('cross-domain');
     var denied = list('strip-params', 'email,token,access_token,auth,code,key,api_key,password,pwd,secret,sid');
     var scrub = s => {
@@ -100,7 +101,7 @@
 
     // ---- storage: written only while tracking is allowed (`state`)
     var state = 'granted'; // | pending (no consent yet) | denied (opt-out, GPC/DNT)
-    var storage = null;    // localStorage, once a write probe worked
+    var storage = null;
     var lsGet = key => {
       try { return window.localStorage.getItem(key); } catch (e) { return null; }
     };
@@ -116,7 +117,7 @@
         return m && decodeURIComponent(m[1]);
       } catch (e) { return null; }
     };
-    var cookieSet = value => { // null: delete
+    var cookieSet = value => {
       if (value != null && state !== 'granted') return;
       try {
         var c = COOKIE + '=' + (value == null ? '; Max-Age=0' : encodeURIComponent(value) + '; Max-Age=' + COOKIE_MAX_AGE) + '; Path=/; SameSite=Lax';
@@ -130,6 +131,14 @@
     // ---- identity: the GUID lives in local storage, never expires
     var guid = null;
     var previousGuid = null; // the replaced GUID, sent once on the next hit
+    var userId = lsGet(UID_KEY); // identify(): in memory until consent, like the GUID
+
+    var identify = id => {
+      if (id == null || id === '') id = null;
+      else if (!/^(string|number)$/.test(typeof id) || !(id = String(id)) || id.length > 256 || id.includes('\0')) return warn('identify(user_id): 1 to 256 characters, no NUL', id);
+      userId = id;
+      lsSet(UID_KEY, id);
+    };
 
     // Read on every hit: an open page follows a storage clear or another tab's new GUID.
     var currentGuid = () => {
@@ -187,7 +196,7 @@
       warn('ignored an expired or foreign ' + LINK_PARAM + ' parameter');
       return null;
     })();
-    var adopt = () => { // the GUID this device had here goes as previous_guid
+    var adopt = () => {
       if (!linkGuid) return;
       var old = validGuid(lsGet(GUID_KEY)) || validGuid(cookieGet());
       guid = linkGuid;
@@ -237,7 +246,7 @@
       var url = o.url ? new URL(String(o.url), loc.href).href : loc.href;
       var referrer;
       if (o.referrer != null) referrer = String(o.referrer);
-      else if (lastPageUrl && lastPageUrl !== url) referrer = lastPageUrl; // SPA: the previous view
+      else if (lastPageUrl && lastPageUrl !== url) referrer = lastPageUrl;
       else referrer = pageReferrer;
       var hit = buildHit('pageview', url, referrer, o.title != null ? o.title : document.title);
       pageReferrer = hit.referrer;
@@ -295,7 +304,7 @@
       var u = new URL(a.href);
       if (!HTTP_RE.test(u.protocol)) return;
       var other = u.hostname !== loc.hostname;
-      if (other && listed(u.hostname)) return decorate(a, u); // not outbound (as GA4)
+      if (other && listed(u.hostname)) return decorate(a, u);
       if (e.type === 'contextmenu' || (e.type === 'auxclick' && e.button !== 1)) return;
       var ext = (/\.([a-z0-9]+)$/i.exec(u.pathname) || [])[1];
       ext = ext && ext.toLowerCase();
@@ -313,8 +322,8 @@
     // ---- delivery: a bounded retry queue, mirrored in local storage
     // Entry: {hit, attempts, due, busy}; a retry keeps hit_id, renews sent_at.
     var queue = [];
-    var waiting = [];  // hits before consent: memory only
-    var finished = {}; // hit_ids done here: not to be written back
+    var waiting = []; // hits before consent: memory only
+    var finished = {};
     var finishedCount = 0;
     var timer = null;
     var leaving = false; // after pagehide, fetches fail (keepalive ones still go)
@@ -355,13 +364,15 @@
       });
     };
 
-    var enqueue = hit => { // -> hit_id, or null: never to be sent
+    var enqueue = hit => {
       if (!sendable || state === 'denied') return null;
       if (state === 'pending') {
         if (waiting.push(hit) > MAX_QUEUE) waiting.shift();
         return hit.hit_id;
       }
       hit.guid = currentGuid();
+      var u = storage ? lsGet(UID_KEY) : userId; // what the last identify() of any tab said
+      if (u) hit.user_id = u;
       if (previousGuid) {
         hit.previous_guid = previousGuid;
         previousGuid = null;
@@ -402,7 +413,7 @@
         }
         warn('the edge refused the hits: HTTP ' + status + ' (not retried)');
         return { done: true };
-      }, () => ({ done: false })); // network error, edge down, or CORS
+      }, () => ({ done: false }));
     };
 
     var deliver = entries => {
@@ -416,7 +427,7 @@
       try {
         sending = post(JSON.stringify(hits.length === 1 ? hits[0] : hits), transport === 'beacon');
       } catch (e) {
-        sending = Promise.resolve({ done: false }); // never leave entries busy
+        sending = Promise.resolve({ done: false });
       }
       return sending.then(result => {
         if (leaving && !result.done) return; // stored for the next page
@@ -444,7 +455,7 @@
       });
     };
 
-    var flush = force => { // schedule() at the end replaces any timer
+    var flush = force => {
       var t = Date.now();
       var ready = queue.filter(e => !e.busy && (force || e.due <= t));
       while (ready.length) {
@@ -482,10 +493,11 @@
         storage.setItem(OPTOUT_KEY, '0'); // some browsers read but refuse writes
         storage.removeItem(OPTOUT_KEY);
       } catch (e) {
-        storage = null; // the GUID falls back to the cookie
+        storage = null;
       }
       adopt();
       cookieSet(currentGuid());
+      lsSet(UID_KEY, userId);
       readStored().forEach(e => {
         if (queue.some(q => q.hit.hit_id === e.hit.hit_id)) return;
         var entry = { hit: e.hit, attempts: e.attempts | 0, due: 0, busy: false };
@@ -498,10 +510,10 @@
     // Not allowed: forget this device. The opt-out is remembered unless consent is required.
     var stop = remember => {
       state = 'denied';
-      [GUID_KEY, QUEUE_KEY, CONSENT_KEY].forEach(k => { lsSet(k, null); });
+      [GUID_KEY, QUEUE_KEY, CONSENT_KEY, UID_KEY].forEach(k => { lsSet(k, null); });
       cookieSet(null);
       if (remember && !consentRequired) lsSet(OPTOUT_KEY, '1', true);
-      guid = previousGuid = linkGuid = null;
+      guid = previousGuid = linkGuid = userId = null;
       queue = [];
       waiting = [];
       clearTimeout(timer);
@@ -538,6 +550,7 @@
       flush: safe(() => { flush(true); }),
       consent: safe(consent),
       optOut: safe(() => { stop(true); }),
+      identify: safe(identify),
       push: null
     };
     var run = item => {

@@ -14,6 +14,10 @@ T = 2026-03-20 12:00 UTC.
     B  B1 T-1d Organic Social (facebook/social); lead at T-1d+2m (chat)
     C  C1 T-3d Direct, C2 T-1d Direct; lead at T-1d+1m (chat)
     D  D1 T Referral; a chat_open event only
+
+Identity (migration 0009): A's pageviews carry user id "crm-a" and an older GUID of A (`old_a`: its
+storage was cleared once; nothing else of it is kept) as previous_guid; C's carry "crm-c"; D's carry
+C as their previous_guid (D is C's new GUID). So persons: crm-a = {A, old_a}, crm-c = {C, D}.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ SESSIONS = {
     "C2": ("C", T - 1 * D, "Direct", None, None, None, 1, 1, "closed", "/contact", "/contact"),
     "D1": ("D", T, "Referral", None, None, None, 1, 1, "closed", "/", "/"),
 }
+USER_IDS = {"A": "crm-a", "C": "crm-c"}
 # name -> (session, time, event name, module)
 EVENTS = {
     "chat_A": ("A1", T - 6 * D + 4 * M, "chat_open", "chat"),
@@ -73,6 +78,7 @@ class Journeys:
     sessions: dict[str, str]  # session name -> session_id
     hits: dict[str, str] = field(default_factory=dict)  # event name -> hit_id
     rows: dict[str, dict[str, int]] = field(default_factory=dict)  # device -> table -> rows
+    old_a: str = ""  # A's GUID before a storage clear: only in device_links and person_devices
 
     def env(self) -> dict[str, str]:
         return self.schema.env()
@@ -105,8 +111,16 @@ async def journeys(migrated: Any) -> Journeys:
     rs = RecordStream()
     records = []
     j = Journeys(migrated, guids, {})
-    j.rows = {d: dict.fromkeys(("sessions", "pageviews", "events", "devices", "late_hits", "deadletter"), 0)
+    j.rows = {d: dict.fromkeys(("sessions", "pageviews", "events", "devices", "late_hits", "identities",
+                                "device_links", "person_devices", "deadletter"), 0)
               for d in "ABCD"}
+    j.old_a = str(uuid.uuid4())
+    # Rows forget deletes: the link D -> C at either end; A's person rows: its own and old_a's (alone
+    # without A, old_a is nobody's); C's: its own and D's (D keeps nothing that names a person).
+    for dev, rows in (("A", (1, 1, 2)), ("C", (1, 1, 2)), ("D", (0, 1, 1))):
+        j.rows[dev].update(zip(("identities", "device_links", "person_devices"), rows, strict=True))
+    identity = {"A": {"user_id": USER_IDS["A"], "previous_guid": j.old_a}, "C": {"user_id": USER_IDS["C"]},
+                "D": {"previous_guid": guids["C"]}}
     index: dict[str, int] = {}
     for name, (dev, start, channel, source, medium, campaign, pvs, evs, status, landing, exit_) in SESSIONS.items():
         index[dev] = index.get(dev, 0) + 1
@@ -120,7 +134,8 @@ async def journeys(migrated: Any) -> Journeys:
         j.rows[dev]["sessions"] += 1
         for n in range(pvs):
             pv = pageview(guid=guids[dev], session_id=snap.session_id, occurred_at=start + n * M,
-                          url=f"https://{SITE}{landing if n == 0 else exit_}", path=landing if n == 0 else exit_)
+                          url=f"https://{SITE}{landing if n == 0 else exit_}", path=landing if n == 0 else exit_,
+                          **identity.get(dev, {}))
             records.append(rs.record(ROLES.events, pv))
             j.rows[dev]["pageviews"] += 1
             j.hits.setdefault(f"pv_{dev}", pv.hit_id)

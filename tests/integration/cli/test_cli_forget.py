@@ -15,10 +15,12 @@ from schemas.topics import Topics
 from schemas.wire import hit_codec
 from touchstream import forget as forget_module
 
-TABLES = ("sessions", "pageviews", "events", "devices", "late_hits", "deadletter")
+TABLES = ("sessions", "pageviews", "events", "devices", "late_hits", "identities", "device_links", "person_devices",
+          "deadletter")
 ORDER = {
     "sessions": "session_id", "pageviews": "occurred_at, hit_id", "events": "occurred_at, hit_id",
-    "devices": "guid", "late_hits": "hit_id",
+    "devices": "guid", "late_hits": "hit_id", "identities": "guid, user_id", "device_links": "guid, previous_guid",
+    "person_devices": "guid",
     "deadletter": "consumed_topic, consumed_partition, consumed_offset, consumed_timestamp",
 }
 
@@ -31,7 +33,7 @@ def owner(table: str, row: dict[str, Any], journeys: Any) -> str | None:
     """Which device of the fixture a row belongs to (dead letters by what the fixture put in them)."""
     by_guid = {g: d for d, g in journeys.guids.items()}
     if table != "deadletter":
-        return by_guid[str(row["guid"])]
+        return "A" if str(row["guid"]) == journeys.old_a else by_guid[str(row["guid"])]
     a_sessions = {journeys.sessions[n] for n in journeys.sessions if n.startswith("A")}
     key, payload = row["record_key"], bytes(row["payload"]).lower()
     if (key and key.lower() == journeys.guids["A"]) or key in a_sessions or row["hit_id"] == journeys.hits["pv_A"] \
@@ -263,3 +265,26 @@ async def test_forget_reaches_sessions_only_on_the_topic_and_dead_letters_in_any
     # compaction drops a record only for a tombstone on its own partition.
     assert tombstones == sorted([(journeys.sessions["B1"], home), *where.items()])
     assert "3 tombstones" in out.stdout
+
+
+async def test_forget_by_user_id_erases_every_device_of_the_person(journeys, services, topic_prefix):
+    env = env_for(journeys, services, topic_prefix)
+    conn = await journeys.schema.connect()
+    try:
+        before = await snapshot(conn)
+        dry = run_cli("forget", "--user-id", "crm-c", "--dry-run", env=env)
+        assert dry.returncode == 0, dry.stderr
+        assert f"device {journeys.guids['C']}" in dry.stdout and f"device {journeys.guids['D']}" in dry.stdout
+        assert await snapshot(conn) == before
+        out = run_cli("forget", "--user-id", "crm-c", "--yes", env=env)
+        assert out.returncode == 0, out.stderr
+        after = await snapshot(conn)
+    finally:
+        await conn.close()
+    for table in TABLES:
+        kept = [r for r in before[table] if owner(table, r, journeys) not in ("C", "D")]
+        assert after[table] == kept, table
+    nobody = run_cli("forget", "--user-id", "crm-c", "--yes", env=env)
+    assert nobody.returncode == 1 and "no device is known with user id 'crm-c'" in nobody.stderr
+    both = run_cli("forget", journeys.guids["A"], "--user-id", "crm-a", "--yes", env=env)
+    assert both.returncode == 2 and "one of them" in both.stderr

@@ -8,10 +8,10 @@ import uuid
 from cli_helpers import SITE, T, cli_env, journeys, run_cli  # noqa: F401  (fixtures)
 
 
-def table_rows(text: str) -> list[list[str]]:
+def table_rows(text: str, header: str = "#  started") -> list[list[str]]:
     """The rows of the rendered timeline table, cells split on the two-space column gap."""
     lines = text.split("\n")
-    start = next(i for i, line in enumerate(lines) if line.startswith("#  started"))
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
     return [[c.strip() for c in line.split("  ") if c.strip()] for line in lines[start + 2:] if line.strip()]
 
 
@@ -84,3 +84,36 @@ async def test_a_device_with_sessions_but_no_conversions(journeys):
     rows = table_rows(out.stdout)
     assert len(rows) == 1 and rows[0][0] == "1" and rows[0][4] == "Referral"
     assert T.strftime("%Y-%m-%d %H:%M:%S") == rows[0][1]
+
+
+async def test_a_person_by_user_id_every_device_in_one_timeline(journeys):
+    c, d = journeys.guids["C"], journeys.guids["D"]
+    out = run_cli("journey", "--user-id", "crm-c", env=cli_env(**journeys.env()))
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert text.startswith("person with user id 'crm-c': 2 devices\n")
+    assert f"  D1  {c}  " in text and f"  D2  {d}  " in text  # by first seen: C (T-3d), then D (T)
+    assert "  3 sessions, 1 conversion" in text
+    rows = table_rows(text, header="device")
+    assert [r[:2] for r in rows] == [["D1", "1"], ["D1", "2"], ["D1", "2026-03-19 12:01:00"], ["D2", "1"]]
+    assert rows[3][5] == "Referral"
+
+    doc = json.loads(run_cli("journey", "--user-id", "crm-c", "--format", "json",
+                             env=cli_env(**journeys.env())).stdout)
+    assert doc["user_id"] == "crm-c" and [x["guid"] for x in doc["devices"]] == [c, d]
+    assert [(i["type"], i["device"], i["guid"]) for i in doc["timeline"]] == [
+        ("session", "D1", c), ("session", "D1", c), ("conversion", "D1", c), ("session", "D2", d)]
+
+    # A's person includes its GUID from before a storage clear (no sessions of its own)
+    a = run_cli("journey", "--user-id", "crm-a", "--format", "json", env=cli_env(**journeys.env()))
+    assert {x["guid"] for x in json.loads(a.stdout)["devices"]} == {journeys.guids["A"], journeys.old_a}
+
+
+async def test_user_id_arguments_are_checked(journeys):
+    env = cli_env(**journeys.env())
+    out = run_cli("journey", "--user-id", "nobody", env=env)
+    assert out.returncode == 1 and "no data for user id 'nobody'" in out.stderr
+    out = run_cli("journey", journeys.guids["A"], "--user-id", "crm-a", env=env)
+    assert out.returncode == 2 and "one of them" in out.stderr
+    out = run_cli("journey", "--user-id", "x" * 257, env=env)
+    assert out.returncode == 2 and "1 to 256 characters" in out.stderr

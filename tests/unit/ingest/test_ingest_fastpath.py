@@ -212,6 +212,7 @@ valid = {
         },
     ),
     "previous_guid": st.uuids().map(str) | st.none(),
+    "user_id": st.text(min_size=1, max_size=12) | st.none(),
     "extra": st.integers(),
 }
 tricky = {
@@ -227,6 +228,7 @@ tricky = {
     "sent_at": times,
     "event": events,
     "previous_guid": guids,
+    "user_id": st.sampled_from(["", "a\x00b", "x" * 256, "x" * 257, 42, ["u"], {"id": "u"}, "\u00e9l\u00e8ve"]),
     "extra": st.integers(),
 }
 

@@ -220,6 +220,28 @@ def test_no_close_record_without_previous_guid():
     assert close is None
 
 
+# --- user_id (identify) ----------------------------------------------------------------------
+
+
+def test_user_id_is_carried_as_sent():
+    assert enriched({"guid": GUID, "url": "https://a.example/", "user_id": "CRM-4711 é"})["user_id"] == "CRM-4711 é"
+    assert enriched({"guid": GUID, "url": "https://a.example/"})["user_id"] is None
+    assert enriched({"guid": GUID, "url": "https://a.example/", "user_id": None})["user_id"] is None
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("", "1 to 256 characters"), ("x" * 257, "1 to 256 characters"), ("a\x00b", "NUL"),
+     (4711, "must be a string"), (["u"], "must be a string"), ({"id": "u"}, "must be a string")],
+)
+def test_bad_user_id_is_refused_with_the_field_named(value, message):
+    assert message in errors_of({"guid": GUID, "url": "https://a.example/", "user_id": value})["user_id"]
+
+
+def test_longest_user_id_is_accepted():
+    assert enriched({"guid": GUID, "url": "https://a.example/", "user_id": "x" * 256})["user_id"] == "x" * 256
+
+
 def test_enriched_hit_round_trips_through_the_wire():
     record = enriched({"guid": GUID, "url": "https://a.example/?utm_source=x", "created_at": "2026-03-02T09:00:00Z"})
     raw = encode(record)

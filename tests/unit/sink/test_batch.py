@@ -31,7 +31,8 @@ def test_routes_each_kind_to_its_table_in_column_order():
     batch = decode([rs.record(ROLES.events, pv), rs.record(ROLES.events, ev), rs.record(ROLES.events, late),
                     rs.record(ROLES.sessions, snap)])
     assert batch.counts() == {"sessions": 1, "pageviews": 1, "events": 1, "late_hits": 1, "deadletter": 0,
-                              "session_retractions": 0, "moves": 0, "move_ranges": 0}
+                              "session_retractions": 0, "moves": 0, "move_ranges": 0, "identities": 0,
+                              "device_links": 0}
     assert batch.consumed == 4
     [p] = as_dicts(batch, "pageviews")
     assert p == {c: getattr(pv, c) for c in COLUMNS["pageviews"]}
@@ -170,7 +171,8 @@ def test_rows_before_the_retention_window_are_dead_lettered_as_expired():
     batch = decode([rs.record(ROLES.events, old), rs.record(ROLES.events, new), rs.record(ROLES.events, late)],
                    window=window)
     assert batch.counts() == {"sessions": 0, "pageviews": 0, "events": 1, "late_hits": 1, "deadletter": 1,
-                              "session_retractions": 0, "moves": 0, "move_ranges": 0}
+                              "session_retractions": 0, "moves": 0, "move_ranges": 0, "identities": 0,
+                              "device_links": 0}
     [dl] = as_dicts(batch, "deadletter")
     assert dl["reason"].startswith("expired") and dl["hit_id"] == old.hit_id
 
@@ -235,7 +237,7 @@ def test_days_are_utc_days():
 
 def test_every_table_is_known():
     assert TABLES == ("sessions", "pageviews", "events", "late_hits", "deadletter", "session_retractions", "moves",
-                      "move_ranges")
+                      "move_ranges", "identities", "device_links")
 
 
 def test_feeding_in_chunks_gives_the_same_batch_as_all_at_once():
@@ -275,7 +277,7 @@ def test_the_fast_path_gives_the_codec_row(record):
     raw = encode(record)
     fast = fast_events_row(raw)
     assert fast is not None
-    assert fast == codec_row(raw)
+    assert fast[:2] == codec_row(raw)
 
 
 def mutate(record, **changes) -> bytes:
@@ -360,3 +362,65 @@ def test_moves_keep_each_hits_last_and_ranges_keep_their_order():
     ]
     assert [(r["from_session_id"], r["session_id"]) for r in as_dicts(batch, "move_ranges")] == [(a, b), (b, a)]
     assert len(batch.rows["pageviews"]) == 1
+
+
+# -- identity stitching (migration 0009) ---------------------------------------------------------
+
+
+def test_identities_and_links_coalesce_per_key_to_the_earliest_and_latest():
+    rs = RecordStream()
+    guid, old, other = new_id(), new_id(), new_id()
+    h = timedelta(hours=1)
+    records = [
+        rs.record(ROLES.events, pageview(guid=guid, occurred_at=T0 + 2 * h, user_id="u1", previous_guid=old)),
+        rs.record(ROLES.events, event(guid=guid, occurred_at=T0, user_id="u1", previous_guid=old)),
+        rs.record(ROLES.events, pageview(guid=guid, occurred_at=T0 + 5 * h, user_id="u1")),
+        rs.record(ROLES.events, pageview(guid=guid, occurred_at=T0 + h, user_id="u2")),
+        rs.record(ROLES.events, pageview(guid=other, occurred_at=T0 + 3 * h)),  # nobody: no row
+    ]
+    batch = decode(records)
+    assert sorted(batch.rows["identities"]) == sorted([(guid, "u1", T0, T0 + 5 * h), (guid, "u2", T0 + h, T0 + h)])
+    assert batch.rows["device_links"] == [(guid, old, T0)]
+    assert batch.origins["identities"][0].offset == 0  # the first record that named it
+
+
+def test_the_codec_path_and_late_hits_name_identities_too():
+    rs = RecordStream()
+    guid = new_id()
+    raw = orjson.loads(encode(pageview(guid=guid, user_id="u9")))
+    raw["occurred_at"] = int(T0.timestamp() * 1000)  # epoch ms: the fast path defers to the codec
+    late = late_hit(guid=guid, occurred_at=T0 - timedelta(days=2))
+    late.hit["user_id"] = "u9"
+    batch = decode([rs.record(ROLES.events, orjson.dumps(raw)), rs.record(ROLES.events, late)])
+    assert len(batch.rows["pageviews"]) == 1 and len(batch.rows["late_hits"]) == 1
+    assert batch.rows["identities"] == [(guid, "u9", T0 - timedelta(days=2), T0)]
+
+
+@pytest.mark.parametrize(("user_id", "previous_guid", "usable"), [
+    ("", None, 0), ("x" * 257, None, 0), ("a\x00b", None, 0),
+    (None, "not-a-uuid", 0), (None, "6F1C2B0E-4A57-4C3E-9D61-0B8F3F1E7A01", 0),
+    ("x" * 256, None, 1), (None, "6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a01", 1),
+])
+def test_unusable_identities_are_counted_and_the_hit_still_lands(user_id, previous_guid, usable):
+    rs = RecordStream()
+    raw = orjson.loads(encode(pageview()))
+    raw.update(user_id=user_id, previous_guid=previous_guid)
+    batch = decode([rs.record(ROLES.events, orjson.dumps(raw))])
+    assert len(batch.rows["pageviews"]) == 1
+    assert len(batch.rows["identities"]) + len(batch.rows["device_links"]) == usable
+    assert batch.unusable_identities == 1 - usable
+
+
+def test_a_user_id_of_another_type_is_the_codecs_to_refuse():
+    raw = mutate(pageview(), user_id=42)
+    assert fast_events_row(raw) is None
+    batch = decode([RecordStream().record(ROLES.events, raw)])
+    [dl] = as_dicts(batch, "deadletter")
+    assert "user_id" in dl["errors"] and batch.rows["pageviews"] == []
+
+
+def test_a_link_to_itself_is_no_link():
+    rs = RecordStream()
+    guid = new_id()
+    batch = decode([rs.record(ROLES.events, pageview(guid=guid, previous_guid=guid))])
+    assert batch.rows["device_links"] == [] and batch.unusable_identities == 0
