@@ -111,7 +111,7 @@ def hit_record(hit: HitView, guid: str, session_id: str) -> PageviewView | Event
         return EventView(
             hit_id=hit.hit_id, session_id=session_id, guid=guid, site=hit.site, occurred_at=hit.occurred_at,
             received_at=hit.received_at, name=hit.event_name or "", module=hit.event_module, url=hit.url,
-            properties=hit.event_properties or {},
+            properties=hit.event_properties or {}, value=hit.event_value, currency=hit.event_currency,
         )
     return PageviewView(
         hit_id=hit.hit_id, session_id=session_id, guid=guid, site=hit.site, occurred_at=hit.occurred_at,

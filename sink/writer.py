@@ -126,6 +126,7 @@ class Writer:
         # sink migrates before it writes, so in production it always has; a schema migrated only to
         # 0004 (bench/sink_bench.py's baseline) is written without queueing.
         self.queues_rollups = False
+        self.queues_url_conversions = False  # conversion_rules (0010) exists
 
     # --- SQL ------------------------------------------------------------------------------
 
@@ -251,6 +252,7 @@ class Writer:
                 await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {self.stage(table)} {shape} ON COMMIT DELETE ROWS")
             await self.partitions.load(conn)
             self.queues_rollups = await rollups.has_queue(conn, self.schema)
+            self.queues_url_conversions = self.queues_rollups and await rollups.has_rules(conn, self.schema)
         except Exception as exc:
             await conn.close(timeout=2)
             raise Unavailable(f"cannot prepare the sink's connection: {type(exc).__name__}: {exc}") from exc
@@ -311,6 +313,8 @@ class Writer:
                 written[table] = await self._write_table(conn, table, rows, devices)
                 if table == "events" and self.queues_rollups:  # new or replayed: a drain finds a replay unchanged
                     await rollups.queue_conversions(conn, self.schema, rows)
+                elif table == "pageviews" and self.queues_url_conversions:  # those a conversion rule matches (0010)
+                    await rollups.queue_url_conversions(conn, self.schema, rows)
             if devices:
                 guids = sorted(devices)
                 if self.queues_rollups:
