@@ -25,6 +25,7 @@ from touchstream.pipeline import Pipeline, free_port
 
 pytestmark = pytest.mark.e2e
 
+PARTITIONS = 2
 SITE = "www.oakridge-apts.com"
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:127.0) Gecko/20100101 Firefox/127.0"
 
@@ -32,7 +33,7 @@ BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:127.0) Gecko/20100101 Firefox/127.
 @pytest.fixture
 def pipeline(services, topic_prefix, pg_schema, tmp_path):
     pipeline = Pipeline(workdir=tmp_path, kafka_bootstrap=services.kafka_bootstrap, pg_dsn=pg_schema.dsn,
-                        topic_prefix=topic_prefix, pg_schema=pg_schema.schema, partitions=1,
+                        topic_prefix=topic_prefix, pg_schema=pg_schema.schema, partitions=PARTITIONS,
                         extra_env={"TOUCHSTREAM_SINK_ROLLUP_INTERVAL_S": "0.5"})
     try:
         pipeline.start()
@@ -49,6 +50,7 @@ def hit(guid: str, at: datetime, path: str, referrer: str = "", event: dict[str,
     return body
 
 
+@pytest.mark.topic_partitions(PARTITIONS)
 async def test_value_and_url_conversions_reach_the_dashboard(pipeline, pg_schema) -> None:
     t = datetime.now(UTC) - timedelta(hours=1)
     ads, fb, shop = (str(uuid.uuid4()) for _ in range(3))
