@@ -134,16 +134,43 @@ async def _with_values(conn: Any, s: Scope, q: AttributionQuery, rows: list[Any]
 
 async def person_attribution(conn: Any, s: Scope, q: AttributionQuery) -> Table:
     """Credit per person (attribution_person_credits: a person's touches on all its devices), grouped as
-    the device answer is. The views' lookback only (dashboard.queries.scope checks it)."""
+    the device answer is. The views' lookback only (dashboard.queries.scope checks it).
+
+    The view costs seconds (no rollup), so it is read once: credit and value per group and currency,
+    and the conversions with a touch (the empty grouping set), split into the answer's parts after.
+    Numeric sums over currencies add up exactly to the group's."""
     column = GROUP_COLUMNS[q.group_by]
-    credits = ("SELECT * FROM attribution_person_credits WHERE converted_at >= $1 AND converted_at < $2 "
-               "AND ($3::text IS NULL OR site = $3) AND conversion_name = ANY($4)")
     sums = ", ".join(f"sum(credit::numeric) FILTER (WHERE model = '{m}') AS {m}" for m in MODELS)
-    rows = await conn.fetch(
-        f"""SELECT {column} AS {q.group_by}, {sums} FROM ({credits}) x GROUP BY 1
-            HAVING bool_or(credit <> 0) ORDER BY {s.model} DESC, 1 NULLS FIRST""",
+    totals = ", ".join(f"sum({m}) AS {m}" for m in MODELS)
+    blanks = ", ".join(f"NULL::numeric AS {m}" for m in MODELS)
+    parts = await conn.fetch(
+        f"""WITH parts AS MATERIALIZED (
+                SELECT GROUPING({column}) AS total, {column} AS grp, currency, {sums},
+                       sum(attributed_value) FILTER (WHERE model = '{s.model}') AS value,
+                       bool_or(credit <> 0) AS credited, count(DISTINCT (conversion_hit_id, converted_at)) AS touched
+                FROM attribution_person_credits
+                WHERE converted_at >= $1 AND converted_at < $2 AND ($3::text IS NULL OR site = $3)
+                  AND conversion_name = ANY($4)
+                GROUP BY GROUPING SETS (({column}, currency), ())
+            ), grouped AS (
+                SELECT grp, {totals}, bool_or(credited) AS credited FROM parts WHERE total = 0 GROUP BY grp
+            )
+            SELECT 'row' AS kind, row_number() OVER (ORDER BY {s.model} DESC, grp NULLS FIRST) AS n, grp,
+                   NULL::text AS currency, {', '.join(MODELS)}, NULL::numeric AS value, NULL::bigint AS touched
+            FROM grouped WHERE credited
+            UNION ALL
+            SELECT 'value', 0, grp, currency, {blanks}, value, NULL FROM parts
+            WHERE total = 0 AND currency IS NOT NULL AND value <> 0
+            UNION ALL
+            SELECT 'total', 0, NULL, NULL, {blanks}, NULL, touched FROM parts WHERE total = 1""",
         s.start, s.end, s.site, s.names)
-    return await _with_values(conn, s, q, rows, credits)
+    rows = [{q.group_by: p["grp"], **{m: p[m] for m in MODELS}}
+            for p in sorted((p for p in parts if p["kind"] == "row"), key=lambda p: p["n"])]
+    values = [p for p in parts if p["kind"] == "value"]
+    attributed = sum(p["touched"] for p in parts if p["kind"] == "total")
+    conversions = await conn.fetchval(f"SELECT count(*) FROM ({conversions_in_scope()}) c",
+                                      s.start, s.end, s.site, s.names)
+    return attribution_table(s, q, rows, values, conversions, attributed)
 
 
 async def conversions_daily(conn: Any, s: Scope, q: Any = None) -> Table:
