@@ -37,7 +37,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dashboard import api, baseline  # noqa: E402
+from dashboard import api, baseline, queries  # noqa: E402
 from dashboard.params import today  # noqa: E402
 from sink.migrations import migrate  # noqa: E402
 from sink.rollups import drain  # noqa: E402
@@ -56,6 +56,8 @@ CASES = [
     ("attribution by channel", "attribution", {"group_by": "channel"}),
     ("attribution by campaign", "attribution", {"group_by": "campaign"}),
     ("attribution by module", "attribution", {"group_by": "module"}),
+    # per person: read from the attribution_person_* views (no rollup), so "API" is the views here too
+    ("attribution per person", "attribution", {"group_by": "channel", "by": "person"}),
     ("conversions daily", "conversions_daily", {}),
     ("conversions by channel", "conversions_by_channel", {}),
     ("conversions by module", "conversions_by_module", {}),
@@ -127,7 +129,7 @@ async def time_api(client: httpx.AsyncClient, url: str, params: dict, rounds: in
 
 
 async def time_views(conn: asyncpg.Connection, endpoint: api.Endpoint, params: dict, rounds: int) -> tuple[list[float], dict]:
-    q = endpoint.query.parse({k: str(v) for k, v in params.items()})
+    q = await queries.resolved(conn, endpoint.query.parse({k: str(v) for k, v in params.items()}))
     samples, doc = [], {}
     for _ in range(rounds):
         started = time.perf_counter()
@@ -184,6 +186,12 @@ async def run(args: argparse.Namespace) -> int:
             await load(conn, args.devices, args.chunks)
             print(f"loaded in {time.monotonic() - started:.0f}s", flush=True)
         await drain_sample(conn, args.schema, args.drain_devices)  # (on a --reuse too: the answers check it)
+        if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM identities)"):
+            # persons for the per-person question: about one device in `--person-share`, joined in pairs
+            await conn.execute(
+                "INSERT INTO identities (guid, user_id, first_seen, last_seen) "
+                "SELECT guid, 'person-' || (row_number() OVER (ORDER BY guid) / 2), first_seen_at, last_seen_at "
+                "FROM devices WHERE abs(hashtext(guid::text)) % $1 = 0", args.person_share)
         channels = await conn.fetchval("SELECT count(DISTINCT channel) FROM sessions")
         if channels < 10:  # a generator that lost its traffic mix would make every answer look cheap
             raise SystemExit(f"the history has {channels} channels, not 10: the generator is broken")
@@ -221,6 +229,8 @@ def main() -> int:
     p.add_argument("--schema", default="dashbench", help="schema to load into (dropped at the end unless --keep)")
     p.add_argument("--drain-devices", type=int, default=20_000,
                    help="devices queued and drained after the load, timed (0: none)")
+    p.add_argument("--person-share", type=int, default=10,
+                   help="one device in N belongs to a person (two devices each) for the per-person question")
     p.add_argument("--reuse", action="store_true", help="use the schema as loaded by an earlier --keep run")
     p.add_argument("--keep", action="store_true", help="leave the schema for --reuse")
     return asyncio.run(run(p.parse_args()))

@@ -292,6 +292,8 @@ async def main(argv: list[str]) -> int:
     print((await migrate(dsn, schema)).summary(), flush=True)
     print((await migrate(dsn, base, target=ROLLUPS_VERSION - 1)).summary(), flush=True)
     conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+    # The sink writes the events' value and currency (migration 0010's columns): the baseline has them too.
+    await conn.execute(f"ALTER TABLE {quote_ident(base)}.events ADD COLUMN value numeric, ADD COLUMN currency text")
     writer = Writer(dsn, schema, role="touchstream_writer")
     base_writer = Writer(dsn, base, role="touchstream_writer")
     results: list[tuple[str, int, float, float | None]] = []  # (what, rows, seconds, raw seconds)

@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import Any
 
 import orjson
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from dashboard import queries
 from dashboard.params import (
@@ -66,6 +66,13 @@ class TopRow(BaseModel):
 
 
 class AttributionRow(BaseModel):
+    """Credit of one group under each model, and `value_<CUR>` per currency (e.g. `value_EUR`): the value
+    the query's model attributes to the group, in that currency (null: none of its conversions carried
+    value in it). The answer's `currencies` lists them; values are never summed across currencies."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={
+        "patternProperties": {"^value_[A-Z]{3}$": {"type": ["number", "null"]}}})
+
     channel: str | None = None
     source: str | None = None
     campaign: str | None = None
@@ -137,6 +144,7 @@ class MetaRow(BaseModel):
     sites: list[str]
     conversion_events: list[str]
     lookbacks: list[int]
+    lookback: int  # the configured one: what a query without `lookback` gets, and the views give
     models: list[str]
     first_day: date | None
     last_day: date | None

@@ -102,7 +102,7 @@ class Dashboard:
             as_of = await queries.as_of(conn)  # first: what is read after it is at least this fresh
             meta = (await api.BY_FUNCTION["meta"].answer(conn, Query())).rows[0]
             try:
-                q = page.query.parse(request.query_params)
+                q = await queries.resolved(conn, page.query.parse(request.query_params))
                 ctx = await page.build(conn, q)
             except BadParameters as exc:
                 q, status = None, 400
@@ -120,6 +120,7 @@ class Dashboard:
             q = endpoint.query.parse(request.query_params)
             async with self.pool.acquire() as conn:
                 as_of = await queries.as_of(conn)  # first: the rows read after it are at least this fresh
+                q = await queries.resolved(conn, q)
                 t = await endpoint.answer(conn, q)
         except BadParameters as exc:
             status, body = api.bad_request(exc)

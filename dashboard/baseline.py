@@ -2,10 +2,11 @@
 rollup: the yardstick. tests/integration/dashboard checks that `dashboard.queries` gives exactly
 these answers; bench/dashboard_bench.py times both in the same run.
 
-Credits come from `attribution_credits` (and `conversions` for the site) for the 90-day lookback,
-the view's own; the view has no other lookback, so for 7 and 30 days they come from
-rollup_credits_of(every converting device) (a superuser's call), the view's SQL with the window as a parameter,
-which the tests check equals the view at 90 days.
+Credits come from `attribution_credits` for the configured lookback (attribution_settings), the
+view's own; the view has no other lookback, so for the others they come from
+rollup_credits_of(every converting device) (a superuser's call), the view's SQL with the window as a
+parameter, which the tests check equals the view at the configured lookback. Credit per person
+(`by=person`) is read from attribution_person_credits by both this module and dashboard.queries.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dashboard.queries import (
     SESSION_COLUMNS,
     Scope,
     Table,
+    attribution_table,
     by_channel_table,
     device_order,
     journey_guids,
@@ -38,11 +40,11 @@ DAY = "(started_at AT TIME ZONE 'UTC')::date"
 
 def credits_source(s: Scope) -> str:
     """conversion x touch x model rows with the conversion's site, for the scope's lookback."""
-    if s.lookback == 90:
-        return ("(SELECT a.*, c.site FROM attribution_credits a JOIN conversions c "
-                "ON c.conversion_hit_id = a.conversion_hit_id AND c.converted_at = a.converted_at)")
+    if s.lookback == s.configured:
+        return "attribution_credits"
     models = ", ".join(f"('{m}', {m})" for m in MODELS)
-    return (f"(SELECT r.*, m.model, m.credit FROM rollup_credits_of(ARRAY(SELECT DISTINCT guid FROM conversions)) r "
+    return (f"(SELECT r.*, m.model, m.credit, m.credit::numeric * r.value AS attributed_value "
+            f"FROM rollup_credits_of(ARRAY(SELECT DISTINCT guid FROM conversions)) r "
             f"CROSS JOIN LATERAL (VALUES {models}) m(model, credit) WHERE r.lookback_days = {s.lookback})")
 
 
@@ -116,12 +118,63 @@ async def attribution(conn: Any, s: Scope, q: AttributionQuery) -> Table:
         f"""SELECT {column} AS {q.group_by}, {sums} FROM ({credits_in_scope(s)}) x GROUP BY 1
             HAVING bool_or(credit <> 0) ORDER BY {s.model} DESC, 1 NULLS FIRST""",
         s.start, s.end, s.site, s.names)
+    return await _with_values(conn, s, q, rows, credits_in_scope(s))
+
+
+async def _with_values(conn: Any, s: Scope, q: AttributionQuery, rows: list[Any], credits: str) -> Table:
+    """The attribution table of `rows`, with the counts and the attributed value per currency read
+    from `credits` (a query over credit rows in the scope, $1-$4)."""
+    column = GROUP_COLUMNS[q.group_by]
     counts = await conn.fetchrow(
         f"""SELECT (SELECT count(*) FROM ({conversions_in_scope()}) c) AS conversions,
-                   (SELECT count(DISTINCT (conversion_hit_id, converted_at)) FROM ({credits_in_scope(s)}) x)
+                   (SELECT count(DISTINCT (conversion_hit_id, converted_at)) FROM ({credits}) x)
                    AS attributed""", s.start, s.end, s.site, s.names)
-    return table(rows, [q.group_by, *MODELS], group_by=q.group_by, conversions=int(counts["conversions"]),
-                 attributed=int(counts["attributed"]))
+    values = await conn.fetch(
+        f"""SELECT {column} AS grp, currency, sum(attributed_value) AS value FROM ({credits}) x
+            WHERE model = '{s.model}' AND currency IS NOT NULL GROUP BY 1, 2 HAVING sum(attributed_value) <> 0""",
+        s.start, s.end, s.site, s.names)
+    return attribution_table(s, q, rows, values, counts["conversions"], counts["attributed"])
+
+
+async def person_attribution(conn: Any, s: Scope, q: AttributionQuery) -> Table:
+    """Credit per person (attribution_person_credits: a person's touches on all its devices), grouped as
+    the device answer is. The views' lookback only (dashboard.queries.scope checks it).
+
+    The view costs seconds (no rollup), so it is read once: credit and value per group and currency,
+    and the conversions with a touch (the empty grouping set), split into the answer's parts after.
+    Numeric sums over currencies add up exactly to the group's."""
+    column = GROUP_COLUMNS[q.group_by]
+    sums = ", ".join(f"sum(credit::numeric) FILTER (WHERE model = '{m}') AS {m}" for m in MODELS)
+    totals = ", ".join(f"sum({m}) AS {m}" for m in MODELS)
+    blanks = ", ".join(f"NULL::numeric AS {m}" for m in MODELS)
+    parts = await conn.fetch(
+        f"""WITH parts AS MATERIALIZED (
+                SELECT GROUPING({column}) AS total, {column} AS grp, currency, {sums},
+                       sum(attributed_value) FILTER (WHERE model = '{s.model}') AS value,
+                       bool_or(credit <> 0) AS credited, count(DISTINCT (conversion_hit_id, converted_at)) AS touched
+                FROM attribution_person_credits
+                WHERE converted_at >= $1 AND converted_at < $2 AND ($3::text IS NULL OR site = $3)
+                  AND conversion_name = ANY($4)
+                GROUP BY GROUPING SETS (({column}, currency), ())
+            ), grouped AS (
+                SELECT grp, {totals}, bool_or(credited) AS credited FROM parts WHERE total = 0 GROUP BY grp
+            )
+            SELECT 'row' AS kind, row_number() OVER (ORDER BY {s.model} DESC, grp NULLS FIRST) AS n, grp,
+                   NULL::text AS currency, {', '.join(MODELS)}, NULL::numeric AS value, NULL::bigint AS touched
+            FROM grouped WHERE credited
+            UNION ALL
+            SELECT 'value', 0, grp, currency, {blanks}, value, NULL FROM parts
+            WHERE total = 0 AND currency IS NOT NULL AND value <> 0
+            UNION ALL
+            SELECT 'total', 0, NULL, NULL, {blanks}, NULL, touched FROM parts WHERE total = 1""",
+        s.start, s.end, s.site, s.names)
+    rows = [{q.group_by: p["grp"], **{m: p[m] for m in MODELS}}
+            for p in sorted((p for p in parts if p["kind"] == "row"), key=lambda p: p["n"])]
+    values = [p for p in parts if p["kind"] == "value"]
+    attributed = sum(p["touched"] for p in parts if p["kind"] == "total")
+    conversions = await conn.fetchval(f"SELECT count(*) FROM ({conversions_in_scope()}) c",
+                                      s.start, s.end, s.site, s.names)
+    return attribution_table(s, q, rows, values, conversions, attributed)
 
 
 async def conversions_daily(conn: Any, s: Scope, q: Any = None) -> Table:

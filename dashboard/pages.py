@@ -97,7 +97,10 @@ async def overview(conn: Any, q: TimeseriesQuery) -> dict[str, Any]:
 
 async def attribution(conn: Any, q: AttributionQuery) -> dict[str, Any]:
     p = await panel(conn, "attribution", q)
-    ctx: dict[str, Any] = {"credits": p, "models": MODELS, "model_labels": MODEL_LABELS}
+    # value columns (value_EUR, ...): the value the chosen model attributes, one per currency
+    values = {f"value_{c}": f"Value {c} ({MODEL_LABELS[q.model]})" for c in p.table.meta["currencies"]}
+    ctx: dict[str, Any] = {"credits": p, "models": MODELS, "model_labels": MODEL_LABELS,
+                           "headers": {**MODEL_LABELS, **values}}
     if p.table.rows:
         groups = [label(r[q.group_by]) for r in p.table.rows[:CHART_GROUPS]]
         bars = [Bar(label(r[q.group_by]), m, r[m]) for r in p.table.rows[:CHART_GROUPS] for m in MODELS]

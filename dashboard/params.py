@@ -121,9 +121,10 @@ class Filters(Query):
     to: date | None = Field(None, description="last day (UTC), included, with period=custom")
     site: Text | None = Field(None, description="one site (host); absent: every site")
     events: list[Text] = Field(default_factory=list, description="conversion events, comma separated; "
-                               "absent: every name in conversion_events")
+                               "absent: every name in conversion_events and conversion_rules")
     model: Model = Field("linear", description="attribution model")
-    lookback: int = Field(90, ge=1, le=365, description="attribution lookback window in days (7, 30 or 90)")
+    lookback: int | None = Field(None, ge=1, le=365, description="attribution lookback window in days (7, 30, 90 "
+                                 "or the configured one); absent: the configured one (`touchstream attribution set`)")
 
     @model_validator(mode="before")
     @classmethod
@@ -191,6 +192,9 @@ class TopQuery(Filters):
 class AttributionQuery(Filters):
     group_by: Literal["channel", "source", "campaign", "module"] = Field(
         "channel", description="channel, source (utm_source), campaign (utm_campaign) or module")
+    by: Literal["device", "person"] = Field(
+        "device", description="whose touches earn credit: the converting device's (device), or every device of its "
+        "person (person: read from the attribution_person_* views, at the configured lookback only)")
 
 
 class ConversionsQuery(Filters):

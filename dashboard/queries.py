@@ -7,6 +7,11 @@ bench/dashboard_bench.py times them side by side.
 
 Days are UTC days, ranges include both ends. Credits are summed as numeric (exact) and served as
 floats. Bot sessions are left out everywhere except the Sessions list (its `bots` filter).
+
+The lookback is the configured one (attribution_settings, migration 0010) unless the query names
+another the rollups hold (rollup_lookbacks). Credit per person (`by=person`) has no rollup: it is
+read from the attribution_person_* views (`dashboard.baseline.person_attribution`), at the
+configured lookback only.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from touchstream.persons import person_guids
 NO_TOUCH = "(no touch)"  # conversions with no session in the lookback window
 SITE = "($3::text IS NULL OR site = $3)"
 CREDITS = ", ".join(f"sum({m}) AS {m}" for m in MODELS)
+# Conversion names: events listed in conversion_events, and the names of URL conversion rules (0010).
+CONVERSION_NAMES = "SELECT name FROM conversion_events UNION SELECT name FROM conversion_rules ORDER BY 1"
 SESSION_COLUMNS = ("session_id", "guid", "session_index", "started_at", "site", "channel", "utm_source", "utm_medium",
                    "utm_campaign", "landing_path", "pageviews", "events", "duration_s", "status", "is_bot")
 
@@ -54,6 +61,7 @@ class Scope:
     names: list[str]
     model: str
     lookback: int
+    configured: int = 90  # the configured lookback: the one the views give
 
     @property
     def args(self) -> tuple[Any, ...]:
@@ -100,9 +108,14 @@ async def scope(conn: Any, q: Filters) -> Scope:
     """The query's scope; BadParameters when a value names nothing the data has."""
     problems: list[tuple[str, str]] = []
     lookbacks = [r[0] for r in await conn.fetch("SELECT days FROM rollup_lookbacks ORDER BY 1")]
-    if q.lookback not in lookbacks:
+    configured = await configured_lookback(conn)
+    lookback = configured if q.lookback is None else q.lookback
+    if lookback not in lookbacks:
         problems.append(("lookback", f"must be one of {', '.join(map(str, lookbacks))} (days)"))
-    known = [r[0] for r in await conn.fetch("SELECT name FROM conversion_events ORDER BY 1")]
+    elif isinstance(q, AttributionQuery) and q.by == "person" and lookback != configured:
+        problems.append(("lookback", f"by=person is computed at the configured lookback only, {configured} days "
+                         "(`touchstream attribution set --lookback-days N` changes it)"))
+    known = [r[0] for r in await conn.fetch(CONVERSION_NAMES)]
     unknown = [n for n in q.events if n not in known]
     if unknown:
         problems.append(("events", f"{', '.join(map(repr, unknown))} is not a conversion event; they are "
@@ -119,7 +132,19 @@ async def scope(conn: Any, q: Filters) -> Scope:
                 problems.append((name, f"no session has {column} {value!r}"))
     if problems:
         raise BadParameters(problems)
-    return Scope(q.first_day, q.last_day, q.site, list(q.events) or known, q.model, q.lookback)
+    return Scope(q.first_day, q.last_day, q.site, list(q.events) or known, q.model, lookback, configured)
+
+
+async def configured_lookback(conn: Any) -> int:
+    """The lookback of the attribution views (attribution_settings)."""
+    return int(await conn.fetchval("SELECT lookback_days FROM attribution_settings"))
+
+
+async def resolved(conn: Any, q: Any) -> Any:
+    """The query with its lookback filled in when it named none: pages and answers show the one used."""
+    if isinstance(q, Filters) and q.lookback is None:
+        return q.model_copy(update={"lookback": await configured_lookback(conn)})
+    return q
 
 
 # --- Overview -------------------------------------------------------------------------------------
@@ -213,6 +238,10 @@ GROUP_COLUMNS = {"channel": "channel", "source": "utm_source", "campaign": "utm_
 
 
 async def attribution(conn: Any, s: Scope, q: AttributionQuery) -> Table:
+    if q.by == "person":
+        from dashboard.baseline import person_attribution  # (views only: no rollup follows identities)
+
+        return await person_attribution(conn, s, q)
     column = GROUP_COLUMNS[q.group_by]
     rows = await conn.fetch(
         f"""SELECT {column} AS {q.group_by}, {CREDITS} FROM rollup_attribution_daily
@@ -225,8 +254,31 @@ async def attribution(conn: Any, s: Scope, q: AttributionQuery) -> Table:
                    (SELECT coalesce(sum(first_touch), 0) FROM rollup_attribution_daily
                     WHERE day BETWEEN $1 AND $2 AND {SITE} AND conversion_name = ANY($4) AND lookback_days = $5)
                    AS attributed""", *s.args, s.names, s.lookback)
-    return table(rows, [q.group_by, *MODELS], group_by=q.group_by, conversions=int(counts["conversions"]),
-                 attributed=int(counts["attributed"]))
+    values = await conn.fetch(
+        f"""SELECT {column} AS grp, currency, sum({s.model}) AS value FROM rollup_value_daily
+            WHERE day BETWEEN $1 AND $2 AND {SITE} AND conversion_name = ANY($4) AND lookback_days = $5
+            GROUP BY 1, 2 HAVING sum({s.model}) <> 0""", *s.args, s.names, s.lookback)
+    return attribution_table(s, q, rows, values, counts["conversions"], counts["attributed"])
+
+
+def attribution_table(s: Scope, q: AttributionQuery, rows: list[Any], values: list[Any], conversions: Any,
+                      attributed: Any) -> Table:
+    """Credit per group under the six models, and beside it the value the query's model attributes, one
+    column per currency (`value_EUR`, ...: never summed across currencies). Shared by the rollups, the
+    views and the per-person answer."""
+    currencies = sorted({v["currency"] for v in values})
+    by_group: dict[Any, dict[str, float]] = {}
+    for v in values:
+        by_group.setdefault(v["grp"], {})[f"value_{v['currency']}"] = plain(v["value"])
+    value_columns = [f"value_{c}" for c in currencies]
+    out = []
+    for r in rows:
+        row = {k: plain(v) for k, v in r.items()}
+        found = by_group.get(r[q.group_by], {})
+        out.append({**row, **{c: found.get(c) for c in value_columns}})
+    return Table([q.group_by, *MODELS, *value_columns], out,
+                 {"group_by": q.group_by, "conversions": int(conversions), "attributed": int(attributed),
+                  "by": q.by, "lookback": s.lookback, "value_model": s.model, "currencies": currencies})
 
 
 async def _conversion_counts(conn: Any, s: Scope, first: str, order: str) -> Table:
@@ -366,12 +418,13 @@ async def sessions(conn: Any, s: Scope, q: SessionsQuery) -> Table:
 
 async def meta(conn: Any) -> Table:
     row = await conn.fetchrow(
-        """SELECT ARRAY(SELECT DISTINCT site FROM rollup_sessions_daily WHERE sessions <> 0 ORDER BY 1) AS sites,
-                  ARRAY(SELECT name FROM conversion_events ORDER BY 1) AS conversion_events,
+        f"""SELECT ARRAY(SELECT DISTINCT site FROM rollup_sessions_daily WHERE sessions <> 0 ORDER BY 1) AS sites,
+                  ARRAY({CONVERSION_NAMES}) AS conversion_events,
                   ARRAY(SELECT days FROM rollup_lookbacks ORDER BY 1) AS lookbacks,
+                  (SELECT lookback_days FROM attribution_settings) AS lookback,
                   (SELECT min(day) FROM rollup_sessions_daily WHERE sessions <> 0) AS first_day,
                   (SELECT max(day) FROM rollup_sessions_daily WHERE sessions <> 0) AS last_day""")
     out = {"sites": list(row["sites"]), "conversion_events": list(row["conversion_events"]),
-           "lookbacks": [int(d) for d in row["lookbacks"]], "models": list(MODELS),
+           "lookbacks": [int(d) for d in row["lookbacks"]], "lookback": int(row["lookback"]), "models": list(MODELS),
            "first_day": row["first_day"], "last_day": row["last_day"]}
     return Table(list(out), [out])

@@ -33,10 +33,12 @@ from pydantic_core import PydanticCustomError
 from schemas import SCHEMA_VERSION
 from ingest.memo import BoundedMemo
 from schemas.hit import (
+    CURRENCY,
     MAX_PROPERTIES_BYTES,
     MAX_TEXT,
     MAX_URL_LENGTH,
     MAX_USER_ID,
+    MAX_VALUE,
     NUL,
     NUL_JSON,
     UTM_KEYS,
@@ -73,7 +75,7 @@ FIELDS = frozenset(
 OUT_FIELDS = (
     "v", "hit_id", "guid", "type", "url", "path", "site", "referrer", "referrer_host", "title",
     "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "utm_id", "click_id", "click_id_type",
-    "event_name", "event_module", "event_properties", "previous_guid", "user_id",
+    "event_name", "event_module", "event_properties", "event_value", "event_currency", "previous_guid", "user_id",
     "created_at", "sent_at", "received_at", "occurred_at", "ip", "user_agent", "datacenter",
 )  # fmt: skip
 ENABLED = FIELDS == frozenset(HitIn.model_fields) and OUT_FIELDS == HitOut.__struct_fields__
@@ -115,7 +117,7 @@ class _Defer(Exception):
 
 
 _NO_CAMPAIGN: tuple[str | None, ...] = (None,) * 8  # no utm values, no click id (most hits)
-_NO_EVENT: tuple[None, None, None] = (None, None, None)  # a pageview's event name, module, properties
+_NO_EVENT: tuple[None, ...] = (None,) * 5  # a pageview's event name, module, properties, value, currency
 
 
 def fast_enrich(
@@ -154,7 +156,7 @@ def fast_enrich(
             _NO_CAMPAIGN if query is None and raw_utm is None else _campaign(query, raw_utm)
         )
         raw_event = get("event")
-        event_name, module, properties = (
+        event_name, module, properties, value, currency = (
             _NO_EVENT if raw_event is None and kind == "pageview" else _event(raw_event, kind)
         )
         previous_guid = None if (raw_previous := get("previous_guid")) is None else _uuid(raw_previous)
@@ -167,7 +169,7 @@ def fast_enrich(
     record = HitOut(
         SCHEMA_VERSION, hit_id, guid, kind, url, path, site, referrer, referrer_host, title,
         source, medium, campaign, term, content, utm_id, click_id, click_type, event_name, module, properties,
-        previous_guid, user_id, created_at, sent_at, received_at, occurred_at, ip,
+        value, currency, previous_guid, user_id, created_at, sent_at, received_at, occurred_at, ip,
         user_agent if len(user_agent) <= MAX_TEXT else user_agent[:MAX_TEXT], datacenter,
     )  # fmt: skip
     if previous_guid is None or previous_guid == guid:
@@ -300,8 +302,8 @@ def _utm(value: object) -> dict[str, str]:
     return explicit
 
 
-def _event(value: object, kind: str) -> tuple[str | None, str | None, dict[str, Any] | None]:
-    """`event`: (name, module, properties) of an event hit. A pageview's event is checked (HitIn
+def _event(value: object, kind: str) -> tuple[Any, ...]:
+    """`event`: (name, module, properties, value, currency) of an event hit. A pageview's event is checked (HitIn
     would refuse a bad one) and not kept; an event hit without one defers (HitIn says why)."""
     if value is None:
         if kind == "event":
@@ -323,7 +325,19 @@ def _event(value: object, kind: str) -> tuple[str | None, str | None, dict[str, 
             raise _Defer from None
         if len(dumped) > MAX_PROPERTIES_BYTES or NUL_JSON in dumped:  # (NUL: HitIn refuses it)
             raise _Defer
-    return (name, module, properties) if kind == "event" else _NO_EVENT
+    amount, currency = _money(value.get("value"), value.get("currency"))
+    return (name, module, properties, amount, currency) if kind == "event" else _NO_EVENT
+
+
+def _money(value: object, currency: object) -> tuple[int | float | None, str | None]:
+    """`event.value` and `event.currency`: both absent, or a plain finite number with an ISO 4217 code."""
+    if value is None and currency is None:
+        return None, None  # most events
+    kind = type(value)
+    if ((kind is not int and kind is not float) or not -MAX_VALUE <= value <= MAX_VALUE  # type: ignore[operator]
+            or type(currency) is not str or CURRENCY.fullmatch(currency) is None):
+        raise _Defer  # (NaN fails the comparison too)
+    return value, currency  # type: ignore[return-value]
 
 
 SAMPLES: tuple[dict[str, Any], ...] = (
@@ -345,7 +359,8 @@ SAMPLES: tuple[dict[str, Any], ...] = (
         "type": "event",
         "url": "http://example.com",
         "site": "Example.COM",
-        "event": {"name": "lead", "module": "contact_form", "properties": {"plan": "b", "n": [1, 2.5, None]}},
+        "event": {"name": "lead", "module": "contact_form", "properties": {"plan": "b", "n": [1, 2.5, None]},
+                  "value": 49.9, "currency": "EUR"},
         "created_at": 1772438400000,
         "unknown": "ignored",
     },

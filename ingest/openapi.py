@@ -13,7 +13,7 @@ from typing import Any
 
 from ingest.body import ACCEPTED_TYPES
 from ingest.settings import IngestSettings
-from schemas.hit import MAX_PROPERTIES_BYTES, MAX_URL_LENGTH, MAX_USER_ID, HitIn
+from schemas.hit import CURRENCY, MAX_PROPERTIES_BYTES, MAX_URL_LENGTH, MAX_USER_ID, MAX_VALUE, HitIn
 
 REF = "#/components/schemas/{model}"
 _UUID = {"type": "string", "format": "uuid", "examples": ["6f1c2b0e-4a57-4c3e-9d61-0b8f3f1e7a01"]}
@@ -71,6 +71,18 @@ def hit_schema() -> tuple[dict[str, Any], dict[str, Any]]:
     event = defs.get("EventIn")
     if event is not None:
         event["properties"]["properties"]["description"] = f"at most {MAX_PROPERTIES_BYTES} bytes as JSON"
+        # value and currency go together (HitIn refuses one without the other)
+        event["properties"]["value"] = {
+            "anyOf": [{"type": "number", "minimum": -MAX_VALUE, "maximum": MAX_VALUE}, {"type": "null"}],
+            "default": None, "examples": [49.9],
+            "description": "what the conversion is worth (negative: a refund), in `currency`; required with it",
+        }
+        event["properties"]["currency"] = {
+            "anyOf": [{"type": "string", "pattern": f"^{CURRENCY.pattern}$"}, {"type": "null"}],
+            "default": None, "examples": ["EUR"],
+            "description": "ISO 4217 code of `value`, three upper-case letters; required with it",
+        }
+        event["dependentRequired"] = {"value": ["currency"], "currency": ["value"]}
     return schema, defs
 
 

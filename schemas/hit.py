@@ -7,6 +7,7 @@ so the sessionizer never parses a URL again.
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from collections.abc import Callable
@@ -46,6 +47,10 @@ _QUERY_MARKER = re.compile("|".join(re.escape(marker) for marker in _QUERY_MARKE
 NUL = "\x00"
 NUL_MESSAGE = "must not contain the NUL character (\\u0000): PostgreSQL cannot store it"
 NUL_JSON = b"\\u0000"  # how orjson writes NUL inside a JSON string (a key's or a value's)
+# A conversion's value: a JSON number (negative for a refund) up to this size; beyond it is a mistake
+# (an order number in the wrong field), not money. Currency: an ISO 4217 code as written, e.g. EUR.
+MAX_VALUE = 10**12
+CURRENCY = re.compile(r"[A-Z]{3}")
 
 
 def normalise_uuid(value: object) -> str:
@@ -115,6 +120,28 @@ def _check_referrer(value: object) -> str:
     return value
 
 
+def check_value(value: object) -> int | float | None:
+    """`event.value`: a finite JSON number of at most MAX_VALUE in size, kept as sent (int or float)."""
+    if value is None:
+        return None
+    if type(value) is not int and type(value) is not float:
+        raise PydanticCustomError("value", "must be a number, e.g. 49.9 (a string or a boolean is not)")
+    if (type(value) is float and not math.isfinite(value)) or abs(value) > MAX_VALUE:
+        raise PydanticCustomError("value", "must be a finite number of at most {limit} in size", {"limit": MAX_VALUE})
+    return value
+
+
+def check_currency(value: object) -> str | None:
+    """`event.currency`: ISO 4217, three upper-case letters."""
+    if value is None:
+        return None
+    if type(value) is not str or CURRENCY.fullmatch(value) is None:
+        raise PydanticCustomError("currency", "must be an ISO 4217 code: three upper-case letters, e.g. EUR")
+    return value
+
+
+Money = Annotated[int | float | None, BeforeValidator(check_value)]
+Currency = Annotated[str | None, BeforeValidator(check_currency)]
 Uuid = Annotated[str, BeforeValidator(normalise_uuid)]
 HttpUrl = Annotated[str, BeforeValidator(_check_http_url)]
 Referrer = Annotated[str, BeforeValidator(_check_referrer)]
@@ -158,6 +185,8 @@ class EventIn(BaseModel):
     name: Name
     module: Name | None = None
     properties: dict[str, Any] = Field(default_factory=dict)
+    value: Money = None  # a conversion's worth, with its currency
+    currency: Currency = None
 
     @field_validator("properties")
     @classmethod
@@ -200,6 +229,12 @@ class HitIn(BaseModel):
     def _event_needs_body(self) -> HitIn:
         if self.type == "event" and self.event is None:
             raise PydanticCustomError("event", "is required when type is \"event\" (an object with a name)")
+        event = self.event
+        if event is not None and (event.value is None) != (event.currency is None):
+            # (no location at this level: the error's type names the field)
+            if event.currency is None:
+                raise PydanticCustomError("event.currency", "is required with event.value (ISO 4217, e.g. EUR)")
+            raise PydanticCustomError("event.value", "is required with event.currency (a number)")
         return self
 
 
@@ -230,6 +265,8 @@ class Hit(BaseModel):
     event_name: str | None = None
     event_module: str | None = None
     event_properties: dict[str, Any] | None = None
+    event_value: Money = None
+    event_currency: Currency = None
     previous_guid: str | None = None
     user_id: str | None = None  # the site's id of the person (identify()), as sent
     created_at: AwareDatetime | None = None
@@ -362,6 +399,8 @@ def enrich(
         "event_name": event.name if event else None,
         "event_module": event.module if event else None,
         "event_properties": event.properties if event else None,
+        "event_value": event.value if event else None,
+        "event_currency": event.currency if event else None,
         "previous_guid": hit.previous_guid,
         "user_id": hit.user_id,
         "created_at": hit.created_at,

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas import SCHEMA_VERSION
+from schemas.hit import Currency, Money
 
 
 class PageviewRecord(BaseModel):
@@ -53,6 +54,8 @@ class EventRecord(BaseModel):
     module: str | None = None
     url: str
     properties: dict[str, Any] = Field(default_factory=dict)
+    value: Money = None  # a conversion's value (SPEC section 2: event.value), with its currency
+    currency: Currency = None
     user_id: str | None = None
     previous_guid: str | None = None
 

@@ -123,7 +123,7 @@ def hit_record(hit: HitView, guid: str, session_id: str) -> PageviewView | Event
             return AnonEventView(
                 hit_id=hit.hit_id, session_id=session_id, guid=guid, site=hit.site, occurred_at=hit.occurred_at,
                 received_at=hit.received_at, name=hit.event_name or "", module=hit.event_module, url=hit.url,
-                properties=hit.event_properties or {},
+                properties=hit.event_properties or {}, value=hit.event_value, currency=hit.event_currency,
             )
         return AnonPageviewView(
             hit_id=hit.hit_id, session_id=session_id, guid=guid, site=hit.site, occurred_at=hit.occurred_at,
@@ -133,7 +133,8 @@ def hit_record(hit: HitView, guid: str, session_id: str) -> PageviewView | Event
         return EventView(
             hit_id=hit.hit_id, session_id=session_id, guid=guid, site=hit.site, occurred_at=hit.occurred_at,
             received_at=hit.received_at, name=hit.event_name or "", module=hit.event_module, url=hit.url,
-            properties=hit.event_properties or {}, user_id=hit.user_id, previous_guid=hit.previous_guid,
+            properties=hit.event_properties or {}, value=hit.event_value, currency=hit.event_currency,
+            user_id=hit.user_id, previous_guid=hit.previous_guid,
         )
     return PageviewView(
         hit_id=hit.hit_id, session_id=session_id, guid=guid, site=hit.site, occurred_at=hit.occurred_at,

@@ -30,6 +30,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from operator import attrgetter, itemgetter
 from typing import Any, NamedTuple, Protocol
 
@@ -57,7 +58,8 @@ PAGEVIEW_COLUMNS = (
     "hit_id", "session_id", "guid", "site", "occurred_at", "received_at", "url", "path", "referrer", "title",
 )
 EVENT_COLUMNS = (
-    "hit_id", "session_id", "guid", "site", "occurred_at", "received_at", "name", "module", "url", "properties",
+    "hit_id", "session_id", "guid", "site", "occurred_at", "received_at", "name", "module", "url", "value", "currency",
+    "properties",
 )
 LATE_HIT_COLUMNS = ("hit_id", "guid", "occurred_at", "received_at", "reason", "hit")
 RETRACTION_COLUMNS = ("session_id", "guid", "merged_into", "version")
@@ -102,7 +104,7 @@ SESSION_GUID = SESSION_COLUMNS.index("guid")
 
 _session_values = attrgetter(*SESSION_COLUMNS)
 _pageview_values = attrgetter(*PAGEVIEW_COLUMNS)
-_event_values = attrgetter(*EVENT_COLUMNS[:-1])  # properties is serialised separately
+_event_values = attrgetter(*EVENT_COLUMNS[:-3])  # value is made exact, properties serialised, separately
 
 Row = tuple[Any, ...]
 
@@ -280,6 +282,19 @@ def _text_or_none(value: Any) -> str | None:
     raise _Slow
 
 
+def _amount(value: Any) -> Decimal | None:
+    """A conversion's value as numeric: a float by its shortest repr (19.99, not the binary
+    19.989999...), which is the number the hit's JSON held."""
+    kind = type(value)
+    if value is None:
+        return None
+    if kind is float:
+        return Decimal(repr(value))
+    if kind is int:
+        return Decimal(value)
+    raise _Slow  # the codec refuses it (or reads it as a number: then this runs again on that)
+
+
 def _moment(value: Any) -> datetime:
     if type(value) is str:
         moment = datetime.fromisoformat(value)  # ValueError: the codec decides
@@ -313,7 +328,8 @@ def fast_events_row(raw: bytes) -> tuple[str, Row, Any, Any] | None:
             return "events", (
                 _text(obj["hit_id"]), _text(obj["session_id"]), _text(obj["guid"]), _text(obj["site"]),
                 _moment(obj["occurred_at"]), _moment(obj["received_at"]), _text(obj["name"]),
-                _text_or_none(obj.get("module")), _text(obj["url"]), orjson.dumps(properties).decode(),
+                _text_or_none(obj.get("module")), _text(obj["url"]), _amount(obj.get("value")),
+                _text_or_none(obj.get("currency")), orjson.dumps(properties).decode(),
             ), _text_or_none(obj.get("user_id")), _text_or_none(obj.get("previous_guid"))
     except (KeyError, ValueError, _Slow):
         return None
@@ -385,7 +401,8 @@ class Decoder:
                             table, row = "pageviews", _pageview_values(item)
                             user_id, previous = item.user_id, item.previous_guid
                         elif kind == "event":
-                            table, row = "events", (*_event_values(item), orjson.dumps(item.properties).decode())
+                            table, row = "events", (*_event_values(item), _amount(item.value), item.currency,
+                                                    orjson.dumps(item.properties).decode())
                             user_id, previous = item.user_id, item.previous_guid
                         elif kind == "late_hit":
                             row = (item.hit_id, item.guid, item.occurred_at, item.received_at, item.reason,

@@ -132,7 +132,8 @@ class SinkConsumer:
         while not stop.is_set():
             try:
                 if s.sink_migrate_on_start:
-                    report = await migrate(s.migrate_dsn, s.pg_schema, Roles(s.pg_writer_role, s.pg_analyst_role))
+                    report = await migrate(s.migrate_dsn, s.pg_schema, Roles(s.pg_writer_role, s.pg_analyst_role),
+                                           lookback_days=s.attribution_lookback_days)
                     log.info("migrations checked", extra={"schema": s.pg_schema, "applied": len(report.applied),
                                                           "version": report.current})
                 await self.maintenance(force=True)

@@ -37,7 +37,7 @@ import asyncpg
 from schemas.backoff import Backoff
 from schemas.timefmt import UTC
 from sink import metrics
-from sink.batch import EVENT_COLUMNS, Row
+from sink.batch import EVENT_COLUMNS, PAGEVIEW_COLUMNS, Row
 from sink.connections import close_quietly, open_connection
 from sink.migrations import quote_ident
 from sink.settings import SinkSettings
@@ -45,11 +45,17 @@ from sink.settings import SinkSettings
 log = logging.getLogger("touchstream.sink.rollups")
 
 _AT, _HIT, _NAME = (EVENT_COLUMNS.index(c) for c in ("occurred_at", "hit_id", "name"))
+_PV_AT, _PV_HIT, _PV_URL = (PAGEVIEW_COLUMNS.index(c) for c in ("occurred_at", "hit_id", "url"))
 
 
 async def has_queue(conn: asyncpg.Connection, schema: str) -> bool:
     """Whether `schema` has the rollups' queue (migration 0005 applied)."""
     return await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"{quote_ident(schema)}.rollup_pending_devices")
+
+
+async def has_rules(conn: asyncpg.Connection, schema: str) -> bool:
+    """Whether `schema` has conversion rules (migration 0010 applied)."""
+    return await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"{quote_ident(schema)}.conversion_rules")
 
 
 async def queue_devices(conn: asyncpg.Connection, schema: str, guids: Sequence[str]) -> None:
@@ -74,6 +80,26 @@ async def queue_conversions(conn: asyncpg.Connection, schema: str, rows: Sequenc
         await conn.copy_records_to_table("rollup_pending_conversions", records=keys,
                                          columns=("converted_at", "conversion_hit_id"), schema_name=schema)
     return len(keys)
+
+
+async def queue_url_conversions(conn: asyncpg.Connection, schema: str, rows: Sequence[Row]) -> int:
+    """Queue the keys of the batch's pageviews that a conversion rule matches (migration 0010);
+    returns how many.
+
+    Without rules (the usual case) one small query and nothing sent. With rules, PostgreSQL matches
+    the URLs (the LIKE the views and the drain use, so no second implementation can disagree). Read
+    in the batch's transaction after its rows are in, like the names above: a rule being added
+    meanwhile waits for this transaction (its trigger takes a SHARE lock on pageviews) and then finds
+    these rows."""
+    q = quote_ident(schema)
+    if not rows or not await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {q}.conversion_rules)"):
+        return 0
+    status = await conn.execute(
+        f"""INSERT INTO {q}.rollup_pending_conversions (converted_at, conversion_hit_id)
+            SELECT k.at, k.id FROM unnest($1::timestamptz[], $2::uuid[], $3::text[]) k(at, id, url)
+            WHERE EXISTS (SELECT 1 FROM {q}.conversion_rules r WHERE k.url LIKE r.url_pattern)""",
+        [r[_PV_AT] for r in rows], [r[_PV_HIT] for r in rows], [r[_PV_URL] for r in rows])
+    return int(status.rsplit(" ", 1)[-1])
 
 
 @dataclass(frozen=True, slots=True)

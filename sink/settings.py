@@ -45,6 +45,9 @@ class SinkSettings(KafkaSettings, PostgresSettings, RuntimeSettings):
     )
     pg_analyst_role: str = Field("touchstream_analyst", description="read-only role created by the migrations")
     sink_migrate_on_start: bool = Field(True, description="run the migrations when a sink worker starts")
+    attribution_lookback_days: int = Field(
+        90, ge=1, le=365, description="attribution lookback (days) the migrations start with (migration 0010); "
+        "afterwards `touchstream attribution set --lookback-days N` changes it")
     sink_connect_timeout_s: float = Field(10.0, gt=0, description="PostgreSQL connect timeout")
     sink_command_timeout_s: float = Field(120.0, gt=0, description="longest a single statement may take before the "
                                           "connection is dropped and the batch retried")

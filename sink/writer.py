@@ -141,6 +141,7 @@ class Writer:
         self.queues_rollups = False
         # Whether the schema has migration 0009's identity tables (read at connect, as above).
         self.keeps_identities = False
+        self.queues_url_conversions = False  # conversion_rules (0010) exists
 
     # --- SQL ------------------------------------------------------------------------------
 
@@ -286,6 +287,7 @@ class Writer:
             self.queues_rollups = await rollups.has_queue(conn, self.schema)
             self.keeps_identities = await conn.fetchval(
                 "SELECT to_regclass($1) IS NOT NULL", f"{q}.person_devices")
+            self.queues_url_conversions = self.queues_rollups and await rollups.has_rules(conn, self.schema)
         except Exception as exc:
             await conn.close(timeout=2)
             raise Unavailable(f"cannot prepare the sink's connection: {type(exc).__name__}: {exc}") from exc
@@ -351,6 +353,8 @@ class Writer:
                 written[table] = await self._write_table(conn, table, rows, devices)
                 if table == "events" and self.queues_rollups:  # new or replayed: a drain finds a replay unchanged
                     await rollups.queue_conversions(conn, self.schema, rows)
+                elif table == "pageviews" and self.queues_url_conversions:  # those a conversion rule matches (0010)
+                    await rollups.queue_url_conversions(conn, self.schema, rows)
             if devices:
                 guids = sorted(devices)
                 if self.queues_rollups:

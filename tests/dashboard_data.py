@@ -1,7 +1,11 @@
 """Data for the dashboard's tests, written through the sink's real writer: three hand-built
 devices on two sites (leads, an appointment, a bot, an open session) and a seeded crowd of
 devices over two weeks (every channel, campaigns, modules, returning visits). The writer only
-queues what the rollups must fold; `drained` folds it, as the sink's drainer does every interval."""
+queues what the rollups must fold; `drained` folds it, as the sink's drainer does every interval.
+
+Conversions carry value in two currencies (leads by contact form in EUR, appointments in USD), and a
+URL rule (RULE: pageviews of a thank-you page are `tour` conversions worth 30 GBP) turns some pageviews
+into conversions (`add_rules`)."""
 
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ ROLES = TopicRoles.from_prefix("dash.")
 D = timedelta(days=1)
 H = timedelta(hours=1)
 OTHER_SITE = "www.maple-court.com"
+RULE = ("tour", "%/thank-you%", 30, "GBP")  # name, url_pattern (LIKE), value, currency
+THANKS = "https://www.oakridge-apts.com/tour/thank-you?ref=form"
 SOURCES = [  # channel, utm source, medium, campaign
     ("Paid Search", "google", "cpc", "spring"), ("Paid Social", "facebook", "paid_social", "spring"),
     ("Email", "newsletter", "email", "may"), ("Organic Search", None, None, None), ("Direct", None, None, None),
@@ -38,6 +44,25 @@ async def write(migrated: Any, items: list) -> None:
         await writer.write_isolating(decode_batch(records, ROLES, now=T0 + 30 * D))
     finally:
         await writer.close()
+
+
+async def add_rules(migrated: Any) -> None:
+    """The URL conversion rule the data expects (as the schema's owner: `touchstream attribution rule add`)."""
+    conn = await migrated.connect()
+    try:
+        await conn.execute("INSERT INTO conversion_rules (name, url_pattern, value, currency) VALUES ($1, $2, $3, $4)",
+                           *RULE)
+    finally:
+        await conn.close()
+
+
+def valued(name: str, module: str | None, n: int = 0) -> dict[str, Any]:
+    """The value an event of the data carries: leads by contact form in EUR, appointments in USD."""
+    if name == "lead" and module == "contact_form":
+        return {"value": 100 + 10 * n, "currency": "EUR"}
+    if name == "appointment":
+        return {"value": 249.5, "currency": "USD"}
+    return {}
 
 
 async def drained(migrated: Any, **options: Any) -> Drained:
@@ -71,11 +96,15 @@ def journeys() -> tuple[dict[str, Any], list]:
     }
     items: list = list(s.values())
     items += [pageview(guid=x.guid, session_id=x.session_id, occurred_at=x.started_at) for x in s.values()]
+    # a thank-you page: a `tour` conversion by URL (RULE), once the rule exists
+    items.append(pageview(guid=a, session_id=s["a2"].session_id, occurred_at=T0 + 2 * D + H, url=THANKS,
+                          path="/tour/thank-you"))
     items += [
-        event(name="lead", module="contact_form", guid=a, session_id=s["a3"].session_id, occurred_at=T0 + 3 * D + H),
+        event(name="lead", module="contact_form", guid=a, session_id=s["a3"].session_id, occurred_at=T0 + 3 * D + H,
+              value=120, currency="EUR"),
         event(name="chat_open", module="chat", guid=b, session_id=s["b1"].session_id, occurred_at=T0 + D + H),
         event(name="appointment", module="scheduler", guid=b, session_id=s["b2"].session_id,
-              occurred_at=T0 + D + 6 * H, site=OTHER_SITE),
+              occurred_at=T0 + D + 6 * H, site=OTHER_SITE, value=249.5, currency="USD"),
     ]
     return s, items
 
@@ -97,13 +126,16 @@ def crowd(devices: int = 60, seed: int = 7) -> list:
                            landing_path=rng.choice(["/", "/floorplans", "/contact"]),
                            is_bot=rng.random() < 0.05)
             items.append(snap)
+            # (the last pageview of every fourth session is a thank-you page: RULE's conversions)
             items += [pageview(guid=guid, session_id=snap.session_id, site=site,
-                               occurred_at=start + timedelta(minutes=n)) for n in range(pvs)]
+                               occurred_at=start + timedelta(minutes=n),
+                               **({"url": THANKS, "path": "/tour/thank-you"} if n == pvs - 1 and len(items) % 4 == 0
+                                  else {})) for n in range(pvs)]
             for n in range(evs):
                 name, module = rng.choice([("lead", "contact_form"), ("lead", "chat"), ("appointment", "scheduler"),
                                            ("chat_open", "chat")])
                 items.append(event(name=name, module=module, guid=guid, session_id=snap.session_id, site=site,
-                                   occurred_at=start + timedelta(minutes=5 + n)))
+                                   occurred_at=start + timedelta(minutes=5 + n), **valued(name, module, n)))
     return items
 
 
@@ -111,6 +143,7 @@ async def fill(migrated: Any) -> Any:
     """The schema with the hand-built journeys and the default crowd, folded into the rollups, as the
     dashboard's tests use it."""
     _, items = journeys()
+    await add_rules(migrated)
     await write(migrated, items + crowd())
     await drained(migrated)
     return migrated

@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("touchstream.report:main", "attribution tables (and a PNG chart with --chart)"),
     "journey": ("touchstream.journey:main", "a device's sessions and conversions in order"),
     "forget": ("touchstream.forget:main", "delete a device's data everywhere"),
+    "attribution": ("touchstream.attribution:main", "attribution's lookback and URL conversion rules (show|set|rule)"),
     "dashboard": ("dashboard.__main__:main", "serve the analysts' dashboard and its JSON API (read-only)"),
 }
 

@@ -5,7 +5,8 @@
     touchstream migrate --target N    apply up to version N only
 
 Settings: TOUCHSTREAM_PG_MIGRATE_DSN (the schema owner's login; unset: TOUCHSTREAM_PG_DSN), TOUCHSTREAM_PG_SCHEMA (default public), TOUCHSTREAM_PG_WRITER_ROLE,
-TOUCHSTREAM_PG_ANALYST_ROLE. The SQL files beside this module are the migrations; see
+TOUCHSTREAM_PG_ANALYST_ROLE, TOUCHSTREAM_ATTRIBUTION_LOOKBACK_DAYS (the lookback migration 0010 starts
+with). The SQL files beside this module are the migrations; see
 `runner.py` for how they are applied and why this is not yoyo-migrations.
 """
 
@@ -70,7 +71,7 @@ def main(argv: list[str]) -> int:
             return 0
         report = asyncio.run(
             migrate(settings.migrate_dsn, settings.pg_schema, Roles(settings.pg_writer_role, settings.pg_analyst_role),
-                    target=args.target)
+                    target=args.target, lookback_days=settings.attribution_lookback_days)
         )
     except MigrationError as exc:
         print(f"touchstream migrate: {exc}", file=sys.stderr)

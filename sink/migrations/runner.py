@@ -106,7 +106,12 @@ class MigrationReport:
         return f"schema {self.schema}: applied {done}; now at version {self.current:04d}"
 
 
-def _params(schema: str, roles: Roles) -> dict[str, str]:
+DEFAULT_LOOKBACK_DAYS = 90  # attribution's lookback before it was configurable (0002)
+
+
+def _params(schema: str, roles: Roles, lookback_days: int = DEFAULT_LOOKBACK_DAYS) -> dict[str, str]:
+    if not 1 <= lookback_days <= 365:  # (an int, spliced as a literal: checked, never quoted)
+        raise MigrationError(f"attribution lookback of {lookback_days} days: it must be 1 to 365")
     return {
         "schema": quote_ident(schema),
         "schema_name": quote_literal(schema),
@@ -114,6 +119,8 @@ def _params(schema: str, roles: Roles) -> dict[str, str]:
         "writer_role_name": quote_literal(roles.writer),
         "analyst_role": quote_ident(roles.analyst),
         "analyst_role_name": quote_literal(roles.analyst),
+        # 0010's initial attribution lookback (TOUCHSTREAM_ATTRIBUTION_LOOKBACK_DAYS); later changes are data
+        "attribution_lookback_days": str(int(lookback_days)),
     }
 
 
@@ -163,8 +170,11 @@ async def migrate(
     target: int | None = None,
     migrations: Sequence[Migration] | None = None,
     lock_timeout_s: float = 300.0,
+    lookback_days: int = DEFAULT_LOOKBACK_DAYS,
 ) -> MigrationReport:
-    """Bring `schema` up to `target` (default: the newest file). Idempotent; safe to run concurrently."""
+    """Bring `schema` up to `target` (default: the newest file). Idempotent; safe to run concurrently.
+    `lookback_days`: attribution's lookback where migration 0010 creates it (an applied 0010 keeps
+    whatever `touchstream attribution set` made of it)."""
     migrations = list(migrations) if migrations is not None else discover()
     own = isinstance(dsn_or_conn, str)
     conn: asyncpg.Connection = (
@@ -175,7 +185,7 @@ async def migrate(
             "SELECT pg_advisory_lock(hashtextextended($1, 0))", _lock_key(schema), timeout=lock_timeout_s
         )
         try:
-            return await _migrate_locked(conn, schema, _params(schema, roles or Roles()), migrations, target)
+            return await _migrate_locked(conn, schema, _params(schema, roles or Roles(), lookback_days), migrations, target)
         finally:
             await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", _lock_key(schema))
     finally:

@@ -1,5 +1,7 @@
-"""What every rollup of migration 0005 must hold, recomputed straight from the tables and the
-views of 0002, and compared exactly (credits touch by touch as doubles, sums as numeric)."""
+"""What every rollup of migrations 0005 and 0010 must hold, recomputed straight from the tables and
+the views, and compared exactly (credits touch by touch as doubles, sums as numeric). The views'
+lookback is the configured one (attribution_settings): the rollups' rows at that lookback are the
+views' rows exactly."""
 
 from __future__ import annotations
 
@@ -7,6 +9,25 @@ from datetime import timedelta
 from typing import Any
 
 DAY = "(started_at AT TIME ZONE 'UTC')::date"
+CONFIGURED = "(SELECT lookback_days FROM attribution_settings)"
+MODEL_NAMES = ("first_touch", "last_touch", "last_non_direct", "linear", "position_based", "time_decay")
+NOT_ALL_ZERO = "(" + ", ".join(MODEL_NAMES) + ") <> (" + ", ".join("0" for _ in MODEL_NAMES) + ")"
+
+def _value_daily(where: str, lookback: str, source: tuple[str, str]) -> tuple[str, str]:
+    """rollup_value_daily's rows (`where`; `lookback`: "lookback_days, " to key by it) and the same sums
+    from `source`: (credit rows, the sum of one model `{m}`'s value)."""
+    groups = "site, conversion_name, module, channel, utm_source, utm_campaign, currency"
+    rows, total = source
+    count = 8 + bool(lookback)
+    return (
+        f"SELECT day, {lookback}{groups}, {', '.join(MODEL_NAMES)} FROM rollup_value_daily "
+        f"WHERE {where} AND {NOT_ALL_ZERO}",
+        f"SELECT * FROM (SELECT (converted_at AT TIME ZONE 'UTC')::date, {lookback}{groups}, "
+        + ", ".join(f"{total.format(m=m)} AS {m}" for m in MODEL_NAMES)
+        + f" FROM {rows} WHERE currency IS NOT NULL GROUP BY {', '.join(map(str, range(1, count + 1)))}) v "
+        f"WHERE {NOT_ALL_ZERO}",
+    )
+
 
 # rollup table -> (its rows as the test reads them, the same rows from the tables and views)
 EXPECTED: dict[str, tuple[str, str]] = {
@@ -28,35 +49,37 @@ EXPECTED: dict[str, tuple[str, str]] = {
         f"GROUP BY GROUPING SETS (({DAY}, site, channel), ({DAY}, channel))",
     ),
     "conversions": (
-        "SELECT conversion_hit_id, converted_at, guid, conversion_name, module, site, session_id FROM rollup_conversions",
-        "SELECT conversion_hit_id, converted_at, guid, conversion_name, module, site, conversion_session_id "
-        "FROM conversions",
+        "SELECT conversion_hit_id, converted_at, guid, conversion_name, module, site, session_id, value, currency "
+        "FROM rollup_conversions",
+        "SELECT conversion_hit_id, converted_at, guid, conversion_name, module, site, conversion_session_id, value, "
+        "currency FROM conversions",
     ),
     "conversions_daily": (
         "SELECT day, site, conversion_name, module, conversions FROM rollup_conversions_daily WHERE conversions <> 0",
         "SELECT (converted_at AT TIME ZONE 'UTC')::date, site, conversion_name, module, count(*) FROM conversions "
         "GROUP BY 1, 2, 3, 4",
     ),
-    # 90 days: the view's own rows, credit for credit.
-    "credits_90": (
+    # The configured lookback: the view's own rows, credit for credit, value for value.
+    "credits_configured": (
         "SELECT conversion_hit_id, converted_at, m.model, session_id, touch_index, touch_count, touch_started_at, "
-        "channel, utm_source, utm_medium, utm_campaign, m.credit FROM rollup_credits CROSS JOIN LATERAL (VALUES "
+        "channel, utm_source, utm_medium, utm_campaign, m.credit, value, currency, m.credit::numeric * value "
+        "FROM rollup_credits CROSS JOIN LATERAL (VALUES "
         "('first_touch', first_touch), ('last_touch', last_touch), ('last_non_direct', last_non_direct), "
         "('linear', linear), ('position_based', position_based), ('time_decay', time_decay)) m(model, credit) "
-        "WHERE lookback_days = 90",
+        f"WHERE lookback_days = {CONFIGURED}",
         "SELECT conversion_hit_id, converted_at, model, session_id, touch_index, touch_count, touch_started_at, "
-        "channel, utm_source, utm_medium, utm_campaign, credit FROM attribution_credits",
+        "channel, utm_source, utm_medium, utm_campaign, credit, value, currency, attributed_value "
+        "FROM attribution_credits",
     ),
     # Every lookback: what the whole computation gives now (rollup_credits_of is checked against the view above).
     "credits_all": (
         "SELECT * FROM rollup_credits",
         "SELECT * FROM rollup_credits_of(ARRAY(SELECT DISTINCT guid FROM conversions))",
     ),
-    "attribution_daily_90": (
+    "attribution_daily_configured": (
         "SELECT day, site, conversion_name, module, channel, utm_source, utm_campaign, first_touch, last_touch, "
         "last_non_direct, linear, position_based, time_decay FROM rollup_attribution_daily "
-        "WHERE lookback_days = 90 AND (first_touch, last_touch, last_non_direct, linear, position_based, time_decay) "
-        "<> (0, 0, 0, 0, 0, 0)",
+        f"WHERE lookback_days = {CONFIGURED} AND {NOT_ALL_ZERO}",
         "SELECT (a.converted_at AT TIME ZONE 'UTC')::date, c.site, a.conversion_name, a.module, a.channel, "
         "a.utm_source, a.utm_campaign, "
         + ", ".join(f"sum(a.credit::numeric) FILTER (WHERE a.model = '{m}')" for m in (
@@ -65,6 +88,12 @@ EXPECTED: dict[str, tuple[str, str]] = {
         "ON c.conversion_hit_id = a.conversion_hit_id AND c.converted_at = a.converted_at "
         "GROUP BY 1, 2, 3, 4, 5, 6, 7",
     ),
+    # Attributed value per currency, never mixed: each model's credit x value, summed.
+    "value_daily_configured": _value_daily(f"lookback_days = {CONFIGURED}", "", (
+        "attribution_credits", "sum(attributed_value) FILTER (WHERE model = '{m}')")),
+    # Every lookback's value (7/30/... days have no view: from the computation checked above).
+    "value_daily_all": _value_daily("true", "lookback_days, ", (
+        "rollup_credits_of(ARRAY(SELECT DISTINCT guid FROM conversions))", "sum({m}::numeric * value)")),
 }
 
 

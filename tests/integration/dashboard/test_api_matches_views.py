@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter
 
-from dashboard import api, baseline
+from dashboard import api, baseline, queries
 from dashboard.params import MODELS
 from tests.dashboard_data import OTHER_SITE, journeys
 from schemas.timefmt import iso
@@ -57,7 +57,8 @@ CASES: dict[str, list[dict[str, Any]]] = {
 async def answers(client: Any, db: Any, endpoint: api.Endpoint, params: dict[str, Any]) -> tuple[Any, Any]:
     response = await client.get(endpoint.url, params=params)
     assert response.status_code == 200, (endpoint.url, params, response.text)
-    q = endpoint.query.parse({k: str(v) for k, v in params.items()})
+    # (a query without `lookback` gets the configured one, as the app resolves it)
+    q = await queries.resolved(db, endpoint.query.parse({k: str(v) for k, v in params.items()}))
     expected = api.document(await endpoint.answer(db, q, baseline), q)
     got = response.json()
     # The rollups say how fresh they are (the views are live): the fill's last drain.
@@ -116,3 +117,33 @@ def _typed(value: Any) -> Any:
 
         return datetime.fromisoformat(value.replace("Z", "+00:00"))
     return value
+
+
+async def test_attribution_per_person_credits_every_device_of_the_person(client, db):
+    """Devices a and b of the journeys become one person: b's appointment (USD 249.5), first touched
+    on b by Organic Social, is first touched by a's Paid Search visit the day before, per person."""
+    s, _ = journeys()
+    for key in ("a1", "b1"):
+        await db.execute("INSERT INTO identities (guid, user_id, first_seen, last_seen) VALUES ($1, 'u-7', now(), "
+                         "now())", s[key].guid)
+    params = {**RANGES[0], "model": "first_touch"}
+
+    async def by_channel(**more: str) -> dict[str, dict[str, Any]]:
+        response = await client.get("/api/v1/attribution", params={**params, **more})
+        assert response.status_code == 200, response.text
+        return {r["channel"]: r for r in response.json()["rows"]}
+
+    device, person = await by_channel(), await by_channel(by="person")
+
+    def moved(channel: str, column: str) -> float:
+        return (person.get(channel, {}).get(column) or 0) - (device.get(channel, {}).get(column) or 0)
+
+    assert moved("Paid Search", "first_touch") == 1 and moved("Organic Social", "first_touch") == -1
+    assert moved("Paid Search", "value_USD") == 249.5 and moved("Organic Social", "value_USD") == -249.5
+    assert all(moved(c, "first_touch") == 0 for c in set(device) | set(person)
+               if c not in ("Paid Search", "Organic Social"))
+    response = await client.get("/api/v1/attribution", params={**params, "by": "person", "lookback": 7})
+    assert response.status_code == 400
+    assert [e["parameter"] for e in response.json()["errors"]] == ["lookback"]
+    page = await client.get("/attribution", params={**params, "by": "person"})
+    assert page.status_code == 200 and "on any device of the converting person" in page.text

@@ -2,7 +2,9 @@
 is drained, after every kind of change the pipeline makes: new rows through the sink's real writer,
 replays, late hits that move sessions, a merge written through the sink (a session retracted, its
 hits moved), late conversions, a new and a removed conversion name, `touchstream forget`, a bot
-flag, retention dropping day partitions, and writes racing the drain."""
+flag, retention dropping day partitions, and writes racing the drain; and (migration 0010) values
+in two currencies, URL conversion rules added, changed and removed, a merge moving a URL
+conversion, and the configured lookback changed."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from sink.settings import SinkSettings
 from sink.testing import T0, event
 from sink.writer import Writer
 from tests import merge_play
-from tests.dashboard_data import D, H, crowd, drained, journeys, write
+from tests.dashboard_data import D, H, add_rules, crowd, drained, journeys, write
 from touchstream.forget import delete_rows
 
 QUEUES = ("rollup_pending_devices", "rollup_pending_conversions")
@@ -38,18 +40,22 @@ async def check(migrated: Any, db: Any) -> None:
 @pytest.fixture
 async def filled(migrated: Any, db: Any) -> tuple[dict[str, Any], list]:
     s, items = journeys()
+    await add_rules(migrated)
     await write(migrated, items)
     await drained(migrated)
     assert await db.fetchval("SELECT count(*) FROM rollup_credits") > 0  # the fixture is not empty
+    assert await db.fetchval("SELECT count(*) FROM rollup_value_daily") > 0  # and has value
     return s, items
 
 
 async def test_the_writer_queues_and_the_drain_folds(migrated, db):
     _, items = journeys()
+    await add_rules(migrated)
     await write(migrated, items)
     # Only keys were written with the rows: the rollups wait for the drain.
     assert await db.fetchval("SELECT count(*) FROM rollup_pending_devices") == 3
-    assert await db.fetchval("SELECT count(*) FROM rollup_pending_conversions") == 2  # a lead, an appointment
+    # a lead, an appointment, and the thank-you pageview the rule makes a conversion
+    assert await db.fetchval("SELECT count(*) FROM rollup_pending_conversions") == 3
     assert await db.fetchval("SELECT count(*) FROM rollup_sessions_daily") == 0
     assert await mismatches(db) != {}
     await check(migrated, db)
@@ -121,6 +127,75 @@ async def test_conversion_names_bots_forget_and_retention(migrated, db, filled):
     dropped = await db.fetchval("SELECT drop_day_partitions_before('events', $1)", cutoff)
     await db.execute("RESET ROLE")
     assert dropped, "the retention call dropped no partition: the test proves nothing"
+    await check(migrated, db)
+
+
+async def test_url_rules_values_and_retention_of_pageviews(migrated, db, filled):
+    """Rules added after the rows (their trigger queues the pageviews), a rule that takes a pageview
+    from another by coming first, rules removed, a URL conversion forgotten, and retention dropping
+    the pageviews' day: the rollups follow, values per currency included."""
+    s, _ = filled
+    tours = "SELECT count(*) FROM rollup_conversions WHERE conversion_name = $1"
+    assert await db.fetchval(tours, "tour") == 1
+    await db.execute("INSERT INTO conversion_rules (name, url_pattern) VALUES ('floorplan', '%/floorplans%')")
+    await check(migrated, db)
+    assert await db.fetchval(tours, "floorplan") > 1
+    # 'a_thanks' sorts before 'tour': the thank-you pageview converts once, under it, with its value
+    await db.execute("INSERT INTO conversion_rules VALUES ('a_thanks', '%thank-you?ref=%', 5, 'EUR')")
+    await check(migrated, db)
+    assert (await db.fetchval(tours, "tour"), await db.fetchval(tours, "a_thanks")) == (0, 1)
+    await db.execute("UPDATE conversion_rules SET value = 7 WHERE name = 'a_thanks'")
+    await check(migrated, db)
+    assert await db.fetchval("SELECT value FROM rollup_conversions WHERE conversion_name = 'a_thanks'") == 7
+    await db.execute("DELETE FROM conversion_rules WHERE name IN ('a_thanks', 'floorplan')")
+    await check(migrated, db)
+    assert (await db.fetchval(tours, "tour"), await db.fetchval(tours, "floorplan")) == (1, 0)
+    async with db.transaction():
+        await delete_rows(db, s["a1"].guid)  # `touchstream forget`: the thank-you page was a's
+    await check(migrated, db)
+    assert await db.fetchval(tours, "tour") == 0
+    await db.execute("INSERT INTO conversion_rules (name, url_pattern) VALUES ('floorplan', '%/floorplans%')")
+    await check(migrated, db)
+    await db.execute("SET ROLE touchstream_writer")
+    cutoff = (T0 + 2 * D).astimezone(UTC).date()
+    dropped = await db.fetchval("SELECT drop_day_partitions_before('pageviews', $1)", cutoff)
+    await db.execute("RESET ROLE")
+    assert dropped
+    await check(migrated, db)
+
+
+async def test_a_merge_moves_a_url_conversion(migrated, db, filled):
+    """The merge of tests/merge_play.py re-points a pageview a rule converts: its conversion follows
+    the surviving session, and its credits the device's touches."""
+    await db.execute("INSERT INTO conversion_rules VALUES ('home', 'https://www.oakridge-apts.com/', 1.5, 'CHF')")
+    first, second = merge_play.play()
+    writer = Writer(migrated.dsn, migrated.schema, role="touchstream_writer")
+    try:
+        await writer.write(decode_batch(first, merge_play.ROLES, now=merge_play.NOW))
+        await check(migrated, db)
+        moved = await db.fetchval("SELECT count(*) FROM rollup_conversions WHERE conversion_name = 'home' "
+                                  "AND session_id = $1", merge_play.B)
+        assert moved == 1  # the bridged session's pageview, before the merge
+        await writer.write(decode_batch(second, merge_play.ROLES, now=merge_play.NOW))
+    finally:
+        await writer.close()
+    await check(migrated, db)
+    assert await db.fetchval("SELECT count(*) FROM rollup_conversions WHERE session_id = $1", merge_play.B) == 0
+
+
+@pytest.mark.parametrize("days", [30, 45])
+async def test_the_lookback_changes_and_the_rollups_follow(migrated, db, filled, days):
+    """30 days is among the rollups' lookbacks already; 45 is not, so it is added and the rollups rebuilt
+    in the setting's own transaction. Either way the views (now at that lookback) equal the rollups at
+    once, and after later writes and drains; back at 90, 45 leaves rollup_lookbacks."""
+    s, items = filled
+    await db.execute("UPDATE attribution_settings SET lookback_days = $1", days)
+    assert days in [r[0] for r in await db.fetch("SELECT days FROM rollup_lookbacks")]
+    assert await mismatches(db) == {}
+    await write(migrated, crowd(devices=20, seed=11))
+    await check(migrated, db)
+    await db.execute("UPDATE attribution_settings SET lookback_days = 90")
+    assert sorted(r[0] for r in await db.fetch("SELECT days FROM rollup_lookbacks")) == [7, 30, 90]
     await check(migrated, db)
 
 

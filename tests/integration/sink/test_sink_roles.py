@@ -50,7 +50,9 @@ async def test_the_analyst_cannot_write(filled, statement):
 async def test_the_analyst_reads_everything_but_dead_letter_payloads(filled):
     await as_role(filled, "touchstream_analyst")
     for table in ("sessions", "pageviews", "events", "devices", "late_hits", "conversion_events",
-                  "conversions", "attribution_credits", "attribution_report"):
+                  "conversions", "attribution_credits", "attribution_report", "conversion_rules",
+                  "attribution_settings", "attribution_person_credits", "attribution_person_report",
+                  "rollup_value_daily"):
         await filled.fetch(f"SELECT * FROM {table} LIMIT 1")
     assert await filled.fetchval("SELECT count(*) FROM sessions") == 1
     assert await filled.fetchval("SELECT reason FROM deadletter") == "not valid JSON"

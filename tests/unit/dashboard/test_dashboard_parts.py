@@ -78,3 +78,29 @@ def test_csv_cells_read_back_exactly():
     assert csv_cell(None) == "" and csv_cell(True) == "true"
     assert csv_cell(datetime(2026, 3, 1, tzinfo=timezone.utc)) == "2026-03-01T00:00:00+00:00"
     assert to_csv(Table(["a", "b"], [{"a": 1, "b": "x,y"}])) == 'a,b\n1,"x,y"\n'
+
+
+def test_attribution_values_are_one_column_per_currency_never_summed():
+    from decimal import Decimal
+
+    from dashboard.params import AttributionQuery
+    from dashboard.queries import Scope, attribution_table
+
+    q = AttributionQuery.parse({"model": "linear", "by": "person"})
+    s = Scope(date(2026, 3, 1), date(2026, 3, 9), None, ["lead"], "linear", 30, 30)
+    credit = {m: Decimal("0.5") for m in ("first_touch", "last_touch", "last_non_direct", "linear", "position_based",
+                                          "time_decay")}
+    rows = [{"channel": "Paid Search", **credit}, {"channel": "Direct", **credit}]
+    values = [{"grp": "Paid Search", "currency": "USD", "value": Decimal("40")},
+              {"grp": "Paid Search", "currency": "EUR", "value": Decimal("50.5")}]
+    t = attribution_table(s, q, rows, values, 3, 2)
+    assert t.columns[-2:] == ["value_EUR", "value_USD"]
+    assert t.rows[0]["value_EUR"] == 50.5 and t.rows[0]["value_USD"] == 40.0 and t.rows[0]["linear"] == 0.5
+    assert t.rows[1]["value_EUR"] is None and t.rows[1]["value_USD"] is None  # no valued conversion
+    assert (t.meta["currencies"], t.meta["by"], t.meta["lookback"], t.meta["conversions"]) == (["EUR", "USD"],
+                                                                                             "person", 30, 3)
+    assert "value_EUR" in to_csv(t).splitlines()[0]
+    with pytest.raises(BadParameters) as info:
+        AttributionQuery.parse({"by": "household"})
+    assert info.value.problems[0][0] == "by"
+    assert AttributionQuery.parse({}).lookback is None  # absent: the configured one, resolved against the data

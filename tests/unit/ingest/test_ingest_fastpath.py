@@ -141,7 +141,11 @@ events = (
     | st.sampled_from(["click", 1, []])
     | st.fixed_dictionaries(
         {"name": st.sampled_from(["lead", "", "x" * 64, "x" * 65, None, 7])},
-        optional={"module": st.sampled_from(["chat", "", "m" * 65, None, 3]), "properties": properties},
+        optional={"module": st.sampled_from(["chat", "", "m" * 65, None, 3]), "properties": properties,
+                  # a conversion's value and currency: both, one, odd types, out of range, NaN-free floats
+                  "value": st.none() | st.sampled_from(["12", True, 10**12, 10**12 + 1, -(10**13), 1e12, 0])
+                  | st.integers(-100, 100) | st.floats(allow_nan=False),
+                  "currency": st.sampled_from(["EUR", "eur", "EU", "EURO", "", None, 978, "USD"])},
     )
 )
 
@@ -209,6 +213,8 @@ valid = {
             "properties": st.dictionaries(
                 st.text(max_size=3), st.integers() | st.text(max_size=5) | st.none(), max_size=3
             ),
+            "value": st.integers(0, 10**6) | st.floats(0, 1e6) | st.none(),
+            "currency": st.sampled_from(["EUR", "USD", "GBP"]) | st.none(),
         },
     ),
     "previous_guid": st.uuids().map(str) | st.none(),

@@ -250,3 +250,41 @@ def test_enriched_hit_round_trips_through_the_wire():
     assert isinstance(decoded, Hit)
     assert decoded.occurred_at == datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
     assert decoded.utm_source == "x" and decoded.guid == GUID
+
+
+# --- a conversion's value and currency (issue 18) ----------------------------------------------------
+
+LEAD = {"guid": GUID, "url": "https://a.example/", "type": "event"}
+
+
+def test_value_and_currency_ride_on_the_event_as_sent():
+    r = enriched({**LEAD, "event": {"name": "lead", "value": 49.9, "currency": "EUR"}})
+    assert (r["event_value"], r["event_currency"]) == (49.9, "EUR")
+    r = enriched({**LEAD, "event": {"name": "lead", "value": -120, "currency": "USD"}})  # a refund, an int kept int
+    assert (r["event_value"], type(r["event_value"]), r["event_currency"]) == (-120, int, "USD")
+    assert enriched({**LEAD, "event": {"name": "lead"}})["event_value"] is None
+    # a pageview's event is checked, not kept
+    r = enriched({"guid": GUID, "url": "https://a.example/", "event": {"name": "lead", "value": 1, "currency": "EUR"}})
+    assert (r["event_value"], r["event_currency"]) == (None, None)
+
+
+@pytest.mark.parametrize("event, field, words", [
+    ({"value": "49.9", "currency": "EUR"}, "event.value", "must be a number"),
+    ({"value": True, "currency": "EUR"}, "event.value", "must be a number"),
+    ({"value": 10**12 + 1, "currency": "EUR"}, "event.value", "at most"),
+    ({"value": float("inf"), "currency": "EUR"}, "event.value", "finite"),
+    ({"value": 1, "currency": "eur"}, "event.currency", "ISO 4217"),
+    ({"value": 1, "currency": "EURO"}, "event.currency", "ISO 4217"),
+    ({"value": 1, "currency": 978}, "event.currency", "ISO 4217"),
+    ({"value": 1}, "event.currency", "is required with event.value"),
+    ({"currency": "EUR"}, "event.value", "is required with event.currency"),
+])
+def test_bad_value_or_currency_names_the_field(event, field, words):
+    errors = errors_of({**LEAD, "event": {"name": "lead", **event}})
+    assert field in errors and words in errors[field], errors
+
+
+def test_value_survives_the_wire():
+    record = enriched({**LEAD, "event": {"name": "lead", "value": 19.99, "currency": "GBP"}})
+    decoded = hit_codec.decode(encode(record))
+    assert (decoded.event_value, decoded.event_currency) == (19.99, "GBP")

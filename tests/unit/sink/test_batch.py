@@ -9,7 +9,7 @@ import pytest
 
 from schemas.timefmt import UTC
 from schemas.wire import dead_letter, encode, events_codec
-from sink.batch import COLUMNS, TABLES, Batch, Decoder, TopicRoles, decode_batch, fast_events_row, utc_day
+from sink.batch import COLUMNS, TABLES, Batch, Decoder, TopicRoles, _amount, decode_batch, fast_events_row, utc_day
 from sink.day_window import DayWindow
 from sink.testing import T0, RecordStream, event, late_hit, move, new_id, pageview, range_move, retraction, session
 
@@ -261,8 +261,8 @@ def codec_row(raw: bytes):
     item = events_codec.decode(raw)
     if item.kind == "pageview":
         return "pageviews", tuple(getattr(item, c) for c in COLUMNS["pageviews"])
-    return "events", tuple(getattr(item, c) for c in COLUMNS["events"][:-1]) + (
-        orjson.dumps(item.properties).decode(),)
+    return "events", tuple(getattr(item, c) for c in COLUMNS["events"][:-3]) + (
+        _amount(item.value), item.currency, orjson.dumps(item.properties).decode(),)
 
 
 @pytest.mark.parametrize("record", [
@@ -272,6 +272,8 @@ def codec_row(raw: bytes):
     event(),
     event(module=None, properties={}),
     event(properties={"nested": {"list": [1, 2.5, None, "x"]}, "é": "ü"}),
+    event(name="lead", value=19.99, currency="EUR"),
+    event(name="lead", value=-5, currency="USD"),
 ])
 def test_the_fast_path_gives_the_codec_row(record):
     raw = encode(record)
@@ -424,3 +426,32 @@ def test_a_link_to_itself_is_no_link():
     guid = new_id()
     batch = decode([rs.record(ROLES.events, pageview(guid=guid, previous_guid=guid))])
     assert batch.rows["device_links"] == [] and batch.unusable_identities == 0
+
+
+# -- conversion value (migration 0010) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("value, stored", [(19.99, "19.99"), (120, "120"), (1e-7, "1E-7"), (None, None)])
+def test_an_events_value_is_the_number_the_hit_held(value, stored):
+    """numeric from a float's shortest repr (19.99, not 19.989999...), on the fast path and the codec's."""
+    from decimal import Decimal
+
+    money = {} if value is None else {"value": value, "currency": "EUR"}
+    ev = event(name="lead", **money)
+    raw = encode(ev)
+    [row] = as_dicts(decode([RecordStream().record(ROLES.events, raw)]), "events")
+    want = None if stored is None else Decimal(stored)
+    assert (row["value"], row["currency"]) == (want, None if value is None else "EUR")
+    assert fast_events_row(raw) is not None  # (the common case took the fast path)
+    slow = mutate(ev, occurred_at=int(ev.occurred_at.timestamp() * 1000))  # epoch ms: the codec's path
+    assert fast_events_row(slow) is None
+    [row] = as_dicts(decode([RecordStream().record(ROLES.events, slow)]), "events")
+    assert row["value"] == want
+
+
+def test_an_events_bad_value_is_dead_lettered_with_its_field():
+    raw = orjson.loads(encode(event(name="lead")))
+    raw.update(value=True, currency="EUR")
+    batch = decode([RecordStream().record(ROLES.events, orjson.dumps(raw))])
+    assert batch.counts()["events"] == 0 and batch.counts()["deadletter"] == 1
+    assert "value" in batch.rows["deadletter"][0][6]
