@@ -261,8 +261,9 @@
       }
       if (pendingUrl) sendPending(); // the new page's view goes first
       var event = { name, properties: cleanProperties(properties) };
-      var module = options && typeof options === 'object' ? options.module : null;
-      if (module != null && module !== '') event.module = clip(module, 64);
+      var o = options && typeof options === 'object' ? options : {};
+      if (o.module != null && o.module !== '') event.module = clip(o.module, 64);
+      if (o.currency) event.value = o.value, event.currency = o.currency;
       var hit = buildHit('event', lastPageUrl || loc.href, pageReferrer, document.title);
       hit.event = event;
       return enqueue(hit);

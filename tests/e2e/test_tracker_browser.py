@@ -251,7 +251,7 @@ def test_hits_are_well_formed_and_the_snippet_queue_is_drained(browser: Browser,
                                                                 recorder: SiteServer) -> None:
     before = """<script>
   touchstream.track('chat_open', {agent: 'bot'}, {module: 'chat'});
-  touchstream.push(['track', 'appointment', {slot: '2026-05-01T10:00'}, {module: 'scheduler'}]);
+  touchstream.push(['track', 'appointment', {slot: '2026-05-01T10:00'}, {module: 'scheduler', value: 120.5, currency: 'EUR'}]);
   touchstream.push(function (ts) { window.__readyGuid = ts.getGuid(); });
 </script>"""
     page = tracker_page(site, recorder, before_tracker=before, extra_attrs=' data-site="www.oakridge-apts.com"')
@@ -267,8 +267,8 @@ def test_hits_are_well_formed_and_the_snippet_queue_is_drained(browser: Browser,
     assert pageview["url"] == page + "?gclid=abc123"
     assert pageview["title"] == "Oakridge Apartments - Home"
     assert chat["event"] == {"name": "chat_open", "module": "chat", "properties": {"agent": "bot"}}
-    assert appointment["event"] == {"name": "appointment", "module": "scheduler",
-                                    "properties": {"slot": "2026-05-01T10:00"}}
+    assert appointment["event"] == {"name": "appointment", "module": "scheduler",  # with its value (issue 18)
+                                    "properties": {"slot": "2026-05-01T10:00"}, "value": 120.5, "currency": "EUR"}
     for hit in hits:
         HitIn.model_validate(hit)  # what the edge accepts
         assert hit["guid"] == guid
