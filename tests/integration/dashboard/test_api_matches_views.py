@@ -126,6 +126,9 @@ async def test_attribution_per_person_credits_every_device_of_the_person(client,
     for key in ("a1", "b1"):
         await db.execute("INSERT INTO identities (guid, user_id, first_seen, last_seen) VALUES ($1, 'u-7', now(), "
                          "now())", s[key].guid)
+    # (as the sink does with new identities: persons are merged by person_link, migration 0009)
+    await db.execute("SELECT person_link($1::uuid[], $2::text[], $3::uuid[])",
+                     [s["a1"].guid, s["b1"].guid], ["u-7", "u-7"], [None, None])
     params = {**RANGES[0], "model": "first_touch"}
 
     async def by_channel(**more: str) -> dict[str, dict[str, Any]]:

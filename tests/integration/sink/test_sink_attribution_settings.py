@@ -143,6 +143,9 @@ async def test_a_persons_touches_on_every_device_earn_credit(journeys):
     for device in "LP":
         await db.execute("INSERT INTO identities (guid, user_id, first_seen, last_seen) VALUES ($1, 'u-1', $2, $2)",
                          uuid.UUID(g[device]), T)
+    # (as the sink does with new identities: persons are merged by person_link, migration 0009)
+    await db.execute("SELECT person_link($1::uuid[], $2::text[], $3::uuid[])",
+                     [uuid.UUID(g[d]) for d in "LP"], ["u-1", "u-1"], [None, None])
     # per device: the phone's lead has one touch, the phone's Direct session
     assert {names[k]: v for k, v in (await credits(db, "attribution_credits", g["P"], "first_touch")).items()} == {
         "P1": 1.0}
