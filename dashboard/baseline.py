@@ -26,6 +26,7 @@ from dashboard.queries import (
     by_channel_table,
     device_order,
     journey_guids,
+    journey_sessions,  # (no view holds a journey's sessions: the API's query reads the table too)
     journey_table,
     session_conditions,
     summary_table,
@@ -205,14 +206,6 @@ async def conversions_by_channel(conn: Any, s: Scope, q: Any = None) -> Table:
         WHERE coalesce(v.sessions, 0) <> 0 OR coalesce(c.conversions, 0) <> 0
         """, s.start, s.end, s.site, s.names)
     return by_channel_table(rows)
-
-
-async def journey_sessions(conn: Any, s: Scope, q: JourneyQuery) -> Table:
-    guids = await journey_guids(conn, q)
-    rows = await conn.fetch(
-        f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions WHERE guid = ANY($1::uuid[]) "
-        "ORDER BY started_at, guid, session_index, session_id", guids)
-    return journey_table(rows, list(SESSION_COLUMNS), q, await device_order(conn, guids))
 
 
 async def journey_credits(conn: Any, s: Scope, q: JourneyQuery) -> Table:

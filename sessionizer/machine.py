@@ -465,22 +465,10 @@ def _join_inside(state: DeviceState, slot: Slot, mark: Mark, hit: HitView, rules
     closes = slot.closes
     if closes and bisect_right(closes, session.last) > bisect_left(closes, session.first):
         return False
-    at = bisect_right(elements, (t, mark[2]), key=_mark_key)
-    elements.insert(at, mark)
-    if mark[3]:  # is_event
-        session.events += 1
-    else:
-        session.pageviews += 1
-        if not any(not e[3] for e in elements[at + 1:]):  # the latest pageview: the exit
-            session.exit_url, session.exit_at = mark[4], t
-    session.blob, session.blob_n, session.json_n = b"", 0, -1
+    session.insert(mark)
     _publish(state, session, session.end_reason is None, out)
     _record(hit, state.guid, session.id, out)
     return True
-
-
-def _mark_key(e: Element) -> tuple[int, str]:
-    return e[0], e[2]  # type: ignore[index]  # Mark.key without the property (no blocks here)
 
 
 def _replace(state: DeviceState, slot: Slot, mark: Mark | None, hit: HitView | None, now: int, rules: Rules,

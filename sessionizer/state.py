@@ -55,6 +55,7 @@ since (an estimate): `Rules.max_state_bytes` is checked against it (sessionizer.
 from __future__ import annotations
 
 import struct
+from bisect import bisect_right
 from typing import Any, NamedTuple
 
 import orjson
@@ -241,6 +242,20 @@ class Session:
             self.exit_url = mark[4]
             self.exit_at = t
 
+    def insert(self, mark: Mark) -> None:
+        """Add a hit inside the session's span, after its first element (a late hit that joins
+        it): landing, first and last stay; the encoded elements are encoded again."""
+        elements = self.elements
+        at = bisect_right(elements, (mark[0], mark[2]), key=_mark_key)
+        elements.insert(at, mark)
+        if mark[3]:  # is_event
+            self.events += 1
+        else:
+            self.pageviews += 1
+            if not any(not e[3] for e in elements[at + 1:]):  # the latest pageview: the exit
+                self.exit_url, self.exit_at = mark[4], mark[0]
+        self.blob, self.blob_n, self.json_n = b"", 0, -1
+
     @property
     def hits(self) -> int:
         return self.pageviews + self.events
@@ -280,12 +295,7 @@ class Session:
         previous = elements[n - 1] if n else None
         parts = [self.blob] if n else []
         for e in elements[n:]:
-            # (the common element inline: a mark after a mark of the same visit; see _encode_element)
-            if (type(e) is Mark and type(previous) is Mark and e[18] == previous[18] and e[17] == previous[17]
-                    and e[VISIT:] == previous[VISIT:]):
-                parts.append(_dumps((e[0] - previous[0], e[1], e[2], 1 if e[3] else 0, e[4], e[5], e[6], e[7])))
-            else:
-                parts.append(_encode_element(e, previous))
+            parts.append(_encode_element(e, previous))
             previous = e
         self.blob = b",".join(parts)
         self.blob_n = len(elements)
@@ -299,6 +309,10 @@ class Session:
     def __repr__(self) -> str:
         return (f"Session({self.id}, #{self.index} v{self.version} {self.first}..{self.last} {self.hits} hits, "
                 f"end={self.end_reason})")
+
+
+def _mark_key(e: Element) -> tuple[int, str]:
+    return e[0], e[2]  # type: ignore[index]  # Mark.key without the property (callers pass marks only)
 
 
 def _encode_element(e: Element, previous: Element | None) -> bytes:
