@@ -27,8 +27,10 @@ help:
 
 venv: $(STAMP)
 
-# Re-installs only when pyproject.toml changed (the install is editable: code changes need nothing).
-$(STAMP): pyproject.toml
+# Re-installs when pyproject.toml or setup.py changed, or a source of the compiled session core
+# (setup.py COMPILED: mypyc builds them next to the sources; other code changes need nothing).
+CORE := $(addprefix sessionizer/,state.py machine.py snapshot.py timeline.py identity.py processor.py clock.py)
+$(STAMP): pyproject.toml setup.py $(CORE)
 	@if [ ! -x $(BIN)/pip ]; then \
 	  [ -n "$(PYTHON)" ] || { echo "make venv: python3.11 not found (set PYTHON=...)" >&2; exit 1; }; \
 	  "$(PYTHON)" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \

@@ -59,7 +59,7 @@ from schemas.views import CloseView, HitView
 from sessionizer.identity import hit_fingerprint, session_id
 from sessionizer.rules import Rules
 from sessionizer.snapshot import hit_record, late_record, move_record, range_move_record, retraction, session_snapshot
-from sessionizer.state import CAMPAIGN, Block, DeviceState, Element, Mark, Session, Slot, Times
+from sessionizer.state import Block, DeviceState, Element, Mark, Session, Slot, Times
 from sessionizer.timeline import INACTIVITY, STORAGE_CLEARED, Run, campaign_of, closed_by, segment, split_reason
 from sessionizer.useragent import is_crawler
 
@@ -377,7 +377,7 @@ def _place_in_order(state: DeviceState, slot: Slot, mark: Mark, hit: HitView, no
         latest = sessions[-1]
         if t <= latest.last:
             tail = latest.elements[-1]
-            if t < latest.last or type(tail) is Block or tail[2] >= mark[2]:
+            if t < latest.last or isinstance(tail, Block) or tail[2] >= mark[2]:
                 return False
         if slot.closes and slot.closes[-1] >= t:
             return False
@@ -387,7 +387,7 @@ def _place_in_order(state: DeviceState, slot: Slot, mark: Mark, hit: HitView, no
                     and rules.midnight_tz is None and not rules.split_on_campaign):
                 split = None  # (what split_reason says, without building the campaigns: the common case)
             else:
-                split = split_reason(latest.first, latest.last, latest.landing[CAMPAIGN], t, t,
+                split = split_reason(latest.first, latest.last, latest.landing[9:17], t, t,
                                      campaign_of(mark, rules), rules)
             if split is None:
                 latest.append(mark)
@@ -436,7 +436,7 @@ def _place_late(state: DeviceState, slot: Slot, mark: Mark, hit: HitView, now: i
                 out: Emitted) -> None:
     for session in slot.sessions:
         for e in session.elements:
-            if type(e) is not Block and e.hit_id == mark.hit_id:
+            if not isinstance(e, Block) and e.hit_id == mark.hit_id:
                 return  # a duplicate older than the ring, still retained
     out.counts.reordered += 1
     if not _join_inside(state, slot, mark, hit, rules, out):
@@ -458,7 +458,7 @@ def _join_inside(state: DeviceState, slot: Slot, mark: Mark, hit: HitView, rules
     else:
         return False
     elements = session.elements
-    if type(elements[0]) is Block:
+    if isinstance(elements[0], Block):
         return False
     if rules.split_on_campaign and any(campaign_of(mark, rules)):
         return False
@@ -523,7 +523,7 @@ def _reconcile(state: DeviceState, slot: Slot, runs: list[Run], mark: Mark | Non
             if e is mark:
                 assert hit is not None
                 _record(hit, guid, session.id, out)
-            elif type(e) is Block:
+            elif isinstance(e, Block):
                 if e.sid != session.id:
                     out.records.append(range_move_record(guid, e, session.id))
                     out.counts.moves += 1
@@ -554,7 +554,7 @@ def _fresh_id(guid: str, run: Run, taken: set[str]) -> str:
     """The id of a session that claims no published one: that of its earliest hit (or block)
     whose id no session of the device holds — deterministic for a given `hits` log."""
     for e in run.elements:
-        sid = e.sid if type(e) is Block else session_id(guid, e.hit_id)
+        sid = e.sid if isinstance(e, Block) else session_id(guid, e.hit_id)
         if sid not in taken:
             return sid
     # Every candidate is held (it cannot happen: each held id belongs to a session holding

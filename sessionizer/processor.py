@@ -398,8 +398,8 @@ class Processor:
             newest = clock.newest_ms
             if newest is None or occurred > newest:
                 event_time = clock.observe(occurred, to_ms(obj.received_at))
-            else:  # received_at only matters for a new newest hit
-                event_time = clock.time_ms
+            else:  # received_at only matters for a new newest hit (time_ms was set with newest_ms)
+                event_time = clock.time_ms if clock.time_ms is not None else occurred
             known = guid in states
             state = states[guid] if known else store_get(partition, guid)
             mark = len(out.records)

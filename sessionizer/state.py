@@ -111,7 +111,7 @@ class Mark(NamedTuple):
     @property
     def campaign(self) -> tuple[str | None, ...]:
         """Rule 4's campaign data: every utm field and the click id."""
-        return self[CAMPAIGN]
+        return self[9:17]  # (CAMPAIGN, written out: mypy types a literal slice of a NamedTuple)
 
     @property
     def key(self) -> tuple[int, str]:
@@ -120,7 +120,7 @@ class Mark(NamedTuple):
 
 REFERRER_HOST = 7
 VISIT = 8
-CAMPAIGN = slice(9, 17)
+CAMPAIGN = slice(9, 17)  # (written out as 9:17 in the core: mypy types a literal slice of a NamedTuple)
 _MARK_FIELDS = len(Mark._fields)
 _new_mark = tuple.__new__  # Mark(...) without the NamedTuple constructor's Python-level call
 
@@ -186,28 +186,27 @@ class Session:
 
     @classmethod
     def opened(cls, id: str, index: int, channel: str, mark: Mark) -> Session:  # noqa: A002
-        """A new open session of one hit (what `__init__` + `summarize` give, without the loop)."""
-        self = cls.__new__(cls)
-        self.id, self.index, self.version, self.end_reason, self.channel = id, index, 0, None, channel
-        self.elements = [mark]
-        self.static, self.blob, self.blob_n = None, b"", 0
-        self.json, self.json_n = _EMPTY, -1
-        self.landing = mark
-        self.first = self.last = mark[0]
-        if mark[3]:
-            self.pageviews, self.events, self.exit_url, self.exit_at = 0, 1, None, -1
-        else:
-            self.pageviews, self.events, self.exit_url, self.exit_at = 1, 0, mark[4], mark[0]
-        return self
+        """A new open session of one hit."""
+        return cls(id, index, 0, None, channel, [mark])
 
     def summarize(self) -> None:
         """Recompute the aggregate from the elements (after they were re-placed or read)."""
+        elements = self.elements
+        head = elements[0]
+        if len(elements) == 1 and not isinstance(head, Block):  # a session opened by a hit: no loop
+            self.landing = head
+            self.first = self.last = head[0]
+            if head[3]:
+                self.pageviews, self.events, self.exit_url, self.exit_at = 0, 1, None, -1
+            else:
+                self.pageviews, self.events, self.exit_url, self.exit_at = 1, 0, head[4], head[0]
+            return
         pageviews = events = 0
         exit_url: str | None = None
         exit_at = -1
         last = -1
-        for e in self.elements:
-            if type(e) is Block:
+        for e in elements:
+            if isinstance(e, Block):
                 pageviews += e.pageviews
                 events += e.events
                 if e.exit_url is not None and e.exit_at >= exit_at:
@@ -222,9 +221,8 @@ class Session:
                     exit_url, exit_at = e.url, e.t
                 if e.t > last:
                     last = e.t
-        head = self.elements[0]
-        self.landing = head.landing if type(head) is Block else head
-        self.first = head.first if type(head) is Block else head.t
+        self.landing = head.landing if isinstance(head, Block) else head
+        self.first = head.first if isinstance(head, Block) else head.t
         self.last = last
         self.pageviews = pageviews
         self.events = events
@@ -252,7 +250,8 @@ class Session:
             self.events += 1
         else:
             self.pageviews += 1
-            if not any(not e[3] for e in elements[at + 1:]):  # the latest pageview: the exit
+            # The latest pageview is the exit (elements after a mark are marks: blocks only lead).
+            if not any(not e[3] for e in elements[at + 1:]):  # type: ignore[index]
                 self.exit_url, self.exit_at = mark[4], mark[0]
         self.blob, self.blob_n, self.json_n = b"", 0, -1
 
@@ -262,10 +261,10 @@ class Session:
 
     @property
     def campaign(self) -> tuple[str | None, ...]:
-        return self.landing[CAMPAIGN]
+        return self.landing[9:17]  # (CAMPAIGN)
 
     def marks(self) -> int:
-        return sum(1 for e in self.elements if type(e) is not Block)
+        return sum(1 for e in self.elements if not isinstance(e, Block))
 
     # -- bytes ----------------------------------------------------------------------------
 
@@ -316,9 +315,9 @@ def _mark_key(e: Element) -> tuple[int, str]:
 
 
 def _encode_element(e: Element, previous: Element | None) -> bytes:
-    if type(e) is Block:
+    if isinstance(e, Block):
         return orjson.dumps({"b": e.values()})
-    if previous is None or type(previous) is Block:
+    if previous is None or isinstance(previous, Block):
         return orjson.dumps((e[0], e[1], e[2], 1 if e[3] else 0, *e[4:]))
     # (elements are in time order: t as the gap to the previous mark is a small number)
     if (e[18] == previous[18] and e[17] == previous[17] and e[8] == previous[8] and e[9] == previous[9]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from sessionizer.days import day_number
 from sessionizer.rules import Rules
-from sessionizer.state import CAMPAIGN, REFERRER_HOST, Block, Element, Mark
+from sessionizer.state import REFERRER_HOST, Block, Element, Mark
 
 INACTIVITY = "inactivity"
 MAX_LENGTH = "max_length"
@@ -53,7 +53,7 @@ def campaign_of(mark: Mark, rules: Rules) -> tuple[str | None, ...]:
     (a payment provider's return carrying its own utm tags does not start a new session)."""
     if rules.channels.referral_exclusions and rules.channels.excludes(mark[REFERRER_HOST]):
         return _NO_CAMPAIGN
-    return mark[CAMPAIGN]
+    return mark[9:17]  # (CAMPAIGN, written out: mypy types a literal slice of a NamedTuple)
 
 
 def split_reason(first: int, last: int, campaign: tuple[str | None, ...], at: int, until: int,
@@ -84,13 +84,15 @@ def segment(elements: list[Element], closes: list[int], rules: Rules) -> list[Ru
     run: Run | None = None
     ci, n_closes = 0, len(closes)
     excluding = rules.split_on_campaign and bool(rules.channels.referral_exclusions)
+    campaign: tuple[str | None, ...]
+    brought: tuple[str | None, ...]
     for e in elements:
-        if type(e) is Block:
-            at, until, campaign = e.first, e.last, e.landing[CAMPAIGN]
+        if isinstance(e, Block):
+            at, until, campaign = e.first, e.last, e.landing[9:17]
             brought = campaign
         else:
             at = until = e.t
-            campaign = e[CAMPAIGN]
+            campaign = e[9:17]
             brought = campaign_of(e, rules) if excluding else campaign
         while ci < n_closes and closes[ci] < at:
             if run is not None:
