@@ -16,13 +16,17 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
       > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt
 
-COPY README.md ./
+COPY README.md setup.py ./
 COPY touchstream ./touchstream
 COPY schemas ./schemas
 COPY ingest ./ingest
 COPY sessionizer ./sessionizer
 COPY sink ./sink
-RUN pip install --no-deps . \
+COPY dashboard ./dashboard
+# gcc only while pip builds the compiled session core (setup.py, mypyc), removed in the same layer
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && pip install --no-deps . \
+ && apt-get purge -y gcc libc6-dev && apt-get autoremove -y && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /data --create-home touchstream \
  && mkdir -p /data/sessionizer && chown -R touchstream /data  # volumes mounted here stay writable
 

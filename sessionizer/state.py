@@ -165,7 +165,7 @@ class Session:
 
     __slots__ = ("id", "index", "version", "end_reason", "channel", "elements",
                  "first", "last", "pageviews", "events", "exit_url", "exit_at", "landing",
-                 "static", "blob", "blob_n", "json", "json_n")
+                 "static", "parts", "json", "json_n")
 
     def __init__(self, id: str, index: int, version: int, end_reason: str | None, channel: str,  # noqa: A002
                  elements: list[Element]) -> None:
@@ -176,11 +176,11 @@ class Session:
         self.channel = channel        # of the landing (sessionizer.channel, computed when the landing changes)
         self.elements = elements
         # `static`: the snapshot fields that change only with the landing or the index, cached by
-        # sessionizer.snapshot; `blob`/`blob_n`: the JSON of elements[:blob_n] (never serialised), and
-        # `json`/`json_n`: that blob as a JSON array, built when blob_n was json_n.
+        # sessionizer.snapshot; `parts`: the JSON of each of elements[:len(parts)] (never serialised),
+        # each relative to the element before it, and `json`/`json_n`: the parts as one JSON array,
+        # built when there were json_n parts.
         self.static: dict[str, Any] | None = None
-        self.blob = b""
-        self.blob_n = 0
+        self.parts: list[bytes] = []
         self.json, self.json_n = _EMPTY, -1
         self.summarize()
 
@@ -242,7 +242,7 @@ class Session:
 
     def insert(self, mark: Mark) -> None:
         """Add a hit inside the session's span, after its first element (a late hit that joins
-        it): landing, first and last stay; the encoded elements are encoded again."""
+        it): landing, first and last stay; of the encoded elements, only its successor changes."""
         elements = self.elements
         at = bisect_right(elements, (mark[0], mark[2]), key=_mark_key)
         elements.insert(at, mark)
@@ -253,7 +253,12 @@ class Session:
             # The latest pageview is the exit (elements after a mark are marks: blocks only lead).
             if not any(not e[3] for e in elements[at + 1:]):  # type: ignore[index]
                 self.exit_url, self.exit_at = mark[4], mark[0]
-        self.blob, self.blob_n, self.json_n = b"", 0, -1
+        parts = self.parts
+        if at < len(parts):  # (beyond the encoded prefix it is encoded with the rest, later)
+            parts.insert(at, _encode_element(mark, elements[at - 1]))
+            if at + 1 < len(parts):  # the successor's gap and omitted fields follow its new predecessor
+                parts[at + 1] = _encode_element(elements[at + 1], mark)
+            self.json_n = -1
 
     @property
     def hits(self) -> int:
@@ -272,32 +277,28 @@ class Session:
         """Take new elements (re-placed by a late hit): the aggregate and caches follow."""
         self.elements = elements
         self.static = None
-        self.blob, self.blob_n = b"", 0
+        self.parts = []
         self.json_n = -1
         self.summarize()
 
     def values_json(self) -> tuple[Any, ...]:
         """The session as `DeviceState.to_bytes` writes it: its fields, and its elements as JSON
         already encoded (an orjson Fragment)."""
-        # `append` only adds at the end and `reset` clears the cache, so blob is always the
-        # JSON of elements[:blob_n] (each element is encoded once).
-        if self.blob_n < len(self.elements):
-            self._encode_new()
-        if self.json_n != self.blob_n:  # (json_n is -1 after a reset)
-            self.json = _Fragment(b"[" + self.blob + b"]")
-            self.json_n = self.blob_n
-        return (self.id, self.index, self.version, self.end_reason, self.channel, self.json)
-
-    def _encode_new(self) -> None:
+        # `append` only adds at the end, `insert` keeps the parts in step and `reset` clears them,
+        # so parts are always the JSON of elements[:len(parts)] (an element is encoded once, and
+        # again only when an element is inserted before it).
+        parts = self.parts
+        n = len(parts)
         elements = self.elements
-        n = self.blob_n
-        previous = elements[n - 1] if n else None
-        parts = [self.blob] if n else []
-        for e in elements[n:]:
-            parts.append(_encode_element(e, previous))
-            previous = e
-        self.blob = b",".join(parts)
-        self.blob_n = len(elements)
+        if n < len(elements):
+            previous = elements[n - 1] if n else None
+            for e in elements[n:]:
+                parts.append(_encode_element(e, previous))
+                previous = e
+        if self.json_n != len(parts):  # (json_n is -1 after a reset or an insert)
+            self.json = _Fragment(b"[" + b",".join(parts) + b"]")
+            self.json_n = len(parts)
+        return (self.id, self.index, self.version, self.end_reason, self.channel, self.json)
 
     def values(self) -> tuple[Any, ...]:
         return (self.id, self.index, self.version, self.end_reason, self.channel, list(self.elements))

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -76,11 +77,12 @@ def test_compiled_and_source_give_the_same_states_and_snapshots(tmp_path: Path) 
 def test_the_core_is_compiled_where_a_c_compiler_is() -> None:
     """setup.py falls back to the sources when it cannot compile; this says when that happened
     on a machine that could (or was told not to: TOUCHSTREAM_PURE_PYTHON)."""
+    headers = Path(sysconfig.get_paths()["include"], "Python.h").exists()
     if os.environ.get("TOUCHSTREAM_PURE_PYTHON"):
         assert not is_compiled()
-    elif shutil.which("cc") or shutil.which("gcc"):
-        assert is_compiled(), ("a C compiler is here but the session core runs from source: see the "
-                               "`touchstream build:` lines of `pip install -e .` (make venv)")
+    elif (shutil.which("cc") or shutil.which("gcc")) and headers:
+        assert is_compiled(), ("a C compiler and Python's headers are here but the session core runs from "
+                               "source: see the `touchstream build:` lines of `pip install -e .` (make venv)")
     else:
         assert not is_compiled()
 
