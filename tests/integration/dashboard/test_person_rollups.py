@@ -16,7 +16,7 @@ from sink.batch import decode_batch
 from sink.testing import T0, event, pageview, session
 from sink.writer import Writer
 from tests import merge_play
-from tests.dashboard_data import H, add_rules, crowd, drained, journeys, write, write_while_draining
+from tests.dashboard_data import D, H, add_rules, crowd, drained, journeys, write, write_while_draining
 from touchstream.forget import delete_rows
 
 QUEUES = ("rollup_pending_devices", "rollup_pending_conversions", "rollup_pending_persons")
@@ -167,3 +167,22 @@ async def test_rebuild_gives_the_same_person_rollups(migrated, db, filled):
     assert await mismatches(db) == {}
     assert await db.fetch("SELECT * FROM rollup_person_credits ORDER BY lookback_days, converted_at, "
                           "session_id") == before
+
+
+async def test_identity_retention_splits_a_person_and_the_rollups_follow(migrated, db, filled):
+    """a and b are one person only by their logins (u-7); identity retention (migration 0013) expires
+    both identities: they are devices of their own again, and the per-person credit of b's
+    appointment is b's own touches' at the next drain."""
+    s = filled
+    await write(migrated, [login(s["a1"].guid, s["a1"].session_id, "u-7", s["a1"].started_at + H),
+                           login(s["b1"].guid, s["b1"].session_id, "u-7", s["b1"].started_at + H)])
+    await check(migrated, db)
+    assert tuple(await db.fetchrow(FIRST_TOUCH, "appointment")) == (s["a1"].session_id, 3)
+    await db.execute("SET ROLE touchstream_writer")  # as the sink's retention job runs it
+    try:
+        assert await db.fetchval("SELECT expire_identities($1, 100)", s["b2"].started_at + 10 * D) == 2
+    finally:
+        await db.execute("RESET ROLE")
+    assert await db.fetchval("SELECT count(*) FROM person_devices") == 0
+    await check(migrated, db)
+    assert tuple(await db.fetchrow(FIRST_TOUCH, "appointment")) == (s["b1"].session_id, 2)
