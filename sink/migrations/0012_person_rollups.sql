@@ -9,9 +9,10 @@
 --   * a device whose touches or conversions changed (0005's drain finds them): every device of its
 --     person now;
 --   * a change of person_devices (person_link() merging persons at a login or a storage clear,
---     person_rebuild() after `forget`, identity retention): the trigger below queues the person
---     ids before and after, and the device itself (a device that leaves every person is its own
---     owner again), into rollup_pending_persons; the drain takes every device those ids hold now.
+--     person_rebuild() after `forget`, identity retention): person_link() (wrapped below) queues
+--     the person ids a merge leaves, a trigger the ids and devices of deleted rows (a
+--     device that leaves every person is its own owner again), into rollup_pending_persons; the
+--     drain takes every device those ids hold now.
 --
 -- Deleting by the converting device (not by person) removes the rows a conversion had under the
 -- person it belonged to before a merge. Everything else that changes credit reaches the drain as
@@ -35,27 +36,43 @@ ALTER TABLE rollup_person_credits ADD COLUMN person text NOT NULL, ADD COLUMN to
 CREATE TABLE rollup_person_attribution_daily (LIKE rollup_attribution_daily INCLUDING ALL);
 CREATE TABLE rollup_person_value_daily (LIKE rollup_value_daily INCLUDING ALL);
 
--- --- queueing: person_devices changed ---------------------------------------------------------------
+-- --- queueing: person_devices changed -------------------------------------------------------------
 
-CREATE FUNCTION rollup_persons_changed() RETURNS trigger
+-- Merges: person_link() (0009's, renamed) wrapped. A merge only unites persons: every device whose
+-- person it rewrote ends in the person of one of the edges' ends, so the ends' person ids after the
+-- call are queued, once per call and only when it changed a row. (Statement triggers on INSERT and
+-- UPDATE cost each edge two transition tables: +40 us per new edge on the sink's write path in
+-- bench/identity_bench.py, against one query per call here.)
+ALTER FUNCTION person_link(uuid[], text[], uuid[]) RENAME TO person_link_0009;
+REVOKE ALL ON FUNCTION person_link_0009(uuid[], text[], uuid[]) FROM PUBLIC, {{writer_role}};
+
+CREATE FUNCTION person_link(guids uuid[], user_ids text[], other_guids uuid[]) RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = {{schema}}, pg_temp AS $fn$
+DECLARE
+    changed integer := person_link_0009(guids, user_ids, other_guids);
+BEGIN
+    IF changed > 0 THEN
+        INSERT INTO rollup_pending_persons (person_id)
+        SELECT DISTINCT pd.person_id FROM person_devices pd
+        WHERE pd.guid = ANY(coalesce(guids, '{}') || array_remove(coalesce(other_guids, '{}'), NULL));
+    END IF;
+    RETURN changed;
+END
+$fn$;
+
+-- Deletions (`forget`'s person_rebuild, identity retention's person_relink: they delete a person's
+-- rows, then relink what remains through person_link above): the person ids and the devices, which
+-- are their own owners again if no edge puts them back.
+CREATE FUNCTION rollup_persons_deleted() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = {{schema}}, pg_temp AS $fn$
 BEGIN
-    IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        INSERT INTO rollup_pending_persons (person_id, guid) SELECT DISTINCT person_id, guid FROM old_rows;
-    END IF;
-    IF TG_OP IN ('UPDATE', 'INSERT') THEN
-        INSERT INTO rollup_pending_persons (person_id, guid) SELECT DISTINCT person_id, guid FROM new_rows;
-    END IF;
+    INSERT INTO rollup_pending_persons (person_id, guid) SELECT person_id, guid FROM old_rows;
     RETURN NULL;
 END
 $fn$;
 
-CREATE TRIGGER rollup_persons_inserted AFTER INSERT ON person_devices
-REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION rollup_persons_changed();
-CREATE TRIGGER rollup_persons_updated AFTER UPDATE ON person_devices
-REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION rollup_persons_changed();
 CREATE TRIGGER rollup_persons_deleted AFTER DELETE ON person_devices
-REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION rollup_persons_changed();
+REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION rollup_persons_deleted();
 
 -- --- computing credits per person -------------------------------------------------------------------
 
@@ -170,8 +187,9 @@ ALTER FUNCTION rollup_drain(integer) RENAME TO rollup_drain_0010;
 REVOKE ALL ON FUNCTION rollup_drain_0010(integer) FROM PUBLIC, {{writer_role}};
 
 -- In the same REPEATABLE READ transaction as the device step (its work tables are still there):
--- the devices whose credits it recomputed, the devices and person ids queued by person_devices'
--- trigger (all of them at every step: merges are few), and every device their persons hold now.
+-- the devices whose credits it recomputed, the person ids and devices queued by person_link() and
+-- person_devices' trigger (all of them at every step: merges are few), and every device their
+-- persons hold now.
 CREATE FUNCTION rollup_drain(batch integer, OUT drained_devices integer, OUT changed_sessions integer,
                              OUT drained_conversions integer, OUT complete boolean, OUT fresh_as_of timestamptz)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = {{schema}}, pg_temp SET jit = off AS $fn$
@@ -226,9 +244,9 @@ SELECT rollup_rebuild();
 
 -- --- who may do what -----------------------------------------------------------------------------------
 
-REVOKE ALL ON FUNCTION rollup_persons_changed(), rollup_person_credits_of(uuid[]), rollup_sum_credits(text, text, text),
-                       rollup_refresh_person_credits(uuid[]), rollup_drain(integer)
+REVOKE ALL ON FUNCTION rollup_persons_deleted(), rollup_person_credits_of(uuid[]), rollup_sum_credits(text, text, text),
+                       rollup_refresh_person_credits(uuid[]), rollup_drain(integer), person_link(uuid[], text[], uuid[])
    FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION rollup_drain(integer) TO {{writer_role}};
+GRANT EXECUTE ON FUNCTION rollup_drain(integer), person_link(uuid[], text[], uuid[]) TO {{writer_role}};
 GRANT SELECT ON rollup_person_credits, rollup_person_attribution_daily, rollup_person_value_daily
    TO {{analyst_role}};

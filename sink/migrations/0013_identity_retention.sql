@@ -12,8 +12,8 @@
 --                   (it is its own person again). The result is what person_link() makes of the
 --                   remaining edges from scratch, as after `forget` (tests compare the two).
 --
--- person_devices' trigger (0012) queues every device whose person changed, so the per-person rollups
--- follow at the next drain.
+-- 0012's queueing (the deletion trigger on person_devices, and person_link() for what is relinked)
+-- covers every device whose person changed, so the per-person rollups follow at the next drain.
 
 CREATE INDEX identities_last_seen ON identities (last_seen);
 CREATE INDEX device_links_linked_at ON device_links (linked_at);
