@@ -6,7 +6,8 @@ Credits come from `attribution_credits` for the configured lookback (attribution
 view's own; the view has no other lookback, so for the others they come from
 rollup_credits_of(every converting device) (a superuser's call), the view's SQL with the window as a
 parameter, which the tests check equals the view at the configured lookback. Credit per person
-(`by=person`) is read from attribution_person_credits by both this module and dashboard.queries.
+(`by=person`) is read from attribution_person_credits (dashboard.queries reads the person rollups of
+migration 0012).
 """
 
 from __future__ import annotations
@@ -113,6 +114,8 @@ async def top(conn: Any, s: Scope, q: TopQuery) -> Table:
 
 
 async def attribution(conn: Any, s: Scope, q: AttributionQuery) -> Table:
+    if q.by == "person":
+        return await person_attribution(conn, s, q)
     column = GROUP_COLUMNS[q.group_by]
     sums = ", ".join(f"sum(credit::numeric) FILTER (WHERE model = '{m}') AS {m}" for m in MODELS)
     rows = await conn.fetch(
@@ -141,7 +144,7 @@ async def person_attribution(conn: Any, s: Scope, q: AttributionQuery) -> Table:
     """Credit per person (attribution_person_credits: a person's touches on all its devices), grouped as
     the device answer is. The views' lookback only (dashboard.queries.scope checks it).
 
-    The view costs seconds (no rollup), so it is read once: credit and value per group and currency,
+    The view costs seconds, so it is read once: credit and value per group and currency,
     and the conversions with a touch (the empty grouping set), split into the answer's parts after.
     Numeric sums over currencies add up exactly to the group's."""
     column = GROUP_COLUMNS[q.group_by]

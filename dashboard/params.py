@@ -194,7 +194,7 @@ class AttributionQuery(Filters):
         "channel", description="channel, source (utm_source), campaign (utm_campaign) or module")
     by: Literal["device", "person"] = Field(
         "device", description="whose touches earn credit: the converting device's (device), or every device of its "
-        "person (person: read from the attribution_person_* views, at the configured lookback only)")
+        "person (person: the per-person rollups of migration 0012, at the configured lookback only)")
 
 
 class ConversionsQuery(Filters):

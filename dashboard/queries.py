@@ -9,9 +9,9 @@ Days are UTC days, ranges include both ends. Credits are summed as numeric (exac
 floats. Bot sessions are left out everywhere except the Sessions list (its `bots` filter).
 
 The lookback is the configured one (attribution_settings, migration 0010) unless the query names
-another the rollups hold (rollup_lookbacks). Credit per person (`by=person`) has no rollup: it is
-read from the attribution_person_* views (`dashboard.baseline.person_attribution`), at the
-configured lookback only.
+another the rollups hold (rollup_lookbacks). Credit per person (`by=person`) comes from the person
+rollups of migration 0012, at the configured lookback only (the views', which the baseline and the
+tests compare it with).
 """
 
 from __future__ import annotations
@@ -237,25 +237,27 @@ def top_table(dimension: str, rows: list[Any]) -> Table:
 GROUP_COLUMNS = {"channel": "channel", "source": "utm_source", "campaign": "utm_campaign", "module": "module"}
 
 
-async def attribution(conn: Any, s: Scope, q: AttributionQuery) -> Table:
-    if q.by == "person":
-        from dashboard.baseline import person_attribution  # (views only: no rollup follows identities)
+# Credit per device (0005) and per person (0012): the same shapes, summed from different credit rows.
+ATTRIBUTION_TABLES = {"device": ("rollup_attribution_daily", "rollup_value_daily"),
+                      "person": ("rollup_person_attribution_daily", "rollup_person_value_daily")}
 
-        return await person_attribution(conn, s, q)
+
+async def attribution(conn: Any, s: Scope, q: AttributionQuery) -> Table:
     column = GROUP_COLUMNS[q.group_by]
+    daily, value_daily = ATTRIBUTION_TABLES[q.by]
     rows = await conn.fetch(
-        f"""SELECT {column} AS {q.group_by}, {CREDITS} FROM rollup_attribution_daily
+        f"""SELECT {column} AS {q.group_by}, {CREDITS} FROM {daily}
             WHERE day BETWEEN $1 AND $2 AND {SITE} AND conversion_name = ANY($4) AND lookback_days = $5
             GROUP BY 1 HAVING ({', '.join(f'sum({m})' for m in MODELS)}) <> ({', '.join('0' for _ in MODELS)})
             ORDER BY sum({s.model}) DESC, 1 NULLS FIRST""", *s.args, s.names, s.lookback)
     counts = await conn.fetchrow(
         f"""SELECT (SELECT coalesce(sum(conversions), 0) FROM rollup_conversions_daily
                     WHERE day BETWEEN $1 AND $2 AND {SITE} AND conversion_name = ANY($4)) AS conversions,
-                   (SELECT coalesce(sum(first_touch), 0) FROM rollup_attribution_daily
+                   (SELECT coalesce(sum(first_touch), 0) FROM {daily}
                     WHERE day BETWEEN $1 AND $2 AND {SITE} AND conversion_name = ANY($4) AND lookback_days = $5)
                    AS attributed""", *s.args, s.names, s.lookback)
     values = await conn.fetch(
-        f"""SELECT {column} AS grp, currency, sum({s.model}) AS value FROM rollup_value_daily
+        f"""SELECT {column} AS grp, currency, sum({s.model}) AS value FROM {value_daily}
             WHERE day BETWEEN $1 AND $2 AND {SITE} AND conversion_name = ANY($4) AND lookback_days = $5
             GROUP BY 1, 2 HAVING sum({s.model}) <> 0""", *s.args, s.names, s.lookback)
     return attribution_table(s, q, rows, values, counts["conversions"], counts["attributed"])

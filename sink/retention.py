@@ -1,5 +1,5 @@
-"""Retention of the tables that grow row by row: `deadletter`, `late_hits`, `session_retractions`
-and `sessions`.
+"""Retention of the tables that grow row by row: `deadletter`, `late_hits`, `session_retractions`,
+`sessions`, and the identity tables.
 
 Whoever can post can add rows to these (a malformed body is a dead letter, a hit older than the
 allowed lateness a late hit), so without retention a flood grows them for ever. Rows older than
@@ -18,6 +18,11 @@ sessions by `retracted_at` through the same `expire_rows` (migration 0011). A to
 keeps a lower-version snapshot from writing its session back, so it must outlive every way such a
 snapshot can still arrive: the `sessions` topic's retention (a replay or a reset consumer group)
 and a replay of `hits` (the settings refuse a shorter value; `sink.settings`).
+
+`TOUCHSTREAM_SINK_IDENTITIES_RETENTION_DAYS` (the sessions retention unless set; 0 keeps them)
+expires `identities` by `last_seen`, and `device_links` made before the cutoff whose two devices
+have had no session since; the persons that held them are rebuilt from the edges that remain, so
+`person_devices` is always what `person_link()` makes of the remaining edges (migration 0013).
 
 (Day-partitioned `pageviews`/`events` are dropped a whole day at a time: `sink.partitions`.)
 """
@@ -47,10 +52,13 @@ class RowRetention:
 
     @classmethod
     def from_settings(cls, settings: SinkSettings) -> RowRetention:
+        identities = settings.sink_identities_retention_days
         days = {"deadletter": settings.sink_deadletter_retention_days,
                 "late_hits": settings.sink_late_hits_retention_days,
                 "sessions": settings.sink_sessions_retention_days,
-                "session_retractions": settings.sink_retractions_retention_days}
+                "session_retractions": settings.sink_retractions_retention_days,
+                # (unset: with the sessions; 0: kept)
+                "identities": settings.sink_sessions_retention_days if identities is None else identities or None}
         return cls(settings.pg_schema, {t: d for t, d in days.items() if d is not None},
                    settings.sink_retention_batch_rows)
 
@@ -62,11 +70,12 @@ class RowRetention:
         started = time.monotonic()
         schema = quote_ident(self.schema)
         rows = f"SELECT {schema}.expire_rows($1, $2, $3)"
-        sessions = f"SELECT {schema}.expire_sessions($1, $2)"  # (and devices: migration 0008)
+        # (sessions: and devices, migration 0008; identities: and links and persons, migration 0013)
+        own = {t: f"SELECT {schema}.expire_{t}($1, $2)" for t in ("sessions", "identities")}
         while waiting:
             for table in sorted(waiting):
                 cutoff = now - timedelta(days=self.days[table])
-                count = await (conn.fetchval(sessions, cutoff, self.batch_rows) if table == "sessions"
+                count = await (conn.fetchval(own[table], cutoff, self.batch_rows) if table in own
                                else conn.fetchval(rows, table, cutoff, self.batch_rows))
                 deleted[table] += count
                 if count < self.batch_rows:

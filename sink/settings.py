@@ -74,6 +74,11 @@ class SinkSettings(KafkaSettings, PostgresSettings, RuntimeSettings):
         None, ge=1, description="delete closed sessions started more than this many days ago, and the devices "
         "row with a device's last session (unset/off: keep all)"
     )
+    sink_identities_retention_days: int | None = Field(
+        None, ge=0, description="delete identities whose user id was not seen on the device, and device links "
+        "whose devices had no session, for this many days; persons are rebuilt from what remains (unset: the "
+        "sessions retention, off when that is off; 0: keep all)"
+    )
     sink_retractions_retention_days: int | None = Field(
         60, ge=1, description="delete session_retractions rows (merged-away sessions' tombstones) retracted more "
         "than this many days ago; must exceed the `sessions` and `hits` topics' retention (off: keep all; the "

@@ -9,6 +9,7 @@ into conversions (`add_rules`)."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 from datetime import timedelta
@@ -75,6 +76,23 @@ async def drained(migrated: Any, **options: Any) -> Drained:
         await conn.close()
     assert done is not None
     return done
+
+
+async def write_while_draining(migrated: Any, batches: list[list]) -> int:
+    """Write `batches` (each its own transaction) while drains of 5 devices per transaction run
+    beside them; returns how many drains ran."""
+    drains = 0
+
+    async def write_all() -> None:
+        for items in batches:
+            await write(migrated, items)
+
+    writing = asyncio.create_task(write_all())
+    while not writing.done():
+        await drained(migrated, batch=5)
+        drains += 1
+    await writing
+    return drains
 
 
 def journeys() -> tuple[dict[str, Any], list]:

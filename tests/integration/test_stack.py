@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import random
 import subprocess
@@ -18,6 +19,7 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from urllib.parse import quote
 
 import asyncpg
 import orjson
@@ -324,6 +326,16 @@ async def test_fault_services_restart_keeps_data_and_spares_the_shared_stack(fau
             await conn.close()
 
 
+async def _start_postgres(cfg: devstack.StackConfig) -> None:
+    """Start `cfg`'s PostgreSQL; its DSN reaches the database."""
+    await asyncio.to_thread(devstack.start_postgres, cfg)
+    conn = await asyncpg.connect(cfg.pg_dsn())
+    try:
+        assert await conn.fetchval("SELECT current_database()") == "touchstream"
+    finally:
+        await conn.close()
+
+
 async def test_down_wipe_deletes_the_data_and_keeps_the_jars(tmp_path):
     shared = devstack.StackConfig.from_env()
     await asyncio.to_thread(stack_kafka.ensure_libs, shared)
@@ -333,12 +345,7 @@ async def test_down_wipe_deletes_the_data_and_keeps_the_jars(tmp_path):
         stack_kafka.render_properties(cfg)
         assert await asyncio.to_thread(stack_kafka.format_storage, cfg) is not None
         assert await asyncio.to_thread(stack_kafka.format_storage, cfg) is None  # formatted once
-        await asyncio.to_thread(devstack.start_postgres, cfg)
-        conn = await asyncpg.connect(cfg.pg_dsn())
-        try:
-            assert await conn.fetchval("SELECT current_database()") == "touchstream"
-        finally:
-            await conn.close()
+        await _start_postgres(cfg)
         pg_data = stack_postgres.data_dir(cfg)
         assert (pg_data / "PG_VERSION").is_file() and (cfg.kafka_data_dir / "meta.properties").is_file()
     finally:
@@ -353,8 +360,8 @@ async def test_down_wipe_deletes_the_data_and_keeps_the_jars(tmp_path):
 # --- password authentication --------------------------------------------------------------
 
 
-def _without_password(dsn: str) -> str:
-    return dsn.replace(f":{PG_PASSWORD}@", "@", 1)
+def _without_password(dsn: str, password: str = PG_PASSWORD) -> str:
+    return dsn.replace(f":{quote(password, safe='')}@", "@", 1)
 
 
 async def _refused(dsn: str) -> str:
@@ -370,16 +377,35 @@ async def _refused(dsn: str) -> str:
 async def test_the_stack_refuses_a_connection_without_the_password(services):
     if services.source != "stack":
         pytest.fail("this checks the local stack; run it against the stack")
-    dsn = services.pg_dsn
-    assert f":{PG_PASSWORD}@" in dsn
-    assert "password" in (await _refused(_without_password(dsn))).lower()
-    assert "password" in (await _refused(dsn.replace(PG_PASSWORD, "not-the-password", 1))).lower()
+    dsn, password = services.pg_dsn, quote(services.stack_config.pg_password, safe="")
+    assert f":{password}@" in dsn
+    assert "password" in (await _refused(_without_password(dsn, services.stack_config.pg_password))).lower()
+    assert "password" in (await _refused(dsn.replace(password, "not-the-password", 1))).lower()
     conn = await asyncpg.connect(dsn)  # the stack's own DSN (every default one) still gets in
     try:
         assert await conn.fetchval("SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid "
                                    "WHERE rolname = current_user")
     finally:
         await conn.close()
+
+
+async def test_a_stack_with_its_own_password(tmp_path):
+    """TOUCHSTREAM_STACK_PG_PASSWORD's cluster asks for that password (the default one is refused);
+    started again with another, `stack up` says at once which setting to fix instead of waiting."""
+    own = "sh4red/machine's pw"
+    cfg = devstack.StackConfig(root=tmp_path / "stack", kafka_port=free_port(), kafka_controller_port=free_port(),
+                               pg_port=free_port(), pg_password=own)
+    default = dataclasses.replace(cfg, pg_password=PG_PASSWORD)
+    try:
+        await _start_postgres(cfg)
+        assert "password" in (await _refused(default.pg_dsn())).lower()
+        await asyncio.to_thread(devstack.stop_postgres, cfg)
+        started = time.monotonic()
+        with pytest.raises(devstack.StackError, match="TOUCHSTREAM_STACK_PG_PASSWORD"):
+            await asyncio.to_thread(devstack.start_postgres, default)
+        assert time.monotonic() - started < 30  # not the 60 s readiness timeout
+    finally:
+        await asyncio.to_thread(devstack.down, cfg, wipe=True)
 
 
 async def test_a_cluster_made_with_trust_is_moved_to_passwords_and_keeps_its_data(tmp_path):

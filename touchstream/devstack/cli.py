@@ -26,7 +26,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="touchstream stack",
         description="Run a local Kafka broker (KRaft, single node) and PostgreSQL 15 as plain "
                     "processes, with data under .stack/ (TOUCHSTREAM_STACK_DIR). Ports: "
-                    "TOUCHSTREAM_STACK_KAFKA_PORT (19092), TOUCHSTREAM_STACK_PG_PORT (15432).")
+                    "TOUCHSTREAM_STACK_KAFKA_PORT (19092), TOUCHSTREAM_STACK_PG_PORT (15432). PostgreSQL "
+                    "password: TOUCHSTREAM_STACK_PG_PASSWORD (ts-dev-password).")
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", help="start both services (reuses what already runs) and print the settings")
     p_up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness (180)")

@@ -11,7 +11,8 @@ Everything lives under one folder, ``<repo>/.stack/`` by default (ignored by git
       kafka-2/, kafka-3/, ...     the other brokers of a cluster (`up --brokers N`), laid out alike
       tls/                        the CA, certificates, keys and generated passwords (`up --tls`; mode 0600)
       postgres/data/              the cluster (owned by the postgres user when run as root); login
-                                  postgres, password `ts-dev-password` (PG_PASSWORD), scram-sha-256
+                                  postgres, password `ts-dev-password` (PG_PASSWORD, or
+                                  TOUCHSTREAM_STACK_PG_PASSWORD), scram-sha-256
       postgres/log
       java/                       small compiled Java helpers used by tests
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -42,7 +44,9 @@ PG_USER = "postgres"
 # client that sends none is refused. This one is documented, not secret (the same as
 # docker-compose.yml's), so that the default DSN of every component reaches the stack as it is;
 # the stack listens on loopback only. Production logins get their own (README, "Production
-# connections").
+# connections"). TOUCHSTREAM_STACK_PG_PASSWORD replaces it for a stack on a shared machine: the
+# DSNs the stack prints (and the tests' services) then carry it; the settings' default DSN keeps
+# the documented one.
 PG_PASSWORD = "ts-dev-password"
 
 
@@ -65,6 +69,17 @@ def _port(name: str, default: int) -> int:
     if not 0 < port < 65536:
         raise SystemExit(f"{name}={raw!r} is not a port number")
     return port
+
+
+def _password(name: str) -> str:
+    """The stack's PostgreSQL password from `name` (unset or empty: PG_PASSWORD). One line of
+    printable characters: initdb reads it from the first line of a file."""
+    raw = os.environ.get(name, "")
+    if not raw:
+        return PG_PASSWORD
+    if len(raw) > 100 or not raw.isprintable():
+        raise SystemExit(f"{name} must be 1-100 printable characters on one line")
+    return raw
 
 
 def _flag(name: str) -> bool:
@@ -115,6 +130,7 @@ class StackConfig:
     kafka_port: int = DEFAULT_KAFKA_PORT
     kafka_controller_port: int = DEFAULT_KAFKA_PORT + 1
     pg_port: int = DEFAULT_PG_PORT
+    pg_password: str = field(default=PG_PASSWORD, repr=False)
     host: str = "127.0.0.1"
     brokers: int = 1
     tls: bool = False
@@ -133,7 +149,8 @@ class StackConfig:
         if not raw_brokers.isdigit() or not 1 <= int(raw_brokers) <= 9:
             raise SystemExit(f"TOUCHSTREAM_STACK_KAFKA_BROKERS={raw_brokers!r} is not a broker count (1-9)")
         return cls(root=root, kafka_port=kafka_port, kafka_controller_port=controller, pg_port=pg_port,
-                   brokers=int(raw_brokers), tls=_flag("TOUCHSTREAM_STACK_TLS"))
+                   pg_password=_password("TOUCHSTREAM_STACK_PG_PASSWORD"), brokers=int(raw_brokers),
+                   tls=_flag("TOUCHSTREAM_STACK_TLS"))
 
     # --- Kafka nodes -------------------------------------------------------------------
     @property
@@ -211,7 +228,7 @@ class StackConfig:
         return self.pg_dir / "log"
 
     def pg_dsn(self, database: str = DATABASE) -> str:
-        return f"postgresql://{PG_USER}:{PG_PASSWORD}@{self.host}:{self.pg_port}/{database}"
+        return f"postgresql://{PG_USER}:{quote(self.pg_password, safe='')}@{self.host}:{self.pg_port}/{database}"
 
     # --- misc --------------------------------------------------------------------------
     @property

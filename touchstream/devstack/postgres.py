@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .paths import DATABASE, PG_PASSWORD, PG_USER, StackConfig
+from .paths import DATABASE, PG_USER, StackConfig
 from .tls import PG_ANALYST, PG_OWNER, PG_WRITER
 from .tls import material as tls_material
 from .process import (
@@ -183,7 +183,7 @@ def initdb(cfg: StackConfig) -> float | None:
     # The password reaches initdb through a file (an argument would show in `ps`), beside the
     # cluster where the postgres user can read it, and gone once initdb has read it.
     pwfile = base / "initdb.password"
-    _write_owned(pwfile, PG_PASSWORD + "\n")
+    _write_owned(pwfile, cfg.pg_password + "\n")
     try:
         _run([str(bins / "initdb"), "-D", str(data), "-A", "scram-sha-256", f"--pwfile={pwfile}", "-U", PG_USER,
               "-E", "UTF8", "--locale=C", "--no-sync"], "initdb")
@@ -203,16 +203,17 @@ def trusting(cfg: StackConfig) -> bool:
     return any(line.split()[-1:] == ["trust"] for line in lines if not line.lstrip().startswith("#"))
 
 
-async def _set_password(dsn: str) -> None:
+async def _set_password(dsn: str, password: str) -> None:
     """Give the superuser the stack's password (on a `trust` cluster, before pg_hba asks for it)."""
     import asyncpg
 
     conn = await asyncpg.connect(dsn, timeout=10)
     try:
         # Stored as a SCRAM verifier whatever the old cluster's setting; a literal, not a
-        # parameter: utility statements take none (the password is a constant).
+        # parameter: utility statements take none (quotes doubled: the password may be the user's).
         await conn.execute("SET password_encryption = 'scram-sha-256'")
-        await conn.execute(f"ALTER ROLE {PG_USER} PASSWORD '{PG_PASSWORD}'")
+        literal = password.replace("'", "''")
+        await conn.execute(f"ALTER ROLE {PG_USER} PASSWORD '{literal}'")
     finally:
         await conn.close()
 
@@ -251,6 +252,20 @@ async def probe(dsn: str, timeout: float = 3.0) -> bool:
     finally:
         with contextlib.suppress(Exception):
             await conn.close(timeout=timeout)
+
+
+async def _refuses_password(dsn: str) -> bool:
+    """True when the server answers and refuses the DSN's password (not merely not up yet)."""
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(dsn, timeout=3)
+    except asyncpg.InvalidPasswordError:
+        return True
+    except Exception:
+        return False
+    await conn.close()
+    return False
 
 
 def ready(cfg: StackConfig | None = None, timeout: float = 3.0) -> bool:
@@ -328,6 +343,10 @@ def start_locked(cfg: StackConfig, timeout: float = 60.0) -> dict[str, float]:
     started = time.monotonic()
     deadline = started + timeout
     while not ready(cfg):
+        if not legacy and run_sync(_refuses_password(cfg.pg_dsn("postgres"))):
+            raise StackError("PostgreSQL refuses the stack's password: its cluster was made with another "
+                             "(TOUCHSTREAM_STACK_PG_PASSWORD, default `ts-dev-password`). Set the one it was made "
+                             "with, or run `touchstream stack down --wipe` (deletes its data) and `stack up` again")
         if time.monotonic() > deadline:
             raise StackError(f"PostgreSQL did not accept connections within {timeout:.0f}s; "
                              f"see {log_file(cfg)}:\n{tail(log_file(cfg))}")
@@ -352,7 +371,7 @@ def _migrate_from_trust(cfg: StackConfig) -> None:
     """Set the superuser's password on a `trust` cluster, then switch pg_hba.conf to passwords
     (reloaded, no restart). Its data stays; if this cannot be done, the way out is a new cluster."""
     try:
-        run_sync(_set_password(cfg.pg_dsn("postgres")))
+        run_sync(_set_password(cfg.pg_dsn("postgres"), cfg.pg_password))
     except Exception as exc:
         raise StackError(f"this stack's PostgreSQL was made with `trust` authentication and its superuser could "
                          f"not be given a password ({exc}); run `touchstream stack down --wipe` (deletes its "

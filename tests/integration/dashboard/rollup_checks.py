@@ -1,4 +1,4 @@
-"""What every rollup of migrations 0005 and 0010 must hold, recomputed straight from the tables and
+"""What every rollup of migrations 0005, 0010 and 0012 must hold, recomputed straight from the tables and
 the views, and compared exactly (credits touch by touch as doubles, sums as numeric). The views'
 lookback is the configured one (attribution_settings): the rollups' rows at that lookback are the
 views' rows exactly."""
@@ -13,14 +13,15 @@ CONFIGURED = "(SELECT lookback_days FROM attribution_settings)"
 MODEL_NAMES = ("first_touch", "last_touch", "last_non_direct", "linear", "position_based", "time_decay")
 NOT_ALL_ZERO = "(" + ", ".join(MODEL_NAMES) + ") <> (" + ", ".join("0" for _ in MODEL_NAMES) + ")"
 
-def _value_daily(where: str, lookback: str, source: tuple[str, str]) -> tuple[str, str]:
+def _value_daily(where: str, lookback: str, source: tuple[str, str],
+                 table: str = "rollup_value_daily") -> tuple[str, str]:
     """rollup_value_daily's rows (`where`; `lookback`: "lookback_days, " to key by it) and the same sums
     from `source`: (credit rows, the sum of one model `{m}`'s value)."""
     groups = "site, conversion_name, module, channel, utm_source, utm_campaign, currency"
     rows, total = source
     count = 8 + bool(lookback)
     return (
-        f"SELECT day, {lookback}{groups}, {', '.join(MODEL_NAMES)} FROM rollup_value_daily "
+        f"SELECT day, {lookback}{groups}, {', '.join(MODEL_NAMES)} FROM {table} "
         f"WHERE {where} AND {NOT_ALL_ZERO}",
         f"SELECT * FROM (SELECT (converted_at AT TIME ZONE 'UTC')::date, {lookback}{groups}, "
         + ", ".join(f"{total.format(m=m)} AS {m}" for m in MODEL_NAMES)
@@ -95,6 +96,43 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "value_daily_all": _value_daily("true", "lookback_days, ", (
         "rollup_credits_of(ARRAY(SELECT DISTINCT guid FROM conversions))", "sum({m}::numeric * value)")),
 }
+
+
+CREDIT_COLUMNS = ("SELECT conversion_hit_id, converted_at, m.model, session_id, touch_index, touch_count, "
+                  "touch_started_at, channel, utm_source, utm_medium, utm_campaign, m.credit, value, currency, "
+                  "m.credit::numeric * value")
+AS_MODELS = ("CROSS JOIN LATERAL (VALUES ('first_touch', first_touch), ('last_touch', last_touch), "
+             "('last_non_direct', last_non_direct), ('linear', linear), ('position_based', position_based), "
+             "('time_decay', time_decay)) m(model, credit)")
+PERSON_SUMS = ", ".join(f"sum(a.credit::numeric) FILTER (WHERE a.model = '{m}')" for m in MODEL_NAMES)
+
+# Per person (migration 0012): the same checks against attribution_person_credits, its person and
+# touch device included.
+EXPECTED.update({
+    "person_credits_configured": (
+        f"{CREDIT_COLUMNS}, person, guid, touch_guid FROM rollup_person_credits {AS_MODELS} "
+        f"WHERE lookback_days = {CONFIGURED}",
+        "SELECT conversion_hit_id, converted_at, model, session_id, touch_index, touch_count, touch_started_at, "
+        "channel, utm_source, utm_medium, utm_campaign, credit, value, currency, attributed_value, person, guid, "
+        "touch_guid FROM attribution_person_credits",
+    ),
+    "person_credits_all": (
+        "SELECT * FROM rollup_person_credits",
+        "SELECT * FROM rollup_person_credits_of(ARRAY(SELECT DISTINCT guid FROM conversions))",
+    ),
+    "person_attribution_daily_configured": (
+        "SELECT day, site, conversion_name, module, channel, utm_source, utm_campaign, first_touch, last_touch, "
+        "last_non_direct, linear, position_based, time_decay FROM rollup_person_attribution_daily "
+        f"WHERE lookback_days = {CONFIGURED} AND {NOT_ALL_ZERO}",
+        "SELECT (a.converted_at AT TIME ZONE 'UTC')::date, a.site, a.conversion_name, a.module, a.channel, "
+        f"a.utm_source, a.utm_campaign, {PERSON_SUMS} FROM attribution_person_credits a GROUP BY 1, 2, 3, 4, 5, 6, 7",
+    ),
+    "person_value_daily_configured": _value_daily(f"lookback_days = {CONFIGURED}", "", (
+        "attribution_person_credits", "sum(attributed_value) FILTER (WHERE model = '{m}')"), "rollup_person_value_daily"),
+    "person_value_daily_all": _value_daily("true", "lookback_days, ", (
+        "rollup_person_credits_of(ARRAY(SELECT DISTINCT guid FROM conversions))", "sum({m}::numeric * value)"),
+        "rollup_person_value_daily"),
+})
 
 
 def _key(row: Any) -> tuple:

@@ -23,7 +23,7 @@ from sink.settings import SinkSettings
 from sink.testing import T0, event
 from sink.writer import Writer
 from tests import merge_play
-from tests.dashboard_data import D, H, add_rules, crowd, drained, journeys, write
+from tests.dashboard_data import D, H, add_rules, crowd, drained, journeys, write, write_while_draining
 from touchstream.forget import delete_rows
 
 QUEUES = ("rollup_pending_devices", "rollup_pending_conversions")
@@ -203,20 +203,7 @@ async def test_a_crowd_written_in_batches_while_drains_run(migrated, db):
     """Writes racing drains that take a few devices per transaction: each drain folds a consistent
     state of the devices it takes, and the last one leaves everything exact."""
     items = crowd(devices=40, seed=3)
-    drains = 0
-
-    async def drain_meanwhile(writing: asyncio.Task[None]) -> None:
-        nonlocal drains
-        while not writing.done():
-            await drained(migrated, batch=5)
-            drains += 1
-
-    async def write_all() -> None:
-        for start in range(0, len(items), 97):  # many transactions
-            await write(migrated, items[start:start + 97])
-
-    writing = asyncio.create_task(write_all())
-    await asyncio.gather(writing, drain_meanwhile(writing))
+    drains = await write_while_draining(migrated, [items[start:start + 97] for start in range(0, len(items), 97)])
     assert drains > 1
     assert await db.fetchval("SELECT count(*) FROM rollup_credits") > 20
     await check(migrated, db)

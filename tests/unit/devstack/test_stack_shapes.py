@@ -80,3 +80,31 @@ def test_the_default_dsn_is_the_stacks_with_its_password_and_masks_nothing_else(
     line = "component=sink logger=touchstream.sink topic=touchstream.hits db=touchstream"
     assert redact(line) == line
     assert redact(f"dsn={default}") == "dsn=postgresql://postgres:***@127.0.0.1:15432/touchstream"
+
+
+def test_the_stack_password_can_be_overridden_and_its_dsn_carries_it_quoted(tmp_path: Path, monkeypatch) -> None:
+    """TOUCHSTREAM_STACK_PG_PASSWORD: a stack of one's own on a shared machine. Unset or empty: the
+    documented default, so every default DSN still reaches a default stack."""
+    from urllib.parse import unquote, urlsplit
+
+    import pytest
+
+    from touchstream.devstack.paths import PG_PASSWORD
+
+    monkeypatch.setenv("TOUCHSTREAM_STACK_DIR", str(tmp_path))
+    for unset in (None, ""):
+        if unset is None:
+            monkeypatch.delenv("TOUCHSTREAM_STACK_PG_PASSWORD", raising=False)
+        else:
+            monkeypatch.setenv("TOUCHSTREAM_STACK_PG_PASSWORD", unset)
+        assert StackConfig.from_env().pg_password == PG_PASSWORD
+        assert f":{PG_PASSWORD}@" in StackConfig.from_env().pg_dsn()
+    own = "s3cret/it's@mine:%"
+    monkeypatch.setenv("TOUCHSTREAM_STACK_PG_PASSWORD", own)
+    cfg = StackConfig.from_env()
+    parts = urlsplit(cfg.pg_dsn())
+    assert unquote(parts.password or "") == own and parts.hostname == "127.0.0.1" and parts.path == "/touchstream"
+    assert own not in repr(cfg) and PG_PASSWORD not in cfg.pg_dsn()
+    monkeypatch.setenv("TOUCHSTREAM_STACK_PG_PASSWORD", "two\nlines")
+    with pytest.raises(SystemExit, match="TOUCHSTREAM_STACK_PG_PASSWORD"):
+        StackConfig.from_env()
