@@ -29,7 +29,7 @@ venv: $(STAMP)
 
 # Re-installs when pyproject.toml or setup.py changed, or a source of the compiled session core
 # (setup.py COMPILED: mypyc builds them next to the sources; other code changes need nothing).
-CORE := $(addprefix sessionizer/,state.py machine.py snapshot.py timeline.py identity.py processor.py clock.py)
+CORE := $(shell sed -n 's/^    "\(sessionizer\/[a-z_]*\.py\)",$$/\1/p' setup.py)
 $(STAMP): pyproject.toml setup.py $(CORE)
 	@if [ ! -x $(BIN)/pip ]; then \
 	  [ -n "$(PYTHON)" ] || { echo "make venv: python3.11 not found (set PYTHON=...)" >&2; exit 1; }; \

@@ -111,7 +111,7 @@ class Mark(NamedTuple):
     @property
     def campaign(self) -> tuple[str | None, ...]:
         """Rule 4's campaign data: every utm field and the click id."""
-        return self[9:17]  # (CAMPAIGN, written out: mypy types a literal slice of a NamedTuple)
+        return self[9:17]  # (the campaign fields: see the note after Mark)
 
     @property
     def key(self) -> tuple[int, str]:
@@ -120,7 +120,8 @@ class Mark(NamedTuple):
 
 REFERRER_HOST = 7
 VISIT = 8
-CAMPAIGN = slice(9, 17)  # (written out as 9:17 in the core: mypy types a literal slice of a NamedTuple)
+# Mark[9:17] is rule 4's campaign data (the utm fields and the click id). The core writes the slice
+# out where it needs it: mypy (and so mypyc) types a literal slice of a NamedTuple, not a named one.
 _MARK_FIELDS = len(Mark._fields)
 _new_mark = tuple.__new__  # Mark(...) without the NamedTuple constructor's Python-level call
 
@@ -266,7 +267,7 @@ class Session:
 
     @property
     def campaign(self) -> tuple[str | None, ...]:
-        return self.landing[9:17]  # (CAMPAIGN)
+        return self.landing[9:17]  # (Mark's campaign fields)
 
     def marks(self) -> int:
         return sum(1 for e in self.elements if not isinstance(e, Block))

@@ -53,7 +53,7 @@ def campaign_of(mark: Mark, rules: Rules) -> tuple[str | None, ...]:
     (a payment provider's return carrying its own utm tags does not start a new session)."""
     if rules.channels.referral_exclusions and rules.channels.excludes(mark[REFERRER_HOST]):
         return _NO_CAMPAIGN
-    return mark[9:17]  # (CAMPAIGN, written out: mypy types a literal slice of a NamedTuple)
+    return mark[9:17]  # (Mark's campaign fields: see sessionizer.state)
 
 
 def split_reason(first: int, last: int, campaign: tuple[str | None, ...], at: int, until: int,
