@@ -93,6 +93,7 @@ def run_worker(env: dict[str, str], stats_file: Path, total: int, timeout: float
         except (FileNotFoundError, json.JSONDecodeError):
             pass
         stats["thread_cpu"] = thread_cpu(proc.pid, stats.get("threads", {}))
+        stats["memory"] = memory(proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -101,6 +102,14 @@ def run_worker(env: dict[str, str], stats_file: Path, total: int, timeout: float
             proc.kill()
             proc.wait()
     return stats
+
+
+def memory(pid: int) -> dict[str, float]:
+    """The worker's peak resident memory (MB) and its minor page faults so far (each a page the
+    kernel had to hand over and clear: a cost in CPU that grows with the memory a worker keeps)."""
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return {"peak_rss_mb": int(status["VmHWM"].split()[0]) / 1024, "minor_faults": int(fields[7])}
 
 
 def thread_cpu(pid: int, names: dict[str, int]) -> dict[str, float]:
@@ -231,6 +240,18 @@ async def run_mode(args: argparse.Namespace, mode: str, prefix: str, records: li
     cpu = stats.get("thread_cpu", {})
     print("     worker CPU seconds by thread (whole run, start-up included): "
           + ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])))
+    mem = stats.get("memory")
+    if mem:
+        print(f"     worker memory: peak RSS {mem['peak_rss_mb']:.0f} MB, {mem['minor_faults']:,} minor page faults")
+    steps = stats.get("steps_cpu_s", {})
+    if steps:
+        print(f"     processing thread CPU by step of a round (s, {sum(steps.values()):.2f} in all): "
+              + ", ".join(f"{k} {v:.2f}" for k, v in steps.items())
+              + f"; garbage collector {stats.get('gc_cpu_s', 0):.2f} (whole run, within the steps and outside)")
+    if stats.get("first_taken_cpu") is not None and stats.get("last_records_durable_cpu") is not None:
+        busy = stats["last_records_durable_cpu"] - stats["first_taken_cpu"]
+        print(f"     processing thread CPU while records flowed: {busy:.2f}s of {seconds:.2f}s "
+              f"({busy / seconds:.0%} busy; the rest waited for Kafka)")
     devices, mean_state = await state_sizes(bootstrap, f"{app_id}-devices-changelog")
     before, after = rocksdb_bytes(work / "data")
     print(f"     state: {devices:,} devices; DeviceState.to_bytes mean {mean_state:.0f} bytes; RocksDB on disk "

@@ -204,6 +204,7 @@ def create_app(settings: SessionizerSettings) -> SessionizerApp:
     table = _device_table(app, settings)
     _subscribe(app, settings, topics.hits)
     stats = Stats()
+    stats.watch_gc()
     sender = Sender()
     processor, store = _processor(app, settings, topics, table, sender, stats)
 

@@ -261,6 +261,7 @@ class Processor:
                 if chunks:
                     if self.stats.first_taken is None:
                         self.stats.first_taken = time.time()
+                        self.stats.first_taken_cpu = time.thread_time()
                     # Faust's livelock detector watches the stream inbound time of each
                     # partition; these records reach no stream, so tell its monitor here.
                     inbound = getattr(self.app.monitor, "stream_inbound_time", None)
@@ -333,24 +334,46 @@ class Processor:
     # -- compute ------------------------------------------------------------------------------
 
     async def _compute(self, chunks: list[Chunk]) -> Round | None:
-        """One round's CPU work, in named steps: place the chunks' records, sweep deadlines,
-        update the heaps, hand the outputs to the producer, encode the states and clocks."""
+        """One round's CPU work, in named steps: decode and place the chunks' records, sweep
+        deadlines, update the heaps, hand the outputs to the producer, encode the states and
+        clocks. Each step's CPU time goes to `Stats.steps` (read per round, not per hit)."""
         generation = self.app.consumer_generation_id
         work = RoundWork(self.rules)
+        step = self.stats.step
+        cpu = time.thread_time
+        decode_s = 0.0
+        t0 = cpu()
         for chunk in chunks:
             ps = self._partition_for(chunk, generation)
             if ps is not None:
                 work.taken.append(chunk)
-                self._place_chunk(chunk, ps, work)
+                t = cpu()
+                decoded = self._decode_chunk(chunk, work)
+                decode_s += cpu() - t
+                self._place_chunk(chunk.tp.partition, decoded, ps, work)
+        t1 = cpu()
+        step("decode", decode_s)
+        step("place", t1 - t0 - decode_s)
         closed = await self._sweep(work.touched, work.out)
+        t2 = cpu()
+        step("sweep", t2 - t1)
         self._remove_idle(work.touched)
+        t3 = cpu()
+        step("idle", t3 - t2)
         self._update_deadlines(work.touched)
+        t4 = cpu()
+        step("deadlines", t4 - t3)
         work.out.flush()  # the round's session snapshots, now: the next round changes the states
+        t5 = cpu()
+        step("snapshots", t5 - t4)
         outputs = BatchWriter(self.sender)
         n_out = self._add_outputs(outputs, work.out, work.dead, work.touched)
         outputs.submit()  # on their way while the previous round finishes and this one waits
+        t6 = cpu()
+        step("outputs", t6 - t5)
         clocks = self._clocks_to_save(closed)
         encoded = self.store.encode(work.touched, clocks)
+        step("states", cpu() - t6)
         if not work.taken and not n_out and not encoded:
             return None
         n_closed = sum(closed.values())
@@ -373,20 +396,29 @@ class Processor:
             ps = self.partitions[chunk.tp.partition]
         return ps
 
-    def _place_chunk(self, chunk: Chunk, ps: PartitionState, work: RoundWork) -> None:
-        """Decode each record, advance the partition's clock, and run the core on the device."""
+    def _decode_chunk(self, chunk: Chunk, work: RoundWork) -> list[tuple[Any, Any, str]]:
+        """The chunk's records as (record, view, guid); refused ones become dead letters."""
         partition = chunk.tp.partition
-        clock = ps.clock
-        states = work.touched.setdefault(partition, {})
-        store_get = self.store.get
-        rules = self.rules
-        out = work.out
+        decoded: list[tuple[Any, Any, str]] = []
+        append = decoded.append
         for rec in chunk.records:
             try:
                 obj, guid = _decode(rec)
             except InvalidInput as exc:
                 work.dead.append(self._dead_letter(rec, partition, exc.reason, exc.errors))
                 continue
+            append((rec, obj, guid))
+        return decoded
+
+    def _place_chunk(self, partition: int, decoded: list[tuple[Any, Any, str]], ps: PartitionState,
+                     work: RoundWork) -> None:
+        """Advance the partition's clock and run the core on each decoded record's device."""
+        clock = ps.clock
+        states = work.touched.setdefault(partition, {})
+        store_get = self.store.get
+        rules = self.rules
+        out = work.out
+        for rec, obj, guid in decoded:
             kind = type(obj)
             if kind is ForgetView:
                 # `touchstream forget`: drop the device's state (a changelog tombstone), emit
@@ -420,7 +452,7 @@ class Processor:
                 continue
             except Exception as exc:  # a bug in the core must not stop the worker: dead-letter the hit
                 log.exception("session core failed; hit dead-lettered",
-                              extra={"topic": chunk.tp.topic, "partition": partition, "offset": rec.offset})
+                              extra={"topic": ps.tp.topic, "partition": partition, "offset": rec.offset})
                 del out.records[mark:]  # (its noted session changes are built at flush: harmless)
                 work.dead.append(self._dead_letter(
                     rec, partition, f"sessionizer error: {type(exc).__name__}: {exc}", [],
@@ -598,7 +630,7 @@ class Processor:
         started = time.perf_counter()
         await r.outputs.wait()                                           # 5. outputs acked
         if r.states:
-            await self.store.write(r.states, BatchWriter(self.sender))   # 6. changelog acked, then RocksDB
+            await self.store.write(r.states, BatchWriter(self.sender), self.stats.step)  # 6. changelog, RocksDB
         consumer = self.app.consumer                                     # 7. offsets acked
         if r.chunks and self.app.consumer_generation_id == r.generation:
             for chunk in r.chunks:
@@ -610,6 +642,7 @@ class Processor:
         stats.last_durable = time.time()
         if r.n_records:
             stats.last_records_durable = stats.last_durable
+            stats.last_records_durable_cpu = time.thread_time()
 
     def open_sessions(self) -> int:
         return sum(len(ps.open) for ps in self.partitions.values())

@@ -7,6 +7,7 @@ scrape time, so nothing costs anything per hit.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import threading
@@ -38,9 +39,18 @@ class Stats:
         self.last_batch = 0
         self.retries = 0
         self.wait_s = 0.0         # time rounds spent producing outputs/changelog and waiting for acks
+        # CPU seconds of the processing thread per step of a round (`Processor`): where a
+        # worker's time goes, read once per round (time.thread_time), so free per hit.
+        self.steps: dict[str, float] = {}
+        self.gc_s = 0.0           # CPU seconds in the garbage collector (any thread; `watch_gc`)
+        self._gc_started = 0.0
         self.first_taken: float | None = None   # wall time the first records were taken
         self.last_durable: float | None = None  # wall time of the last durable output/state write
         self.last_records_durable: float | None = None  # ... of a round that took records from hits
+        # CPU seconds of the processing thread (its whole event loop) at those two moments: how
+        # busy the thread was while records flowed, against the wall time between them.
+        self.first_taken_cpu: float | None = None
+        self.last_records_durable_cpu: float | None = None
         self.open_sessions: Callable[[], int] = lambda: 0
         self.inbox: Callable[[], int] = lambda: 0
         self.partitions: Callable[[], list[int]] = lambda: []  # hits partitions set up and processed
@@ -54,6 +64,20 @@ class Stats:
         if records:
             self.batches += 1
             self.last_batch = records
+
+    def watch_gc(self) -> None:
+        """Count the collector's time (a callback per collection: a few per second at most
+        with the worker's threshold, see schemas.runtime)."""
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_started = time.thread_time()
+        else:
+            self.gc_s += time.thread_time() - self._gc_started
+
+    def step(self, name: str, seconds: float) -> None:
+        self.steps[name] = self.steps.get(name, 0.0) + seconds
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -79,9 +103,13 @@ class Stats:
             "last_batch": self.last_batch,
             "retries": self.retries,
             "wait_s": round(self.wait_s, 3),
+            "steps_cpu_s": {k: round(v, 4) for k, v in self.steps.items()},
+            "gc_cpu_s": round(self.gc_s, 4),
             "first_taken": self.first_taken,
             "last_durable": self.last_durable,
             "last_records_durable": self.last_records_durable,
+            "first_taken_cpu": self.first_taken_cpu,
+            "last_records_durable_cpu": self.last_records_durable_cpu,
             "open_sessions": self.open_sessions(),
             "inbox": self.inbox(),
             "partitions": self.partitions(),
@@ -122,6 +150,11 @@ class _Collector:
             ("retries", s.retries, "batches retried after a Kafka error"),
         ):
             yield CounterMetricFamily(f"touchstream_sessionizer_{name}", doc, value=value)
+        steps = CounterMetricFamily("touchstream_sessionizer_step_cpu_seconds",
+                                    "CPU seconds of the processing thread by step of a round", labels=["step"])
+        for name, seconds in sorted(s.steps.items()):
+            steps.add_metric([name], seconds)
+        yield steps
         yield GaugeMetricFamily("touchstream_sessionizer_open_sessions", "devices with an open session", value=s.open_sessions())
         yield GaugeMetricFamily("touchstream_sessionizer_inbox", "fetched hits waiting", value=s.inbox())
         yield GaugeMetricFamily("touchstream_sessionizer_last_batch", "records in the last batch", value=s.last_batch)

@@ -41,3 +41,23 @@ def test_a_record_larger_than_a_batch_still_fits_alone() -> None:
     batch = PartitionBatch(Producer(batch_bytes=64), "t.deadletter", 0)
     assert batch.add(None, b"x" * 1000) and not batch.add(None, b"y")
     assert batch.count == 1
+
+
+async def test_records_added_are_the_records_aiokafkas_own_append_writes() -> None:
+    """The records go to the C record builder directly: the built batch (what Kafka receives)
+    must be byte for byte what aiokafka's `BatchBuilder.append` builds, record count included."""
+    from aiokafka.record.default_records import DefaultRecordBatch
+
+    records = [(b"guid-%d" % i, b'{"n":%d}' % i) for i in range(50)] + [(None, b"no key"), (b"k", None)]
+    producer = Producer(batch_bytes=1_000_000)
+    batch = PartitionBatch(producer, "t.events", 1)
+    assert all(batch.add(k, v) for k, v in records)
+    await batch.send(producer)
+    [(ours, _, _)] = producer.sent
+    theirs = BatchBuilder(1_000_000, 0)
+    for k, v in records:
+        assert theirs.append(timestamp=None, key=k, value=v) is not None
+    assert ours.record_count() == theirs.record_count() == len(records)
+    built, expected = DefaultRecordBatch(bytes(ours._build())), DefaultRecordBatch(bytes(theirs._build()))
+    got = [(r.offset, r.key, r.value) for r in built]
+    assert got == [(r.offset, r.key, r.value) for r in expected] == [(i, k, v) for i, (k, v) in enumerate(records)]
