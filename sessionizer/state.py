@@ -242,7 +242,8 @@ class Session:
 
     def insert(self, mark: Mark) -> None:
         """Add a hit inside the session's span, after its first element (a late hit that joins
-        it): landing, first and last stay; of the encoded elements, only its successor changes."""
+        it): landing, first and last stay; the session's JSON is encoded again at the next write
+        when the hit lands inside its encoded part (its successor's gap changes)."""
         elements = self.elements
         at = bisect_right(elements, (mark[0], mark[2]), key=_mark_key)
         elements.insert(at, mark)

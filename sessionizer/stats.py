@@ -22,6 +22,31 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sessionizer.machine import Counts
 
 
+class _GcClock:
+    """CPU seconds the process spent in the garbage collector, from a `gc.callbacks` hook (one
+    call per collection: a few per second at most with the worker's threshold, see
+    schemas.runtime). The collector is the process's, so the hook is too: registered once."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started = 0.0
+        self._watching = False
+
+    def watch(self) -> None:
+        if not self._watching:
+            self._watching = True
+            gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.thread_time()
+        else:
+            self.seconds += time.thread_time() - self._started
+
+
+_GC_CLOCK = _GcClock()
+
+
 class Stats:
     def __init__(self) -> None:
         self.started = time.time()
@@ -42,8 +67,6 @@ class Stats:
         # CPU seconds of the processing thread per step of a round (`Processor`): where a
         # worker's time goes, read once per round (time.thread_time), so free per hit.
         self.steps: dict[str, float] = {}
-        self.gc_s = 0.0           # CPU seconds in the garbage collector (any thread; `watch_gc`)
-        self._gc_started = 0.0
         self.first_taken: float | None = None   # wall time the first records were taken
         self.last_durable: float | None = None  # wall time of the last durable output/state write
         self.last_records_durable: float | None = None  # ... of a round that took records from hits
@@ -65,16 +88,10 @@ class Stats:
             self.batches += 1
             self.last_batch = records
 
-    def watch_gc(self) -> None:
-        """Count the collector's time (a callback per collection: a few per second at most
-        with the worker's threshold, see schemas.runtime)."""
-        gc.callbacks.append(self._on_gc)
-
-    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
-        if phase == "start":
-            self._gc_started = time.thread_time()
-        else:
-            self.gc_s += time.thread_time() - self._gc_started
+    @staticmethod
+    def watch_gc() -> None:
+        """Count the collector's time from now on (`gc_cpu_s`; the process's, shared by every Stats)."""
+        _GC_CLOCK.watch()
 
     def step(self, name: str, seconds: float) -> None:
         self.steps[name] = self.steps.get(name, 0.0) + seconds
@@ -104,7 +121,7 @@ class Stats:
             "retries": self.retries,
             "wait_s": round(self.wait_s, 3),
             "steps_cpu_s": {k: round(v, 4) for k, v in self.steps.items()},
-            "gc_cpu_s": round(self.gc_s, 4),
+            "gc_cpu_s": round(_GC_CLOCK.seconds, 4),
             "first_taken": self.first_taken,
             "last_durable": self.last_durable,
             "last_records_durable": self.last_records_durable,
