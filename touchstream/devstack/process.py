@@ -117,10 +117,21 @@ def port_bindable(host: str, port: int) -> bool:
     return True
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+def listener_ports() -> range:
+    """Where a test's own listeners go: from 20000 up to the kernel's ephemeral range, which
+    outgoing connections take their local ports from. A listener stopped and started again on
+    its port (a broker's restart in the fault tests) found that port held by a client's
+    connection from the ephemeral range: Kafka's "Unable to start acceptor"."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # (Linux's default)
+    return range(20_000, max(low, 21_000))
+
+
+def free_port(host: str = "127.0.0.1", attempts: int = 200) -> int:
+    """A port that can be bound now, below the ephemeral range (`listener_ports`), not a stack's own."""
+    return free_port_block(1, host, attempts)
 
 
 def stack_port(port: int) -> bool:
@@ -132,11 +143,12 @@ def stack_port(port: int) -> bool:
 
 
 def free_port_block(count: int, host: str = "127.0.0.1", attempts: int = 200) -> int:
-    """The first of `count` consecutive ports that can all be bound now (a broker's block), none
-    of them a stack's own (`stack_port`)."""
+    """The first of `count` consecutive ports that can all be bound now (a broker's block), below
+    the ephemeral range (`listener_ports`), none of them a stack's own (`stack_port`)."""
     rng = random.Random()
     for _ in range(attempts):
-        base = rng.randrange(20_000, 60_000 - count)
+        ports = listener_ports()
+        base = rng.randrange(ports.start, ports.stop - count)
         block = range(base, base + count)
         if not any(stack_port(port) for port in block) and all(port_bindable(host, port) for port in block):
             return base
