@@ -247,7 +247,9 @@ async def run_mode(args: argparse.Namespace, mode: str, prefix: str, records: li
     if steps:
         print(f"     processing thread CPU by step of a round (s, {sum(steps.values()):.2f} in all): "
               + ", ".join(f"{k} {v:.2f}" for k, v in steps.items())
-              + f"; garbage collector {stats.get('gc_cpu_s', 0):.2f} (whole run, within the steps and outside)")
+              + f"; garbage collector {stats.get('gc_cpu_s', 0):.2f} (whole run, within the steps and outside"
+              + "".join(f"; generation {g}: {n} in {s:.2f}s" for g, (n, s) in enumerate(stats.get("gc_by_generation", [])))
+              + ")")
     if stats.get("first_taken_cpu") is not None and stats.get("last_records_durable_cpu") is not None:
         busy = stats["last_records_durable_cpu"] - stats["first_taken_cpu"]
         print(f"     processing thread CPU while records flowed: {busy:.2f}s of {seconds:.2f}s "

@@ -102,7 +102,7 @@ class Round:
         self.generation = generation
         self.outputs = outputs
         self.states = states
-        self.n_records = sum(len(c.records) for c in chunks)
+        self.n_records = sum(len(c) for c in chunks)
         self.n_hits = n_hits
         self.n_dead = n_dead
         self.n_out = n_out
@@ -126,14 +126,19 @@ class RoundWork:
         self.n_hits = 0
 
 
-def _decode(rec: Any) -> tuple[Any, str]:
+# A chunk decoded: the positions in the chunk of the records decoded, their views, their
+# guids. Lists rather than a tuple per record: a round's decoded records stay alive while it is
+# placed, and each tuple would be one more object for every young garbage collection of the
+# round to walk (the views are untracked, and so are ints).
+Decoded = tuple[list[int], list[Any], list[str]]
+
+
+def _decode(key: bytes | None, raw: bytes | None) -> tuple[Any, str]:
     """A `hits` record as its View and its guid; raises InvalidInput with why it is refused."""
-    raw = rec.value
     if raw is None:
         raise InvalidInput("empty record (tombstone) on hits")
     obj = decode_hit_record(raw)  # msgspec; what it refuses, pydantic decodes or says why
     guid = obj.guid.lower()
-    key = rec.key
     # The key places the device's state (partition); it must be the guid.
     if key is None or (key != guid.encode() and key.decode("utf-8", "replace").lower() != guid):
         raise InvalidInput("record key does not match its guid: hits must be keyed by guid")
@@ -350,7 +355,7 @@ class Processor:
                 t = cpu()
                 decoded = self._decode_chunk(chunk, work)
                 decode_s += cpu() - t
-                self._place_chunk(chunk.tp.partition, decoded, ps, work)
+                self._place_chunk(chunk, decoded, ps, work)
         t1 = cpu()
         step("decode", decode_s)
         step("place", t1 - t0 - decode_s)
@@ -396,29 +401,36 @@ class Processor:
             ps = self.partitions[chunk.tp.partition]
         return ps
 
-    def _decode_chunk(self, chunk: Chunk, work: RoundWork) -> list[tuple[Any, Any, str]]:
-        """The chunk's records as (record, view, guid); refused ones become dead letters."""
-        partition = chunk.tp.partition
-        decoded: list[tuple[Any, Any, str]] = []
-        append = decoded.append
-        for rec in chunk.records:
+    def _decode_chunk(self, chunk: Chunk, work: RoundWork) -> Decoded:
+        """The chunk's records decoded (see `Decoded`); refused ones become dead letters."""
+        positions: list[int] = []
+        views: list[Any] = []
+        guids: list[str] = []
+        keys = chunk.keys
+        for i, value in enumerate(chunk.values):
             try:
-                obj, guid = _decode(rec)
+                obj, guid = _decode(keys[i], value)
             except InvalidInput as exc:
-                work.dead.append(self._dead_letter(rec, partition, exc.reason, exc.errors))
+                work.dead.append(self._dead_letter(chunk, i, exc.reason, exc.errors))
                 continue
-            append((rec, obj, guid))
-        return decoded
+            positions.append(i)
+            views.append(obj)
+            guids.append(guid)
+        return positions, views, guids
 
-    def _place_chunk(self, partition: int, decoded: list[tuple[Any, Any, str]], ps: PartitionState,
-                     work: RoundWork) -> None:
+    def _place_chunk(self, chunk: Chunk, decoded: Decoded, ps: PartitionState, work: RoundWork) -> None:
         """Advance the partition's clock and run the core on each decoded record's device."""
+        partition = chunk.tp.partition
         clock = ps.clock
         states = work.touched.setdefault(partition, {})
         store_get = self.store.get
         rules = self.rules
         out = work.out
-        for rec, obj, guid in decoded:
+        offsets = chunk.offsets
+        values = chunk.values
+        positions, views, guids = decoded
+        for i, obj, guid in zip(positions, views, guids):
+            offset = offsets[i]
             kind = type(obj)
             if kind is ForgetView:
                 # `touchstream forget`: drop the device's state (a changelog tombstone), emit
@@ -439,35 +451,39 @@ class Processor:
                 # `offset`: the core ignores a record at or below the newest offset it applied
                 # to the device, so a batch processed again after a crash emits nothing twice.
                 if kind is HitView:
-                    state = on_hit(state, obj, rules, event_time, out, offset=rec.offset, occurred_ms=occurred,
-                                   weight=len(rec.value) + 64)
+                    value = values[i]
+                    state = on_hit(state, obj, rules, event_time, out, offset=offset, occurred_ms=occurred,
+                                   weight=(len(value) if value is not None else 0) + 64)
                     work.n_hits += 1
                 else:
-                    state = on_close(state, obj, rules, event_time, out, offset=rec.offset)
+                    state = on_close(state, obj, rules, event_time, out, offset=offset)
             except StateLimit as exc:  # the device may not grow: the hit is refused, with why
                 self.stats.refused += 1
-                work.dead.append(self._dead_letter(rec, partition, str(exc), [], hit_id=obj.hit_id))
+                work.dead.append(self._dead_letter(chunk, i, str(exc), [], hit_id=obj.hit_id))
                 if state is not None:
                     states[guid] = state  # (it may have shrunk)
                 continue
             except Exception as exc:  # a bug in the core must not stop the worker: dead-letter the hit
                 log.exception("session core failed; hit dead-lettered",
-                              extra={"topic": ps.tp.topic, "partition": partition, "offset": rec.offset})
+                              extra={"topic": ps.tp.topic, "partition": partition, "offset": offset})
                 del out.records[mark:]  # (its noted session changes are built at flush: harmless)
                 work.dead.append(self._dead_letter(
-                    rec, partition, f"sessionizer error: {type(exc).__name__}: {exc}", [],
+                    chunk, i, f"sessionizer error: {type(exc).__name__}: {exc}", [],
                     hit_id=getattr(obj, "hit_id", None),
                 ))
                 continue
             if state is not None or known or store_get(partition, guid) is not None:
                 states[guid] = state  # (None for a device never stored: nothing to write)
 
-    def _dead_letter(self, rec: Any, partition: int, reason: str, errors: list[Any], *,
+    def _dead_letter(self, chunk: Chunk, i: int, reason: str, errors: list[Any], *,
                      hit_id: str | None = None) -> tuple[bytes | None, bytes, int]:
+        """The dead letter of the chunk's record at position `i`."""
+        partition = chunk.tp.partition
+        key = chunk.keys[i]
         # (schemas.wire.dead_letter cuts an oversized payload: a dead letter must fit in a record)
-        letter = dead_letter("sessionizer", reason, rec.value or b"", errors=errors, topic=self.topics.hits,
-                             partition=partition, offset=rec.offset, key=rec.key, hit_id=hit_id)
-        return rec.key, encode(letter), partition
+        letter = dead_letter("sessionizer", reason, chunk.values[i] or b"", errors=errors, topic=self.topics.hits,
+                             partition=partition, offset=chunk.offsets[i], key=key, hit_id=hit_id)
+        return key, encode(letter), partition
 
     def _update_deadlines(self, touched: dict[int, dict[str, DeviceState | None]]) -> None:
         """Deadlines (and the open-session count) follow the new states."""

@@ -29,6 +29,7 @@ class _GcClock:
 
     def __init__(self) -> None:
         self.seconds = 0.0
+        self.by_generation = [[0, 0.0], [0, 0.0], [0, 0.0]]  # per generation: collections, CPU seconds
         self._started = 0.0
         self._watching = False
 
@@ -41,7 +42,11 @@ class _GcClock:
         if phase == "start":
             self._started = time.thread_time()
         else:
-            self.seconds += time.thread_time() - self._started
+            took = time.thread_time() - self._started
+            self.seconds += took
+            counted = self.by_generation[info["generation"]]
+            counted[0] += 1
+            counted[1] += took
 
 
 _GC_CLOCK = _GcClock()
@@ -122,6 +127,8 @@ class Stats:
             "wait_s": round(self.wait_s, 3),
             "steps_cpu_s": {k: round(v, 4) for k, v in self.steps.items()},
             "gc_cpu_s": round(_GC_CLOCK.seconds, 4),
+            # which generations: a young collection walks what the round allocated, an old one the heap
+            "gc_by_generation": [[n, round(s, 4)] for n, s in _GC_CLOCK.by_generation],
             "first_taken": self.first_taken,
             "last_durable": self.last_durable,
             "last_records_durable": self.last_records_durable,

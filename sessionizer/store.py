@@ -14,7 +14,14 @@ current event, which a batch or a sweep does not have. Instead, per processed ro
    the guid as UTF-8 bytes, value: `DeviceState.to_bytes()`, or a tombstone (None) when a
    device's state is gone — through `sessionizer.output.BatchWriter`, and acknowledged;
 2. then the same keys and values, plus Faust's persisted-offset key (`Store.offset_key`, the
-   offset of the last changelog record), go into the partition's RocksDB in one `WriteBatch`.
+   offset of the last changelog record), go into the partition's RocksDB in one `WriteBatch`,
+   without RocksDB's write-ahead log: the changelog is the log. Kafka Streams writes its
+   RocksDB stores so too (`setDisableWAL(true)`). The WAL took about half the CPU of these
+   writes (60,000 values of 0.3-3 KB in batches of 5,000: 0.30-0.40 s with it, 0.18 s
+   without). RocksDB flushes what the log would have held when a database closes; a `kill -9`
+   loses the memtable, so the database comes back as it was at its last flush — a prefix of
+   the batches, the offset key with the rows it was written with — and Faust's recovery
+   replays the changelog from that older offset.
 
 That is byte for byte what `Table.__setitem__` + `Table._on_changelog_sent` produce for a
 table with raw key and value serializers, so Faust's recovery (`Store.apply_changelog_batch`:
@@ -48,6 +55,10 @@ from schemas.internals import PartitionDb, PartitionStore
 from sessionizer.clock import PartitionClock
 from sessionizer.output import BatchWriter
 from sessionizer.state import DeviceState
+
+# RocksDB writes without its write-ahead log (see 2. above): the changelog is the log.
+NO_WAL = rocksdict.WriteOptions()
+NO_WAL.disable_wal = True
 
 # Bookkeeping keys start with NUL, which no guid does (sessionizer.sweep skips them too).
 CLOCK_KEY = b"\x00touchstream:clock"
@@ -162,7 +173,7 @@ class DeviceStore:
             end = last.get((topic, partition))
             if end is not None:
                 batch.put(offset_key, str(end).encode())
-            self._db(partition).write(batch)
+            self._db(partition).write(batch, NO_WAL)
         if step is not None:
             step("rocksdb", time.thread_time() - started)
         return n

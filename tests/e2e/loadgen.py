@@ -240,6 +240,7 @@ class Accounting:
     per_table: dict[str, int]
     missing: list[str]
     duplicates: dict[str, dict[str, int]]
+    where: str = ""  # `locate`'s answer for the missing ones, when asked
 
     def __str__(self) -> str:
         tables = ", ".join(f"{t}={n}" for t, n in self.per_table.items())
@@ -247,6 +248,8 @@ class Accounting:
                 f"missing {len(self.missing)}, duplicated {len(self.duplicates)}")
         if self.missing:
             text += f"\n  missing (first 20): {self.missing[:20]}"
+        if self.where:
+            text += f"\n  where they are:\n{self.where}"
         if self.duplicates:
             text += f"\n  duplicated (first 20): {dict(list(self.duplicates.items())[:20])}"
         return text
@@ -319,3 +322,57 @@ async def dismantle(pipeline: Pipeline, load: Load | None, conn: asyncpg.Connect
     with contextlib.suppress(Exception):
         await asyncio.wait_for(delete_topics_with_prefix(bootstrap, prefix), 30)
     await drop_schema(dsn, schema)
+
+
+# --- where a missing hit went -------------------------------------------------------------
+
+
+async def locate(bootstrap: str, prefix: str, hit_ids: list[str]) -> str:
+    """Where each of `hit_ids` is in the run's topics (topic, partition, offset) beside the
+    committed offsets of the sessionizer and sink groups: a failure then says which stage lost
+    a hit — not in `events`/`deadletter` is the sessionizer's, there below the sink's committed
+    offset is the sink's."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from schemas.topics import Topics
+
+    topics = Topics(prefix)
+    wanted = {h.encode(): h for h in hit_ids}
+    found: dict[str, list[str]] = {h: [] for h in hit_ids}
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await consumer.start()
+    await admin.start()
+    lines = []
+    try:
+        for topic in (topics.hits, topics.events, topics.deadletter):
+            [described] = await admin.describe_topics([topic])
+            tps = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            remaining = {tp for tp in tps if ends[tp] > 0}
+            while remaining:
+                batch = await consumer.getmany(*remaining, timeout_ms=2000, max_records=10000)
+                if not batch:
+                    break
+                for tp, records in batch.items():
+                    for rec in records:
+                        value = (rec.value or b"").lower()
+                        for raw, h in wanted.items():
+                            if raw in value:
+                                found[h].append(f"{topic.removeprefix(prefix)}[{tp.partition}]@{rec.offset}")
+                        if rec.offset + 1 >= ends[tp]:
+                            remaining.discard(tp)
+        for h, where in found.items():
+            lines.append(f"  {h}: {', '.join(where) or 'in no topic'}")
+        for group in (f"{prefix}sessionizer", f"{prefix}sink"):
+            offsets = await admin.list_consumer_group_offsets(group)
+            shown = {f"{tp.topic.removeprefix(prefix)}[{tp.partition}]": meta.offset
+                     for tp, meta in sorted(offsets.items()) if not tp.topic.endswith("-changelog")}
+            lines.append(f"  committed by {group}: {shown}")
+    finally:
+        await consumer.stop()
+        await admin.close()
+    return "\n".join(lines)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 import uuid
 from collections import Counter
@@ -63,6 +64,7 @@ from tests.e2e.loadgen import (
     dismantle,
     drop_schema,
     landed,
+    locate,
     make_hits,
     wait_landed,
 )
@@ -117,6 +119,9 @@ class Run:
         self.figures[name] = str(result)
         if result.missing or result.duplicates:
             self.broken = name
+        if result.missing:
+            where = await locate(self.services.kafka_bootstrap, self.prefix, result.missing[:20])
+            result = dataclasses.replace(result, missing=result.missing, where=where)
         print(f"\n[{name}] {time.monotonic() - self.started:.0f}s into the run, load resumed in {took:.1f}s; {result}; "
               f"edge answers {dict(self.load.statuses)}")
         assert not result.missing and not result.duplicates, f"{name}: {result}\n{self.logs()}"

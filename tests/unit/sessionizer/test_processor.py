@@ -93,7 +93,7 @@ class FakeDB(dict):
         """In key order, as RocksDB gives them (rocksdict's `from_key`)."""
         return [(k, self[k]) for k in sorted(self) if from_key is None or k >= from_key]
 
-    def write(self, batch: list[tuple[bytes, bytes | None]]) -> None:
+    def write(self, batch: list[tuple[bytes, bytes | None]], write_opt: Any = None) -> None:
         self.log.append(("db", self.partition))
         for key, value in batch:
             if value is None:

@@ -39,6 +39,7 @@ def test_the_collectors_time_is_counted_once_however_many_stats_watch_it() -> No
     second.watch_gc()
     assert len(gc.callbacks) == hooks, "one hook per process"
     before = first.as_dict()["gc_cpu_s"]
+    full_before = first.as_dict()["gc_by_generation"][2]
     garbage = [[i] for i in range(200_000)]
     for item in garbage:
         item.append(item)  # cycles: only the collector frees them
@@ -46,3 +47,5 @@ def test_the_collectors_time_is_counted_once_however_many_stats_watch_it() -> No
     gc.collect()
     assert first.as_dict()["gc_cpu_s"] > before
     assert first.as_dict()["gc_cpu_s"] == second.as_dict()["gc_cpu_s"]
+    full = first.as_dict()["gc_by_generation"][2]  # gc.collect() is a full collection: generation 2
+    assert full[0] > full_before[0] and full[1] > full_before[1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 from faust.types import TP
@@ -15,7 +16,8 @@ T1 = TP("x.hits", 1)
 @dataclass
 class Rec:
     offset: int
-    value: bytes = b"{}"
+    value: bytes | None = b"{}"
+    key: bytes | None = None
 
 
 def recs(*offsets: int) -> list[Rec]:
@@ -28,11 +30,23 @@ def test_chunks_come_out_whole_in_arrival_order_up_to_the_limit() -> None:
     inbox.put(1, {T0: recs(3, 4)})
     assert inbox.count == 7 and inbox.pending(T0) and inbox.pending(T1)
     first = inbox.take(5)
-    assert [(c.tp, len(c.records)) for c in first] == [(T0, 3), (T1, 2)]
+    assert [(c.tp, len(c)) for c in first] == [(T0, 3), (T1, 2)]
     assert not inbox.pending(T1) and inbox.pending(T0)
     rest = inbox.take(1)  # at least one chunk even if larger than the limit
-    assert [(c.tp, len(c.records)) for c in rest] == [(T0, 2)]
+    assert [(c.tp, len(c)) for c in rest] == [(T0, 2)]
     assert inbox.count == 0 and inbox.take(10) == []
+
+
+def test_a_chunk_keeps_offsets_keys_and_values_not_the_fetched_records() -> None:
+    inbox = Inbox(["x.hits"], max_records=100)
+    fetched = [Rec(5, b'{"a":1}', b"k5"), Rec(6, None, b"k6"), Rec(8, b"{}", None)]
+    first = weakref.ref(fetched[0])
+    inbox.put(1, {T0: fetched})
+    del fetched
+    assert first() is None, "the chunk still holds the fetched record objects"
+    [chunk] = inbox.take(10)
+    assert (chunk.offsets, chunk.keys, chunk.values) == ([5, 6, 8], [b"k5", b"k6", None], [b'{"a":1}', None, b"{}"])
+    assert len(chunk) == 3 and chunk.last_offset == 8
 
 
 def test_ack_ranges_cover_offset_gaps_between_chunks() -> None:
