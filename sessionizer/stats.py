@@ -179,6 +179,11 @@ class _Collector:
         for name, seconds in sorted(s.steps.items()):
             steps.add_metric([name], seconds)
         yield steps
+        collector = CounterMetricFamily("touchstream_sessionizer_gc_cpu_seconds",
+                                        "CPU seconds of the process's garbage collector, by generation", labels=["generation"])
+        for generation, (_, seconds) in enumerate(_GC_CLOCK.by_generation):
+            collector.add_metric([str(generation)], seconds)
+        yield collector
         yield GaugeMetricFamily("touchstream_sessionizer_open_sessions", "devices with an open session", value=s.open_sessions())
         yield GaugeMetricFamily("touchstream_sessionizer_inbox", "fetched hits waiting", value=s.inbox())
         yield GaugeMetricFamily("touchstream_sessionizer_last_batch", "records in the last batch", value=s.last_batch)

@@ -49,3 +49,6 @@ def test_the_collectors_time_is_counted_once_however_many_stats_watch_it() -> No
     assert first.as_dict()["gc_cpu_s"] == second.as_dict()["gc_cpu_s"]
     full = first.as_dict()["gc_by_generation"][2]  # gc.collect() is a full collection: generation 2
     assert full[0] > full_before[0] and full[1] > full_before[1]
+    text = prometheus_text(first).decode()
+    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line and line[0] != "#"}
+    assert abs(values['touchstream_sessionizer_gc_cpu_seconds_total{generation="2"}'] - full[1]) < 1e-3  # (the file rounds)
