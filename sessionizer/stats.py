@@ -28,10 +28,13 @@ class _GcClock:
     schemas.runtime). The collector is the process's, so the hook is too: registered once."""
 
     def __init__(self) -> None:
-        self.seconds = 0.0
         self.by_generation = [[0, 0.0], [0, 0.0], [0, 0.0]]  # per generation: collections, CPU seconds
         self._started = 0.0
         self._watching = False
+
+    @property
+    def seconds(self) -> float:
+        return sum(seconds for _, seconds in self.by_generation)
 
     def watch(self) -> None:
         if not self._watching:
@@ -42,11 +45,9 @@ class _GcClock:
         if phase == "start":
             self._started = time.thread_time()
         else:
-            took = time.thread_time() - self._started
-            self.seconds += took
             counted = self.by_generation[info["generation"]]
             counted[0] += 1
-            counted[1] += took
+            counted[1] += time.thread_time() - self._started
 
 
 _GC_CLOCK = _GcClock()
@@ -179,11 +180,11 @@ class _Collector:
         for name, seconds in sorted(s.steps.items()):
             steps.add_metric([name], seconds)
         yield steps
-        collector = CounterMetricFamily("touchstream_sessionizer_gc_cpu_seconds",
-                                        "CPU seconds of the process's garbage collector, by generation", labels=["generation"])
+        gc_seconds = CounterMetricFamily("touchstream_sessionizer_gc_cpu_seconds",
+                                         "CPU seconds of the process's garbage collector, by generation", labels=["generation"])
         for generation, (_, seconds) in enumerate(_GC_CLOCK.by_generation):
-            collector.add_metric([str(generation)], seconds)
-        yield collector
+            gc_seconds.add_metric([str(generation)], seconds)
+        yield gc_seconds
         yield GaugeMetricFamily("touchstream_sessionizer_open_sessions", "devices with an open session", value=s.open_sessions())
         yield GaugeMetricFamily("touchstream_sessionizer_inbox", "fetched hits waiting", value=s.inbox())
         yield GaugeMetricFamily("touchstream_sessionizer_last_batch", "records in the last batch", value=s.last_batch)

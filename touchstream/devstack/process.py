@@ -146,8 +146,8 @@ def free_port_block(count: int, host: str = "127.0.0.1", attempts: int = 200) ->
     """The first of `count` consecutive ports that can all be bound now (a broker's block), below
     the ephemeral range (`listener_ports`), none of them a stack's own (`stack_port`)."""
     rng = random.Random()
+    ports = listener_ports()
     for _ in range(attempts):
-        ports = listener_ports()
         base = rng.randrange(ports.start, ports.stop - count)
         block = range(base, base + count)
         if not any(stack_port(port) for port in block) and all(port_bindable(host, port) for port in block):
