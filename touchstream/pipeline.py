@@ -177,9 +177,22 @@ class Pipeline:
                 self.add_sessionizer(i)
             for i in range(sinks):
                 self.add_sink(i)
+        if any(name.startswith("sink-") for name in self.components):
+            self.migrate()
         for comp in self.components.values():
             comp.start()
         self.wait_edge_ready()
+
+    def migrate(self, timeout: float = 120.0) -> None:
+        """`touchstream migrate` with the sinks' settings, before they start, as an operator
+        deploys: every table exists once `start` returns. Each sink also migrates when it starts
+        (finding nothing left to do), but that runs beside the edge's start, and a caller that
+        read a table as soon as the edge was ready could find none (CI saw `relation "sessions"
+        does not exist`)."""
+        run = subprocess.run(self._python("touchstream.cli", "migrate"), env=self.env(), capture_output=True,
+                             text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        if run.returncode != 0:
+            raise RuntimeError(f"`touchstream migrate` exited {run.returncode}:\n{run.stdout}{run.stderr}")
 
     def wait_edge_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

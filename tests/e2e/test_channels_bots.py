@@ -77,6 +77,9 @@ async def test_channels_exclusions_and_bots_land_in_sessions(pipeline, pg_schema
 
     conn = await pg_schema.connect(timeout=30)
     try:
+        # Pipeline.start migrated before it returned: the tables are there, whatever the sink has done yet
+        assert await conn.fetchval("SELECT to_regclass('sessions') IS NOT NULL")
+
         async def sessions() -> list[asyncpg.Record]:
             return await conn.fetch(
                 "SELECT guid::text AS guid, session_index, channel, is_bot, device_type, ip FROM sessions "
