@@ -62,8 +62,25 @@ class OptionalBuildExt(build_ext):
             built.unlink(missing_ok=True)
 
 
+def _remove_old_extensions() -> None:
+    """A build that runs the sources removes what an earlier build compiled: Python would import
+    those extensions before the sources (sessionizer.compiled.check refuses them, loudly)."""
+    for path in COMPILED:
+        for old in (ROOT / path).parent.glob(f"{Path(path).stem}.*.so"):
+            old.unlink()
+    for old in (ROOT / "sessionizer").glob("core__mypyc.*.so"):
+        old.unlink()
+
+
 def _ext_modules() -> list:
     MANIFEST.unlink(missing_ok=True)
+    modules = _compiled_modules()
+    if not modules:
+        _remove_old_extensions()
+    return modules
+
+
+def _compiled_modules() -> list:
     if os.environ.get("TOUCHSTREAM_PURE_PYTHON"):
         _note("TOUCHSTREAM_PURE_PYTHON is set: the session core runs as pure Python")
         return []

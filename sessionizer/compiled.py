@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
@@ -29,7 +30,17 @@ def check(package: Path = PACKAGE) -> None:
     """Raise StaleBuild when a compiled module's source changed after the build."""
     manifest = package / MANIFEST
     if not manifest.exists():
-        return  # not compiled: the sources run as they are
+        # Not compiled: the sources run as they are, unless extensions of an earlier build are
+        # still there (a build that fell back to the sources, say on a type error mypyc refused,
+        # removes the manifest first): Python would import those, as old as they are.
+        left = sorted(p.name for m in MODULES for suffix in EXTENSION_SUFFIXES if (p := package / f"{m}{suffix}").exists())
+        if left:
+            raise StaleBuild(
+                f"{', '.join(left)} in {package} come from an earlier build (the last one did not compile the "
+                f"session core and left no {MANIFEST}): they would run old code. Build again (`make venv`, and "
+                f"read its `touchstream build:` lines), or remove them to run the sources."
+            )
+        return
     root = package.parent
     for path, digest in json.loads(manifest.read_text()).items():
         source = root / path

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,16 @@ def test_the_manifest_names_what_setup_compiles() -> None:
     manifest = REPO / "sessionizer" / compiled.MANIFEST
     if manifest.exists():
         assert sorted(json.loads(manifest.read_text())) == sorted(f"sessionizer/{m}.py" for m in compiled.MODULES)
+
+
+def test_extensions_left_without_a_manifest_refuse_the_import(tmp_path: Path) -> None:
+    """A build that fell back to the sources (mypyc refused a type error) removed the manifest: the
+    extensions of the build before would still be imported, running old code without a word."""
+    package = _package(tmp_path, b"x = 2\n", recorded=b"x = 1\n")
+    (package / compiled.MANIFEST).unlink()
+    left = package / f"machine{EXTENSION_SUFFIXES[0]}"
+    left.write_bytes(b"\x7fELF")
+    with pytest.raises(StaleBuild, match=rf"{left.name} in .* come from an earlier build .*make venv"):
+        check(package)
+    left.unlink()
+    check(package)  # the sources alone
