@@ -714,3 +714,22 @@ def test_hits_around_a_clear_are_placed_as_time_order_has_them() -> None:
     part.hit(make_hit(T0 + 3 * MIN, hid=3))   # before it, late: joins the cleared session
     part.finish()
     assert [(s["hits"], s["end_reason"]) for s in part.sessions()] == [(2, "storage_cleared"), (1, "inactivity")]
+
+
+def test_a_mark_holds_the_hit_s_fields_whether_read_from_the_struct_or_the_model() -> None:
+    """`_mark` reads a msgspec HitView by position (one C call) and any other hit by name: both
+    give each Mark field the hit's value of that name."""
+    from schemas.hit import Hit
+    from sessionizer.machine import _mark
+    from sessionizer.state import Mark
+
+    view = make_hit(T0 + 1, hid=7, type="event", url="https://www.oakridge-apts.com/apply?gclid=Cj0K", referrer="https://www.google.com/search?q=x", ip="198.51.100.0",
+                    utm={"source": "google", "medium": "cpc", "campaign": "spring", "term": "t", "content": "c",
+                         "id": "u1"}, datacenter=True)
+    model = Hit.model_validate(view.wire())
+    by_position, by_name = _mark(view, T0 + 1), _mark(model, T0 + 1)
+    assert type(view) is not type(model) and by_position == by_name
+    expected = {"t": T0 + 1, "us": view.occurred_at.microsecond % 1000, "is_event": True}
+    for name in Mark._fields:
+        assert by_position[Mark._fields.index(name)] == expected.get(name, getattr(view, name, None)), name
+    assert len(set(by_position[9:17])) == 8  # every campaign field its own value: none read from a neighbour
