@@ -61,7 +61,7 @@ from schemas.views import CloseView, HitView
 from sessionizer.identity import hit_fingerprint, session_id
 from sessionizer.rules import Rules
 from sessionizer.snapshot import hit_record, late_record, move_record, range_move_record, retraction, session_snapshot
-from sessionizer.state import Block, DeviceState, Element, Mark, Session, Slot, Times
+from sessionizer.state import REFERRER_HOST, VISIT, Block, DeviceState, Element, Mark, Session, Slot, Times
 from sessionizer.timeline import INACTIVITY, STORAGE_CLEARED, Run, campaign_of, closed_by, segment, split_reason
 from sessionizer.useragent import is_crawler
 
@@ -417,7 +417,7 @@ def _place_in_order(state: DeviceState, slot: Slot, mark: Mark, hit: HitView, no
                 out.records.append(record)
                 out.placed[hit.hit_id] = record
                 return True
-            sid = session_id(state.guid, mark.hit_id)
+            sid = session_id(state.guid, mark[2])
             if _taken(state, sid):
                 return True  # this hit opened a session already: a duplicate older than the ring
             latest.end_reason = split
@@ -428,7 +428,7 @@ def _place_in_order(state: DeviceState, slot: Slot, mark: Mark, hit: HitView, no
             return False
     elif slot.closes and slot.closes[-1] >= t:
         return False
-    sid = session_id(state.guid, mark.hit_id)
+    sid = session_id(state.guid, mark[2])
     if not _taken(state, sid):
         _open(state, slot, mark, sid, hit, now, rules, out)
     return True
@@ -439,7 +439,7 @@ def _open(state: DeviceState, slot: Slot, mark: Mark, sid: str, hit: HitView, no
     session = Session.opened(sid, slot.count + len(slot.sessions) + 1, _channel(mark, rules), mark)
     slot.sessions.append(session)
     # A hit so late that its session has already expired is published closed, once.
-    is_open = mark.t + rules.timeout_ms >= now
+    is_open = mark[0] + rules.timeout_ms >= now
     if not is_open:
         session.end_reason = INACTIVITY
     _publish(state, session, is_open, out)
@@ -455,9 +455,10 @@ def _taken(state: DeviceState, sid: str) -> bool:
 
 def _place_late(state: DeviceState, slot: Slot, mark: Mark, hit: HitView, now: int, rules: Rules,
                 out: Emitted) -> None:
+    hit_id = mark[2]
     for session in slot.sessions:
         for e in session.elements:
-            if not isinstance(e, Block) and e.hit_id == mark.hit_id:
+            if not isinstance(e, Block) and e[2] == hit_id:  # (by position: see _channel)
                 return  # a duplicate older than the ring, still retained
     out.counts.reordered += 1
     if not _join_inside(state, slot, mark, hit, rules, out):
@@ -575,7 +576,7 @@ def _fresh_id(guid: str, run: Run, taken: set[str]) -> str:
     """The id of a session that claims no published one: that of its earliest hit (or block)
     whose id no session of the device holds — deterministic for a given `hits` log."""
     for e in run.elements:
-        sid = e.sid if isinstance(e, Block) else session_id(guid, e.hit_id)
+        sid = e.sid if isinstance(e, Block) else session_id(guid, e[2])
         if sid not in taken:
             return sid
     # Every candidate is held (it cannot happen: each held id belongs to a session holding
@@ -591,7 +592,7 @@ def _retract(state: DeviceState, gone: Session, into: Session, out: Emitted) -> 
 
 
 def _move(guid: str, mark: Mark, sid: str, out: Emitted) -> None:
-    record = out.placed.get(mark.hit_id)
+    record = out.placed.get(mark[2])
     if record is not None:  # placed in this same batch: not sent yet, so just re-point it
         record.session_id = sid
         return
@@ -677,12 +678,12 @@ def _record(hit: HitView, guid: str, sid: str, out: Emitted) -> None:
     out.placed[hit.hit_id] = record
 
 
-def _channel(landing: Mark | HitView, rules: Rules) -> str:
-    has_campaign = bool(
-        landing.utm_source or landing.utm_medium or landing.utm_campaign or landing.utm_term or landing.utm_content
-        or landing.utm_id or landing.click_id_type
-    )
-    referrer_host = landing.referrer_host
-    page_host = urlsplit(landing.url).hostname if referrer_host and not has_campaign else None
-    return rules.channels.channel(landing.utm_source, landing.utm_medium, landing.utm_campaign, landing.click_id_type,
-                                  referrer_host, landing.site, page_host, has_campaign)
+def _channel(landing: Mark, rules: Rules) -> str:
+    # (by position: compiled, `landing.utm_source` is a generic attribute lookup on the NamedTuple)
+    utm_source, utm_medium, utm_campaign, click_id_type = landing[9], landing[10], landing[11], landing[16]
+    has_campaign = bool(utm_source or utm_medium or utm_campaign or landing[12] or landing[13] or landing[14]
+                        or click_id_type)
+    referrer_host = landing[REFERRER_HOST]
+    page_host = urlsplit(landing[4]).hostname if referrer_host and not has_campaign else None  # (url)
+    return rules.channels.channel(utm_source, utm_medium, utm_campaign, click_id_type, referrer_host, landing[VISIT],
+                                  page_host, has_campaign)  # (VISIT: the site)

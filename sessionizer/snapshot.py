@@ -65,33 +65,35 @@ def _static_fields(guid: str, s: Session) -> dict[str, Any]:
     """The fields that follow the landing hit: built once per session and landing, then copied.
     (started_at is one of them: the first hit changes exactly when the landing does.)"""
     landing = s.landing
-    agent = describe(landing.user_agent)
+    # (by position, Mark's order: compiled, `landing.site` is a generic attribute lookup)
+    user_agent = landing[18]
+    agent = describe(user_agent)
     return {
         "v": SCHEMA_VERSION,
         "session_id": s.id,
         "guid": guid,
         "session_index": s.index,
-        "site": landing.site,
+        "site": landing[8],
         "started_at": from_ms(s.first),
-        "landing_url": landing.url,
-        "landing_path": landing.path,
-        "referrer": landing.referrer,
-        "referrer_host": landing.referrer_host,
-        "utm_source": landing.utm_source,
-        "utm_medium": landing.utm_medium,
-        "utm_campaign": landing.utm_campaign,
-        "utm_term": landing.utm_term,
-        "utm_content": landing.utm_content,
-        "utm_id": landing.utm_id,
-        "click_id": landing.click_id,
-        "click_id_type": landing.click_id_type,
+        "landing_url": landing[4],
+        "landing_path": landing[5],
+        "referrer": landing[6],
+        "referrer_host": landing[7],
+        "utm_source": landing[9],
+        "utm_medium": landing[10],
+        "utm_campaign": landing[11],
+        "utm_term": landing[12],
+        "utm_content": landing[13],
+        "utm_id": landing[14],
+        "click_id": landing[15],
+        "click_id_type": landing[16],
         "channel": s.channel,
-        "ip": landing.ip,
-        "user_agent": landing.user_agent,
+        "ip": landing[17],
+        "user_agent": user_agent,
         "browser": agent.browser,
         "os": agent.os,
         "device_type": agent.device_type,
-        "is_bot": agent.is_bot or landing.datacenter,  # a crawler's user agent, or a data centre's address
+        "is_bot": agent.is_bot or landing[19],  # a crawler's user agent, or a data centre's address (datacenter)
     }
 
 
@@ -102,8 +104,8 @@ def retraction(guid: str, s: Session, merged_into: str, version: int) -> dict[st
 
 def move_record(guid: str, mark: Mark, session_id: str) -> MoveView:
     return MoveView(
-        hit_id=mark.hit_id, guid=guid, type="event" if mark.is_event else "pageview",
-        occurred_at=at_us(mark.t, mark.us), session_id=session_id,
+        hit_id=mark[2], guid=guid, type="event" if mark[3] else "pageview",  # (Mark's hit_id, is_event, t, us)
+        occurred_at=at_us(mark[0], mark[1]), session_id=session_id,
     )
 
 

@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import struct
 from bisect import bisect_right
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import orjson
 
@@ -119,8 +119,8 @@ class Mark(NamedTuple):
         return (self.t, self.hit_id)
 
 
-REFERRER_HOST = 7
-VISIT = 8
+REFERRER_HOST: Final = 7
+VISIT: Final = 8
 # Mark[9:17] is rule 4's campaign data (the utm fields and the click id). The core writes the slice
 # out where it needs it: mypy (and so mypyc) types a literal slice of a NamedTuple, not a named one.
 _MARK_FIELDS = len(Mark._fields)
@@ -214,16 +214,17 @@ class Session:
                     exit_url, exit_at = e.exit_url, e.exit_at
                 if e.last > last:
                     last = e.last
-            else:
-                if e.is_event:
+            else:  # (a mark, by position: is_event, url, t)
+                t = e[0]
+                if e[3]:
                     events += 1
                 else:
                     pageviews += 1
-                    exit_url, exit_at = e.url, e.t
-                if e.t > last:
-                    last = e.t
+                    exit_url, exit_at = e[4], t
+                if t > last:
+                    last = t
         self.landing = head.landing if isinstance(head, Block) else head
-        self.first = head.first if isinstance(head, Block) else head.t
+        self.first = head.first if isinstance(head, Block) else head[0]
         self.last = last
         self.pageviews = pageviews
         self.events = events
@@ -330,12 +331,22 @@ def _element_values(e: Element, previous: Element | None) -> Any:
     if isinstance(e, Block):
         return {"b": e.values()}
     if previous is None or isinstance(previous, Block):
-        return (e[0], e[1], e[2], 1 if e[3] else 0, *e[4:])
+        return _mark_values(e, e[0])
     # (elements are in time order: t as the gap to the previous mark is a small number)
+    # Field by field, not `e[VISIT:] == previous[VISIT:]`: compiled, the two slices cost more
+    # than the comparisons (about 1.3 against 0.9 µs an element with the rest of this function).
     if (e[18] == previous[18] and e[17] == previous[17] and e[8] == previous[8] and e[9] == previous[9]
-            and e[VISIT:] == previous[VISIT:]):  # (user agent, IP, site, source first: they differ first)
+            and e[10] == previous[10] and e[11] == previous[11] and e[12] == previous[12]
+            and e[13] == previous[13] and e[14] == previous[14] and e[15] == previous[15]
+            and e[16] == previous[16] and e[19] == previous[19]):  # (user agent, IP, site, source first)
         return (e[0] - previous[0], e[1], e[2], 1 if e[3] else 0, e[4], e[5], e[6], e[7])
-    return (e[0] - previous[0], e[1], e[2], 1 if e[3] else 0, *e[4:])
+    return _mark_values(e, e[0] - previous[0])
+
+
+def _mark_values(e: Mark, t: int) -> tuple[Any, ...]:
+    """A mark as written in full, with `t` for its time (absolute, or the gap to the previous)."""
+    return (t, e[1], e[2], 1 if e[3] else 0, e[4], e[5], e[6], e[7], e[8], e[9], e[10], e[11], e[12], e[13],
+            e[14], e[15], e[16], e[17], e[18], e[19])
 
 
 def _decode_elements(raw: list[Any]) -> list[Element]:

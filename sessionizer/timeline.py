@@ -91,7 +91,7 @@ def segment(elements: list[Element], closes: list[int], rules: Rules) -> list[Ru
             at, until, campaign = e.first, e.last, e.landing[9:17]
             brought = campaign
         else:
-            at = until = e.t
+            at = until = e[0]  # (the mark's t)
             campaign = e[9:17]
             brought = campaign_of(e, rules) if excluding else campaign
         while ci < n_closes and closes[ci] < at:
