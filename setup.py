@@ -34,6 +34,7 @@ COMPILED = [
     "sessionizer/identity.py",
     "sessionizer/processor.py",
     "sessionizer/clock.py",
+    "sessionizer/rules.py",
 ]
 MANIFEST = ROOT / "sessionizer" / "compiled.json"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent
 MANIFEST = "compiled.json"
 # (setup.py's COMPILED: what the manifest is expected to name)
-MODULES = ("state", "machine", "snapshot", "timeline", "identity", "processor", "clock")
+MODULES = ("state", "machine", "snapshot", "timeline", "identity", "processor", "clock", "rules")
 
 
 class StaleBuild(ImportError):
