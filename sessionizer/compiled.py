@@ -33,7 +33,8 @@ def check(package: Path = PACKAGE) -> None:
         # Not compiled: the sources run as they are, unless extensions of an earlier build are
         # still there (a build that fell back to the sources, say on a type error mypyc refused,
         # removes the manifest first): Python would import those, as old as they are.
-        left = sorted(p.name for m in MODULES for suffix in EXTENSION_SUFFIXES if (p := package / f"{m}{suffix}").exists())
+        left = sorted(p.name for m in MODULES for suffix in EXTENSION_SUFFIXES
+                      if (p := package / f"{m}{suffix}").exists())
         if left:
             raise StaleBuild(
                 f"{', '.join(left)} in {package} come from an earlier build (the last one did not compile the "
